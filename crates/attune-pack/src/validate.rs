@@ -1,0 +1,441 @@
+//! Validation rules on loaded YAML: refs, versions, entry points, parameters and
+//! references between components. Each rule reports the file, line and field.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Component, Path};
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::model::{PARAMETER_TYPES, Pack, PackMeta, Parameter};
+
+/// Whether `s` is a valid pack ref: `^[a-z][a-z0-9_-]*$`.
+pub fn is_pack_ref(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
+}
+
+/// Splits a component ref `<pack>.<name>` into its parts, if well formed.
+pub fn split_ref(s: &str) -> Option<(&str, &str)> {
+    let (pack, name) = s.split_once('.')?;
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    (is_pack_ref(pack) && name_ok).then_some((pack, name))
+}
+
+/// Whether `s` is a semantic version `MAJOR.MINOR.PATCH[-pre][+build]`.
+pub fn is_semver(s: &str) -> bool {
+    let (core, _build) = s.split_once('+').unwrap_or((s, ""));
+    let (core, _pre) = core.split_once('-').unwrap_or((core, ""));
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_digit())
+                && (p.len() == 1 || !p.starts_with('0'))
+        })
+}
+
+/// The line and column of a top-level `key:` in YAML text (1-based; column of the value).
+pub fn key_place(text: &str, key: &str) -> Option<(u32, u32)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let rest = line.strip_prefix(key)?;
+        let after = rest.trim_start();
+        let value = after.strip_prefix(':')?;
+        let col = line.len() - value.trim_start().len() + 1;
+        Some((i as u32 + 1, col as u32))
+    })
+}
+
+/// Why an entry point path is unacceptable, if it is.
+pub fn entry_point_problem(entry: &str) -> Option<&'static str> {
+    let path = Path::new(entry);
+    if entry.is_empty() {
+        return Some("is empty");
+    }
+    if path.is_absolute() {
+        return Some("is an absolute path; it must be relative to its directory");
+    }
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Some("leaves its directory (`..`); it must stay inside the pack");
+    }
+    None
+}
+
+pub(crate) fn pack_meta(
+    dir: &Path,
+    file: &Path,
+    text: &str,
+    meta: &PackMeta,
+    diags: &mut Diagnostics,
+) {
+    let place = |key| key_place(text, key);
+    if !is_pack_ref(&meta.pack_ref) {
+        diags.push(
+            Diagnostic::error(file, format!("`{}` is not a valid pack ref", meta.pack_ref))
+                .at_opt(place("ref"))
+                .field("ref")
+                .hint(
+                    "use lowercase letters, digits, `_` and `-`, starting with a letter, no dots",
+                ),
+        );
+    } else if let Some(name) = dir.file_name().and_then(|n| n.to_str())
+        && name != meta.pack_ref
+    {
+        diags.push(
+            Diagnostic::error(
+                file,
+                format!(
+                    "ref `{}` differs from the directory name `{name}`",
+                    meta.pack_ref
+                ),
+            )
+            .at_opt(place("ref"))
+            .field("ref")
+            .hint(format!(
+                "rename the directory to `{}` or change the ref to `{name}`",
+                meta.pack_ref
+            )),
+        );
+    }
+    if !is_semver(&meta.version) {
+        diags.push(
+            Diagnostic::error(
+                file,
+                format!("`{}` is not a semantic version", meta.version),
+            )
+            .at_opt(place("version"))
+            .field("version")
+            .hint("write MAJOR.MINOR.PATCH, for example 1.0.0"),
+        );
+    }
+    if meta.label.trim().is_empty() {
+        diags.push(
+            Diagnostic::error(file, "is empty")
+                .at_opt(place("label"))
+                .field("label"),
+        );
+    }
+}
+
+/// One component's ref, checked against its pack and file name.
+fn component_ref(
+    pack: &str,
+    kind: &str,
+    file: &Path,
+    text: &str,
+    value: &str,
+    seen: &mut BTreeSet<String>,
+    diags: &mut Diagnostics,
+) {
+    let place = key_place(text, "ref");
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    match split_ref(value) {
+        None => diags.push(
+            Diagnostic::error(file, format!("`{value}` is not a valid {kind} ref"))
+                .at_opt(place)
+                .field("ref")
+                .hint(format!("write `{pack}.{stem}`")),
+        ),
+        Some((p, _)) if p != pack => diags.push(
+            Diagnostic::error(
+                file,
+                format!("`{value}` belongs to pack `{p}`, but this file is in pack `{pack}`"),
+            )
+            .at_opt(place)
+            .field("ref")
+            .hint(format!("write `{pack}.{stem}`")),
+        ),
+        Some((_, name)) if name != stem => diags.push(
+            Diagnostic::warning(
+                file,
+                format!("ref `{value}` does not match the file name `{stem}`"),
+            )
+            .at_opt(place)
+            .field("ref")
+            .hint(format!(
+                "rename the file to `{name}.yaml` so the ref is easy to find"
+            )),
+        ),
+        Some(_) => {}
+    }
+    if !seen.insert(value.to_string()) {
+        diags.push(
+            Diagnostic::error(
+                file,
+                format!("{kind} ref `{value}` is defined twice in this pack"),
+            )
+            .at_opt(place)
+            .field("ref"),
+        );
+    }
+}
+
+fn parameters<'a>(
+    file: &Path,
+    text: &str,
+    params: impl IntoIterator<Item = (&'a String, &'a Parameter)>,
+    diags: &mut Diagnostics,
+) {
+    for (name, p) in params {
+        if let Some(t) = &p.param_type
+            && !PARAMETER_TYPES.contains(&t.as_str())
+        {
+            diags.push(
+                Diagnostic::error(file, format!("parameter `{name}` has unknown type `{t}`"))
+                    .at_opt(key_place(text, "parameters"))
+                    .field(format!("parameters.{name}.type"))
+                    .hint(format!("use one of: {}", PARAMETER_TYPES.join(", "))),
+            );
+        }
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            diags.push(
+                Diagnostic::error(
+                    file,
+                    format!("parameter name `{name}` cannot become an environment variable"),
+                )
+                .at_opt(key_place(text, "parameters"))
+                .field(format!("parameters.{name}"))
+                .hint("use letters, digits and `_` only"),
+            );
+        }
+    }
+}
+
+fn entry_point(file: &Path, text: &str, entry: &str, diags: &mut Diagnostics) {
+    if let Some(problem) = entry_point_problem(entry) {
+        diags.push(
+            Diagnostic::error(file, format!("`{entry}` {problem}"))
+                .at_opt(key_place(text, "entry_point"))
+                .field("entry_point"),
+        );
+    }
+}
+
+fn reference(file: &Path, text: &str, field: &str, value: &str, diags: &mut Diagnostics) {
+    if split_ref(value).is_none() {
+        diags.push(
+            Diagnostic::error(
+                file,
+                format!("`{value}` is not a ref of the form `<pack>.<name>`"),
+            )
+            .at_opt(key_place(text, field))
+            .field(field),
+        );
+    }
+}
+
+/// Rules on every component of a loaded pack, and on references inside the pack.
+pub(crate) fn components(pack: &Pack, diags: &mut Diagnostics) {
+    let name = pack.meta.pack_ref.as_str();
+    let text = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+    let mut seen = BTreeSet::new();
+    for a in &pack.actions {
+        let t = text(&a.file);
+        component_ref(
+            name,
+            "action",
+            &a.file,
+            &t,
+            &a.spec.action_ref,
+            &mut seen,
+            diags,
+        );
+        entry_point(&a.file, &t, &a.spec.entry_point, diags);
+        parameters(&a.file, &t, &a.spec.parameters, diags);
+        if a.spec.timeout == Some(0) {
+            diags.push(
+                Diagnostic::error(&a.file, "must be at least 1 second")
+                    .at_opt(key_place(&t, "timeout"))
+                    .field("timeout"),
+            );
+        }
+    }
+    for s in &pack.sensors {
+        let t = text(&s.file);
+        component_ref(
+            name,
+            "sensor",
+            &s.file,
+            &t,
+            &s.spec.sensor_ref,
+            &mut seen,
+            diags,
+        );
+        entry_point(&s.file, &t, &s.spec.entry_point, diags);
+        parameters(&s.file, &t, &s.spec.parameters, diags);
+        if s.spec.trigger_types.is_empty() {
+            diags.push(
+                Diagnostic::error(
+                    &s.file,
+                    "is empty; a sensor emits at least one trigger type",
+                )
+                .at_opt(key_place(&t, "trigger_types"))
+                .field("trigger_types"),
+            );
+        }
+        for tt in &s.spec.trigger_types {
+            reference(&s.file, &t, "trigger_types", tt, diags);
+        }
+    }
+    for tr in &pack.triggers {
+        let t = text(&tr.file);
+        component_ref(
+            name,
+            "trigger",
+            &tr.file,
+            &t,
+            &tr.spec.trigger_ref,
+            &mut seen,
+            diags,
+        );
+    }
+    for r in &pack.rules {
+        let t = text(&r.file);
+        component_ref(
+            name,
+            "rule",
+            &r.file,
+            &t,
+            &r.spec.rule_ref,
+            &mut seen,
+            diags,
+        );
+        reference(&r.file, &t, "trigger_ref", &r.spec.trigger_ref, diags);
+        reference(&r.file, &t, "action_ref", &r.spec.action_ref, diags);
+    }
+}
+
+/// References across packs: every sensor's trigger types and every rule's trigger
+/// and action must exist. A ref into a pack that is present but lacks the
+/// component is an error; a ref into a pack that is absent is a warning (it may
+/// be installed separately).
+pub fn references<'a>(packs: impl IntoIterator<Item = &'a Pack> + Clone) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let pack_names: BTreeSet<&str> = packs
+        .clone()
+        .into_iter()
+        .map(|p| p.meta.pack_ref.as_str())
+        .collect();
+    let triggers: BTreeSet<&str> = packs
+        .clone()
+        .into_iter()
+        .flat_map(|p| p.triggers.iter().map(|t| t.spec.trigger_ref.as_str()))
+        .collect();
+    let actions: BTreeSet<&str> = packs
+        .clone()
+        .into_iter()
+        .flat_map(|p| p.actions.iter().map(|a| a.spec.action_ref.as_str()))
+        .collect();
+    let mut check = |file: &Path, field: &str, kind: &str, value: &str, known: &BTreeSet<&str>| {
+        if known.contains(value) {
+            return;
+        }
+        let t = fs::read_to_string(file).unwrap_or_default();
+        let pack = value.split('.').next().unwrap_or_default();
+        let d = if pack_names.contains(pack) {
+            Diagnostic::error(
+                file,
+                format!("{kind} `{value}` does not exist in pack `{pack}`"),
+            )
+            .hint(format!(
+                "check the spelling, or add {kind}s/{}.yaml to pack `{pack}`",
+                value.split('.').nth(1).unwrap_or_default()
+            ))
+        } else {
+            Diagnostic::warning(
+                file,
+                format!("{kind} `{value}` is in pack `{pack}`, which is not among the packs given"),
+            )
+            .hint(format!(
+                "install pack `{pack}` too, or the {kind} will be missing at run time"
+            ))
+        };
+        diags.push(d.at_opt(key_place(&t, field)).field(field));
+    };
+    for p in packs {
+        for s in &p.sensors {
+            for tt in &s.spec.trigger_types {
+                check(&s.file, "trigger_types", "trigger", tt, &triggers);
+            }
+        }
+        for r in &p.rules {
+            check(
+                &r.file,
+                "trigger_ref",
+                "trigger",
+                &r.spec.trigger_ref,
+                &triggers,
+            );
+            check(
+                &r.file,
+                "action_ref",
+                "action",
+                &r.spec.action_ref,
+                &actions,
+            );
+        }
+    }
+    diags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_refs() {
+        for ok in ["core", "my_pack", "a1-b2"] {
+            assert!(is_pack_ref(ok), "{ok}");
+        }
+        for bad in ["", "Core", "1pack", "a.b", "a b", "-x"] {
+            assert!(!is_pack_ref(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn component_refs() {
+        assert_eq!(split_ref("core.echo"), Some(("core", "echo")));
+        assert_eq!(
+            split_ref("core.http_request"),
+            Some(("core", "http_request"))
+        );
+        assert_eq!(split_ref("core"), None);
+        assert_eq!(split_ref("core."), None);
+        assert_eq!(split_ref("core.a.b"), None);
+    }
+
+    #[test]
+    fn semver() {
+        for ok in ["1.0.0", "0.1.10", "1.2.3-rc.1", "1.2.3+build.5"] {
+            assert!(is_semver(ok), "{ok}");
+        }
+        for bad in ["1.0", "1", "01.0.0", "a.b.c", "1.0.0.0", ""] {
+            assert!(!is_semver(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_place_points_at_the_value() {
+        let text = "label: x\nentry_point: ../etc/passwd\n  entry_point: nested\n";
+        assert_eq!(key_place(text, "entry_point"), Some((2, 14)));
+        assert_eq!(key_place(text, "missing"), None);
+    }
+
+    #[test]
+    fn entry_points_stay_inside() {
+        assert_eq!(entry_point_problem("echo.sh"), None);
+        assert_eq!(entry_point_problem("lib/run.py"), None);
+        assert!(entry_point_problem("../../bin/sh").unwrap().contains(".."));
+        assert!(entry_point_problem("/bin/sh").unwrap().contains("absolute"));
+        assert!(entry_point_problem("").is_some());
+    }
+}
