@@ -103,7 +103,7 @@ pub fn elf_bytes(spec: ElfSpec) -> Vec<u8> {
         })
         .collect();
     data.extend_from_slice(&strtab);
-    while (data_off + data.len()) % 8 != 0 {
+    while !(data_off + data.len()).is_multiple_of(8) {
         data.push(0);
     }
     let dynamic = has_dynamic.then(|| {

@@ -114,7 +114,7 @@ impl NativeProblem {
             }
             NativeProblem::Malformed { message } => format!("is not a readable program: {message}"),
             NativeProblem::WrongMachine { facts, expected } => format!(
-                "is {} but the volume is for {expected}: it would fail with `exec format error`",
+                "is {}, not {expected}: it would fail with `exec format error`",
                 facts.summary()
             ),
             NativeProblem::NotSelfContained { facts } => match facts.linkage {

@@ -1,0 +1,187 @@
+//! The command line: subcommands, flags and the help text that teaches them.
+
+use std::path::PathBuf;
+
+use attune_pack::Arch;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the input is wrong (invalid pack, stale or dynamic binary, failed verification); nothing was published
+  2  usage error
+  3  environment error (I/O, permissions, lock timeout)
+
+Example:
+  nix build .#pack-binaries-x86_64 -o bins
+  packs-assemble assemble --packs ./packs --binaries ./bins --arch amd64 --out /var/lib/attune/packs
+  packs-assemble verify /var/lib/attune/packs";
+
+/// Turns Attune pack sources and fresh static binaries into a packs volume that
+/// services read: verified (static, right architecture, executable), atomic
+/// (readers always see one whole generation), incremental and deterministic.
+#[derive(Debug, Parser)]
+#[command(name = "packs-assemble", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Log format on stderr: `human`, or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "ATTUNE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More logs (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr; no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// JSON lines.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate packs, overlay binaries, and publish a new generation of the volume.
+    ///
+    /// Writes nothing when the inputs are unchanged (same root hash). Otherwise it
+    /// writes a complete generation beside the current one, hard-linking unchanged
+    /// files, and commits it by renaming `..data`; old generations beyond --keep
+    /// are removed. Killing it at any moment leaves the previous generation intact.
+    Assemble(AssembleArgs),
+    /// Validate pack sources without publishing anything.
+    Check(CheckArgs),
+    /// Check a published volume: hashes, modes, stray files, and that every native
+    /// entry point is a static executable for the architecture. Each problem comes
+    /// with its cause and fix.
+    Verify(VerifyArgs),
+    /// Show what binaries are (machine, static or dynamic, interpreter, needed
+    /// libraries, executable bit) and whether they run in an empty container.
+    Inspect(InspectArgs),
+}
+
+/// `assemble`.
+#[derive(Debug, Args)]
+pub struct AssembleArgs {
+    /// A directory of packs (each subdirectory with a pack.yaml), or one pack. Repeatable.
+    #[arg(long = "packs", value_name = "DIR", required = true)]
+    pub packs: Vec<PathBuf>,
+    /// A binaries tree (`<pack>/sensors/<binary>`, from `nix build .#pack-binaries-<arch>`);
+    /// its files replace the same paths in the sources. Repeatable.
+    #[arg(long = "binaries", value_name = "DIR")]
+    pub binaries: Vec<PathBuf>,
+    /// Architecture of the containers that will run the binaries [default: this machine's].
+    #[arg(long, value_name = "amd64|arm64")]
+    pub arch: Option<Arch>,
+    /// The volume directory (created if missing).
+    #[arg(long, value_name = "VOL")]
+    pub out: PathBuf,
+    /// Print what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Generations to keep, the current one included.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub keep: u16,
+    /// Owner of every published file (needs root), for example 1000:1000.
+    #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
+    pub chown: Option<(u32, u32)>,
+    /// Delete entries in the volume root that packs-assemble did not write
+    /// (for example the copies of an older copy script).
+    #[arg(long)]
+    pub adopt: bool,
+    /// Skip flushing the filesystem before the commit point (faster; a power loss
+    /// may then lose the new generation, never the old one).
+    #[arg(long)]
+    pub no_sync: bool,
+    /// Publish a fresh copy of every file even if nothing changed: repairs a
+    /// generation that `verify` found damaged.
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for another run publishing to the same volume.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub lock_timeout: u64,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Directories of packs, or single packs.
+    #[arg(value_name = "DIR", required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Binaries trees that will overlay the sources.
+    #[arg(long = "binaries", value_name = "DIR")]
+    pub binaries: Vec<PathBuf>,
+    /// Architecture to check native binaries for [default: this machine's].
+    #[arg(long, value_name = "amd64|arm64")]
+    pub arch: Option<Arch>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The volume directory.
+    #[arg(value_name = "VOL")]
+    pub volume: PathBuf,
+    /// Architecture to check against [default: the one recorded in the manifest].
+    #[arg(long, value_name = "amd64|arm64")]
+    pub arch: Option<Arch>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Files to inspect.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Give a verdict for this architecture [default: this machine's]; exit 1 if any file would not run.
+    #[arg(long, value_name = "amd64|arm64")]
+    pub arch: Option<Arch>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not UID:GID (for example 1000:1000)"))?;
+    let num = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| format!("`{x}` in `{s}` is not a number"))
+    };
+    Ok((num(u)?, num(g)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn owner_parses() {
+        assert_eq!(parse_owner("1000:1001"), Ok((1000, 1001)));
+        assert!(parse_owner("root").unwrap_err().contains("UID:GID"));
+        assert!(parse_owner("a:1").is_err());
+    }
+}

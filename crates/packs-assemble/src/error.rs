@@ -1,0 +1,73 @@
+//! The error type of every subcommand, and the exit code each kind maps to.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Exit codes, in one place. Documented in `--help`.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The input is wrong (invalid pack, bad binary, failed verification); nothing was published.
+    pub const INVALID: u8 = 1;
+    /// The command line is wrong.
+    pub const USAGE: u8 = 2;
+    /// The environment failed: I/O, permissions, lock timeout.
+    pub const ENVIRONMENT: u8 = 3;
+}
+
+/// Why a subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input is wrong; the diagnostics were already reported.
+    #[error("{count} error(s) in the input; {consequence}")]
+    Invalid {
+        /// How many errors.
+        count: usize,
+        /// What that means, for example "nothing was published".
+        consequence: &'static str,
+    },
+    /// The command line is wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// An I/O operation on a named path failed.
+    #[error("failed to {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, readable after "failed to".
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Another environment failure (lock timeout, source changed while copying).
+    #[error("{0}")]
+    Environment(String),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Error::Invalid { .. } => exit::INVALID,
+            Error::Usage(_) => exit::USAGE,
+            Error::Io { .. } | Error::Environment(_) => exit::ENVIRONMENT,
+        })
+    }
+}
+
+/// Attaches what was being done and to which path to an I/O result.
+pub trait IoContext<T> {
+    /// Wraps the error as [`Error::Io`].
+    fn ctx(self, action: &'static str, path: &Path) -> Result<T, Error>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, action: &'static str, path: &Path) -> Result<T, Error> {
+        self.map_err(|source| Error::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

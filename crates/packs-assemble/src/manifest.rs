@@ -1,0 +1,188 @@
+//! The manifest: every entry of a generation with its type, mode, size and hash,
+//! and a root hash over all of it. Equal inputs give byte-identical manifests.
+
+use std::path::Path;
+
+use attune_pack::Arch;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext};
+use crate::scan::{Kind, Origin};
+
+/// The manifest's file name, inside each generation (and linked from the volume root).
+pub const MANIFEST_NAME: &str = ".attune-manifest.json";
+
+/// The manifest format this program writes.
+pub const FORMAT: u32 = 1;
+
+/// Mode of published regular files.
+pub const MODE_FILE: u32 = 0o444;
+/// Mode of published executables and directories.
+pub const MODE_EXEC: u32 = 0o555;
+
+/// One published entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path inside the generation, `/`-separated.
+    pub path: String,
+    /// `dir` or `file`.
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// Octal mode, `0444` or `0555`.
+    pub mode: String,
+    /// Size in bytes (files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Lowercase hex SHA-256 of the contents (files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Which input supplied it.
+    pub origin: Origin,
+}
+
+impl Entry {
+    /// The mode as a number.
+    pub fn mode_bits(&self) -> u32 {
+        u32::from_str_radix(&self.mode, 8).unwrap_or(0)
+    }
+}
+
+/// The mode string for a mode.
+pub fn mode_string(mode: u32) -> String {
+    format!("{mode:04o}")
+}
+
+/// Everything the root hash covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contents {
+    /// Manifest format.
+    pub format: u32,
+    /// The architecture the binaries are for.
+    pub arch: Arch,
+    /// Modification time of every entry, seconds since the epoch.
+    pub mtime: i64,
+    /// `UID:GID` of every entry, when `--chown` was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Entries sorted by path.
+    pub entries: Vec<Entry>,
+}
+
+/// A generation's manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// `sha256:<hex>` over the canonical JSON of the contents.
+    pub root_hash: String,
+    /// The contents.
+    #[serde(flatten)]
+    pub contents: Contents,
+}
+
+impl Manifest {
+    /// Seals `contents` with its root hash (entries are sorted first).
+    pub fn new(mut contents: Contents) -> Manifest {
+        contents.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let root_hash = root_hash(&contents);
+        Manifest {
+            root_hash,
+            contents,
+        }
+    }
+
+    /// The generation id derived from the root hash: 32 hex digits (128 bits).
+    pub fn generation_id(&self) -> &str {
+        let hex = self.root_hash.trim_start_matches("sha256:");
+        &hex[..32.min(hex.len())]
+    }
+
+    /// The canonical bytes written to disk.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
+        v.push(b'\n');
+        v
+    }
+
+    /// Reads a manifest file.
+    pub fn read(path: &Path) -> Result<Manifest, Error> {
+        let bytes = std::fs::read(path).ctx("read manifest", path)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Environment(format!(
+                "failed to parse manifest {}: {e}; the volume was not written by this version of packs-assemble",
+                path.display()
+            ))
+        })
+    }
+
+    /// Entries by path (they are sorted, so this is a binary search).
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        let entries = &self.contents.entries;
+        entries
+            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &entries[i])
+    }
+}
+
+/// `sha256:<hex>` of the canonical JSON of `contents`.
+pub fn root_hash(contents: &Contents) -> String {
+    let bytes = serde_json::to_vec(contents).expect("contents always serialize");
+    format!("sha256:{}", hex(&Sha256::digest(&bytes)))
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(entries: Vec<Entry>) -> Contents {
+        Contents {
+            format: FORMAT,
+            arch: Arch::Amd64,
+            mtime: 1,
+            owner: None,
+            entries,
+        }
+    }
+
+    fn file(path: &str, sha: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::File,
+            mode: mode_string(MODE_FILE),
+            size: Some(1),
+            sha256: Some(sha.into()),
+            origin: Origin::Source,
+        }
+    }
+
+    #[test]
+    fn root_hash_ignores_input_order_but_not_content() {
+        let a = Manifest::new(contents(vec![file("a", "1"), file("b", "2")]));
+        let b = Manifest::new(contents(vec![file("b", "2"), file("a", "1")]));
+        let c = Manifest::new(contents(vec![file("a", "1"), file("b", "3")]));
+        assert_eq!(a.to_bytes(), b.to_bytes());
+        assert_ne!(a.root_hash, c.root_hash);
+        assert_eq!(a.generation_id().len(), 32);
+        assert_eq!(a.get("b").unwrap().sha256.as_deref(), Some("2"));
+        assert!(a.get("c").is_none());
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let m = Manifest::new(contents(vec![file("core/pack.yaml", "ab")]));
+        let back: Manifest = serde_json::from_slice(&m.to_bytes()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(root_hash(&back.contents), m.root_hash);
+    }
+}

@@ -1,0 +1,379 @@
+//! The plan: pack sources overlaid with binaries trees, validated, hashed and
+//! sealed into the manifest of the generation that would be published.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use attune_pack::{
+    Arch, Diagnostic, Diagnostics, ElfFacts, Pack, RunnerType, check_native, load_pack, references,
+};
+
+use crate::error::{Error, IoContext};
+use crate::hash::{FileHash, HashCache, hash_all};
+use crate::manifest::{Contents, Entry, FORMAT, MODE_EXEC, MODE_FILE, Manifest, mode_string};
+use crate::progress::Progress;
+use crate::scan::{Kind, Node, Origin, scan};
+
+/// What to plan from.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    /// `--packs` directories: each holds packs, or is one pack.
+    pub packs: Vec<PathBuf>,
+    /// `--binaries` trees: `<pack>/<path>` overlaying the sources.
+    pub binaries: Vec<PathBuf>,
+    /// Target architecture.
+    pub arch: Arch,
+    /// Modification time of every published entry.
+    pub mtime: i64,
+    /// `UID:GID` for every published entry.
+    pub owner: Option<(u32, u32)>,
+    /// `check` mode: a native entry point absent from the sources is expected
+    /// to come from a binaries tree when none is given.
+    pub sources_only: bool,
+}
+
+/// A pack found in a `--packs` directory.
+#[derive(Clone, Debug)]
+pub struct FoundPack {
+    /// Directory name (and, when valid, the ref).
+    pub name: String,
+    /// The pack directory.
+    pub dir: PathBuf,
+}
+
+/// The result of planning.
+#[derive(Debug)]
+pub struct Plan {
+    /// The manifest of the generation to publish.
+    pub manifest: Manifest,
+    /// Where each published file comes from, by volume path.
+    pub nodes: BTreeMap<String, Node>,
+    /// Content hashes of the files, by volume path.
+    pub hashes: BTreeMap<String, FileHash>,
+    /// The packs, by name.
+    pub packs: Vec<Pack>,
+    /// Everything found wrong or worth knowing.
+    pub diagnostics: Diagnostics,
+}
+
+/// The packs in `dir`: `dir` itself when it holds `pack.yaml`, else each
+/// subdirectory that does. Other subdirectories are reported and skipped.
+pub fn discover(dir: &Path, diags: &mut Diagnostics) -> Result<Vec<FoundPack>, Error> {
+    let meta = match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Usage(format!("{} does not exist", dir.display())));
+        }
+        other => other.ctx("read packs directory", dir)?,
+    };
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if dir.join(attune_pack::PACK_FILE).exists() {
+        let name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .unwrap_or_default();
+        return Ok(vec![FoundPack {
+            name,
+            dir: dir.to_path_buf(),
+        }]);
+    }
+    let mut found = vec![];
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .ctx("read packs directory", dir)?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if name.starts_with('.') || !is_dir {
+            continue;
+        }
+        if !path.join(attune_pack::PACK_FILE).exists() {
+            diags.push(
+                Diagnostic::warning(&path, "has no pack.yaml; skipped")
+                    .hint("add a pack.yaml with ref, label and version to make it a pack"),
+            );
+            continue;
+        }
+        found.push(FoundPack { name, dir: path });
+    }
+    Ok(found)
+}
+
+/// Builds the plan. Input problems go into `Plan::diagnostics`; only
+/// environment failures are `Err`.
+pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<Plan, Error> {
+    let mut diags = Diagnostics::default();
+
+    // 1. Packs, each name once across all --packs directories.
+    let mut found: BTreeMap<String, FoundPack> = BTreeMap::new();
+    for dir in &inputs.packs {
+        for fp in discover(dir, &mut diags)? {
+            if let Some(first) = found.get(&fp.name) {
+                diags.push(
+                    Diagnostic::error(
+                        &fp.dir,
+                        format!("pack `{}` is also in {}", fp.name, first.dir.display()),
+                    )
+                    .hint("each pack may come from one --packs directory only; remove one of them"),
+                );
+                continue;
+            }
+            found.insert(fp.name.clone(), fp);
+        }
+    }
+
+    // 2. Load and validate each pack, then references across them.
+    let mut packs = vec![];
+    for fp in found.values() {
+        let outcome = load_pack(&fp.dir);
+        diags.extend(outcome.diagnostics);
+        packs.extend(outcome.pack);
+    }
+    diags.extend(references(&packs));
+
+    // 3. Source trees.
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    for fp in found.values() {
+        for n in scan(&fp.dir, &fp.name, Origin::Source, false, &mut diags)? {
+            nodes.insert(n.rel.clone(), n);
+        }
+    }
+
+    // 4. Binaries trees overlay the sources.
+    let mut from_binaries: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for root in &inputs.binaries {
+        overlay(
+            root,
+            inputs.arch,
+            &found,
+            &mut nodes,
+            &mut from_binaries,
+            &mut diags,
+        )?;
+    }
+
+    // 5. Hash every file.
+    let files: Vec<&Node> = nodes.values().filter(|n| n.kind == Kind::File).collect();
+    let bar = progress.bar("hashing", files.len() as u64);
+    let hashed = hash_all(&files, cache, &|done| bar.set(done as u64))?;
+    bar.finish();
+    let hashes: BTreeMap<String, FileHash> =
+        files.iter().map(|n| n.rel.clone()).zip(hashed).collect();
+
+    // 6. Entry points: present, and native ones runnable on the target.
+    let mut force_exec = BTreeSet::new();
+    for pack in &packs {
+        entry_points(
+            pack,
+            inputs,
+            &nodes,
+            &from_binaries,
+            &mut force_exec,
+            &mut diags,
+        )?;
+    }
+
+    // 7. The manifest.
+    let entries = nodes
+        .values()
+        .map(|n| {
+            let exec = n.kind == Kind::Dir || n.executable || force_exec.contains(&n.rel);
+            let hash = hashes.get(&n.rel);
+            Entry {
+                path: n.rel.clone(),
+                kind: n.kind,
+                mode: mode_string(if exec { MODE_EXEC } else { MODE_FILE }),
+                size: hash.map(|_| n.stamp.size),
+                sha256: hash.map(|h| h.sha256.clone()),
+                origin: n.origin,
+            }
+        })
+        .collect();
+    let manifest = Manifest::new(Contents {
+        format: FORMAT,
+        arch: inputs.arch,
+        mtime: inputs.mtime,
+        owner: inputs.owner.map(|(u, g)| format!("{u}:{g}")),
+        entries,
+    });
+    Ok(Plan {
+        manifest,
+        nodes,
+        hashes,
+        packs,
+        diagnostics: diags,
+    })
+}
+
+fn overlay(
+    root: &Path,
+    arch: Arch,
+    found: &BTreeMap<String, FoundPack>,
+    nodes: &mut BTreeMap<String, Node>,
+    from_binaries: &mut BTreeMap<String, PathBuf>,
+    diags: &mut Diagnostics,
+) -> Result<(), Error> {
+    let mut entries: Vec<_> = std::fs::read_dir(root)
+        .ctx("read binaries tree", root)?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if !found.contains_key(&name) {
+            diags.push(
+                Diagnostic::warning(
+                    &path,
+                    format!("no pack `{name}` among the sources; ignored"),
+                )
+                .hint(
+                    "binaries are published only into packs whose sources are given with --packs",
+                ),
+            );
+            continue;
+        }
+        if !path.is_dir() {
+            continue;
+        }
+        for n in scan(&path, &name, Origin::Binaries, true, diags)? {
+            if n.kind == Kind::Dir {
+                nodes.entry(n.rel.clone()).or_insert(n);
+                continue;
+            }
+            if let Some(first) = from_binaries.get(&n.rel) {
+                diags.push(Diagnostic::error(
+                    &n.abs,
+                    format!(
+                        "is also supplied by {}; two binaries trees give the same path",
+                        first.display()
+                    ),
+                ));
+                continue;
+            }
+            let bytes = std::fs::read(&n.abs).ctx("read", &n.abs)?;
+            for p in check_native(&bytes, true, arch) {
+                diags.push(
+                    Diagnostic::error(&n.abs, format!("binary {}", p.cause())).hint(p.fix(arch)),
+                );
+            }
+            match nodes.get(&n.rel) {
+                Some(old) if old.kind == Kind::Dir => {
+                    diags.push(Diagnostic::error(
+                        &old.abs,
+                        format!(
+                            "is a directory in the sources, but {} is a file at the same path",
+                            n.abs.display()
+                        ),
+                    ));
+                    continue;
+                }
+                Some(old) => diags.push(stale(old, &n)?),
+                None => {}
+            }
+            from_binaries.insert(n.rel.clone(), n.abs.clone());
+            nodes.insert(n.rel.clone(), n);
+        }
+    }
+    Ok(())
+}
+
+/// The warning for a source file that a binaries tree replaces.
+fn stale(old: &Node, new: &Node) -> Result<Diagnostic, Error> {
+    let bytes = std::fs::read(&old.abs).ctx("read", &old.abs)?;
+    let what = match ElfFacts::parse(&bytes) {
+        Ok(f) => format!("is a stale binary ({})", f.summary()),
+        Err(_) => "is shadowed".to_string(),
+    };
+    Ok(Diagnostic::warning(
+        &old.abs,
+        format!(
+            "{what}; the fresh binary {} is published instead",
+            new.abs.display()
+        ),
+    )
+    .hint(
+        "delete it from the sources: compiled binaries come from the binaries tree, never from git",
+    ))
+}
+
+fn entry_points(
+    pack: &Pack,
+    inputs: &Inputs,
+    nodes: &BTreeMap<String, Node>,
+    from_binaries: &BTreeMap<String, PathBuf>,
+    force_exec: &mut BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> Result<(), Error> {
+    let arch = inputs.arch;
+    for ep in pack.entry_points() {
+        let rel = format!("{}/{}", pack.meta.pack_ref, ep.path.to_string_lossy());
+        let native = ep.runner == RunnerType::Native;
+        let declared = format!(
+            "{} (declared in {})",
+            ep.component,
+            ep.declared_in.display()
+        );
+        let Some(node) = nodes.get(&rel) else {
+            let expected_path = pack.dir.join(&ep.path);
+            let d = if native && inputs.sources_only && inputs.binaries.is_empty() {
+                Diagnostic::warning(
+                    &expected_path,
+                    format!("native entry point of {declared} is not in the sources; a binaries tree must supply it"),
+                )
+                .hint(format!("assemble with `--binaries` from `nix build .#pack-binaries-{}`", arch.rust_name()))
+            } else if native {
+                let p = attune_pack::NativeProblem::Missing;
+                Diagnostic::error(
+                    &expected_path,
+                    format!("native entry point of {declared} {}", p.cause()),
+                )
+                .hint(p.fix(arch))
+            } else {
+                Diagnostic::error(&expected_path, format!("entry point of {declared} is missing"))
+                    .hint("create the file, or correct `entry_point` (it is relative to the component's directory)")
+            };
+            diags.push(d);
+            continue;
+        };
+        if node.kind == Kind::Dir {
+            diags.push(Diagnostic::error(
+                &node.abs,
+                format!("entry point of {declared} is a directory"),
+            ));
+            continue;
+        }
+        if !native {
+            continue;
+        }
+        force_exec.insert(rel.clone());
+        if from_binaries.contains_key(&rel) {
+            continue; // checked when overlaid
+        }
+        let bytes = std::fs::read(&node.abs).ctx("read", &node.abs)?;
+        for p in check_native(&bytes, true, arch) {
+            diags.push(
+                Diagnostic::error(
+                    &node.abs,
+                    format!("native entry point of {declared} {}", p.cause()),
+                )
+                .hint(p.fix(arch)),
+            );
+        }
+        if !node.executable {
+            diags.push(
+                Diagnostic::warning(&node.abs, format!("native entry point of {declared} is not executable in the sources; published as 0555"))
+                    .hint("run `chmod +x` on it in the sources"),
+            );
+        }
+    }
+    Ok(())
+}

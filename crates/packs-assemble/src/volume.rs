@@ -1,0 +1,194 @@
+//! The volume layout (Kubernetes AtomicWriter): generations `..<id>`, the
+//! `..data` link swapped by rename(2), per-pack links, and the publish lock.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, IoContext};
+use crate::hash::CACHE_NAME;
+use crate::manifest::MANIFEST_NAME;
+
+/// The link whose rename is the commit point.
+pub const DATA_LINK: &str = "..data";
+/// The lock file that serialises publishers.
+pub const LOCK_NAME: &str = ".attune-lock";
+/// Prefix of generations and links being written (left over only by a killed run).
+pub const TMP_PREFIX: &str = "..tmp-";
+
+/// What a name in the volume root is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootEntry {
+    /// `..data`.
+    Data,
+    /// `..<id>`: a complete generation.
+    Generation,
+    /// `..tmp-*`: unfinished work of an interrupted run.
+    Tmp,
+    /// The lock or the hash cache: bookkeeping, not content.
+    Bookkeeping,
+    /// A pack link or the manifest link.
+    Link,
+}
+
+/// Classifies a name in the volume root; `None` for names this tool never writes.
+pub fn classify(name: &str, is_symlink: bool) -> Option<RootEntry> {
+    if name == DATA_LINK {
+        Some(RootEntry::Data)
+    } else if name.starts_with(TMP_PREFIX) || name.starts_with(&format!("{CACHE_NAME}.tmp-")) {
+        Some(RootEntry::Tmp)
+    } else if let Some(id) = name.strip_prefix("..") {
+        generation_id_of(id).map(|_| RootEntry::Generation)
+    } else if name == LOCK_NAME || name == CACHE_NAME {
+        Some(RootEntry::Bookkeeping)
+    } else if is_symlink && (name == MANIFEST_NAME || attune_pack::is_pack_ref(name)) {
+        Some(RootEntry::Link)
+    } else {
+        None
+    }
+}
+
+/// The directory name of generation `id`.
+pub fn generation_name(id: &str) -> String {
+    format!("..{id}")
+}
+
+/// The root-hash id of a generation directory name without its `..`:
+/// `<32 hex>`, or `<32 hex>-<n>` for a forced rebuild of the same contents.
+pub fn generation_id_of(name: &str) -> Option<&str> {
+    let (id, copy) = name.split_once('-').unwrap_or((name, "1"));
+    let hex = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let n = !copy.is_empty() && copy.bytes().all(|b| b.is_ascii_digit());
+    (hex && n).then_some(id)
+}
+
+/// A packs volume directory.
+#[derive(Clone, Debug)]
+pub struct Volume {
+    /// Its root.
+    pub root: PathBuf,
+}
+
+impl Volume {
+    /// The volume at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Volume {
+        Volume { root: root.into() }
+    }
+
+    /// The name of the generation `..data` points at, if any.
+    pub fn current(&self) -> Result<Option<String>, Error> {
+        let link = self.root.join(DATA_LINK);
+        match std::fs::read_link(&link) {
+            Ok(target) => Ok(target.to_str().map(str::to_string)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                Err(Error::Environment(format!(
+                    "{} is not a symbolic link; this directory is not a packs volume (or it was damaged): recreate it",
+                    link.display()
+                )))
+            }
+            Err(e) => Err(e).ctx("read", &link),
+        }
+    }
+
+    /// Every name in the root with whether it is a symlink, sorted.
+    pub fn root_entries(&self) -> Result<Vec<(String, bool)>, Error> {
+        let mut out: Vec<(String, bool)> = std::fs::read_dir(&self.root)
+            .ctx("read volume", &self.root)?
+            .filter_map(Result::ok)
+            .map(|e| {
+                let link = e.file_type().is_ok_and(|t| t.is_symlink());
+                (e.file_name().to_string_lossy().into_owned(), link)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Takes the publish lock, waiting up to `timeout` for another run to finish.
+    pub fn lock(&self, timeout: Duration) -> Result<VolumeLock, Error> {
+        let path = self.root.join(LOCK_NAME);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx("open lock", &path)?;
+        let start = Instant::now();
+        let mut said = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(VolumeLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if start.elapsed() >= timeout {
+                        return Err(Error::Environment(format!(
+                            "another packs-assemble is publishing to {} (it holds {}); gave up after {}s. \
+                             Wait for it to finish or raise --lock-timeout",
+                            self.root.display(),
+                            path.display(),
+                            timeout.as_secs()
+                        )));
+                    }
+                    if !said {
+                        tracing::info!(lock = %path.display(), "waiting for another packs-assemble run to finish");
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e).ctx("lock", &path),
+            }
+        }
+    }
+}
+
+/// Held while publishing; released when dropped or when the process dies.
+#[derive(Debug)]
+pub struct VolumeLock {
+    _file: File,
+}
+
+/// Whether `path` exists without following a final symlink.
+pub fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_root_names() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(classify("..data", true), Some(RootEntry::Data));
+        assert_eq!(
+            classify(&format!("..{id}"), false),
+            Some(RootEntry::Generation)
+        );
+        assert_eq!(classify("..tmp-abc", false), Some(RootEntry::Tmp));
+        assert_eq!(classify("core", true), Some(RootEntry::Link));
+        assert_eq!(classify("core", false), None);
+        assert_eq!(
+            classify(".attune-lock", false),
+            Some(RootEntry::Bookkeeping)
+        );
+        assert_eq!(classify("..short", false), None);
+        assert_eq!(
+            classify(&format!("..{id}-2"), false),
+            Some(RootEntry::Generation)
+        );
+        assert_eq!(classify(&format!("..{id}-x"), false), None);
+        assert_eq!(generation_id_of(&format!("{id}-12")), Some(id));
+    }
+
+    #[test]
+    fn second_lock_times_out_with_a_clear_message() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = Volume::new(tmp.path());
+        let _held = v.lock(Duration::from_secs(1)).unwrap();
+        let err = v.lock(Duration::from_millis(100)).unwrap_err().to_string();
+        assert!(
+            err.contains("another packs-assemble") && err.contains(".attune-lock"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! CLI tests of `packs-assemble`, built into one test binary.
+
+mod assemble;
+mod crash;
+mod inspect;
+mod regression;
+mod security;
+mod util;
+mod verify;

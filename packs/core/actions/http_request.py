@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""core.http_request: send one HTTP request, print the response as JSON.
+
+Parameters arrive as JSON on stdin, or in the file named by ATTUNE_PARAMETER_FILE.
+Exit status: 0 for any HTTP response (the status is in the output),
+1 when no response was received, 2 for invalid parameters.
+"""
+import json
+import os
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+
+MAX_BODY = 1024 * 1024
+
+
+def read_parameters():
+    path = os.environ.get("ATTUNE_PARAMETER_FILE")
+    raw = open(path, encoding="utf-8").read() if path else sys.stdin.read()
+    return json.loads(raw) if raw.strip() else {}
+
+
+def fail(code, message, **extra):
+    print(json.dumps({"error": message, **extra}))
+    sys.exit(code)
+
+
+def main():
+    try:
+        params = read_parameters()
+    except (OSError, ValueError) as e:
+        fail(2, f"cannot read parameters: {e}")
+    url = params.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        fail(2, "parameter `url` must be an absolute http:// or https:// URL", url=url)
+    method = str(params.get("method") or "GET").upper()
+    headers = dict(params.get("headers") or {})
+    data = None
+    if params.get("json_body") is not None:
+        data = json.dumps(params["json_body"]).encode()
+        headers.setdefault("Content-Type", "application/json")
+    elif params.get("body") is not None:
+        data = str(params["body"]).encode()
+    if params.get("auth_token"):
+        headers["Authorization"] = f"Bearer {params['auth_token']}"
+    context = None
+    if params.get("verify_ssl") is False:
+        context = ssl._create_unverified_context()  # noqa: S323 - asked for by the caller
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    started = time.monotonic()
+    try:
+        response = urllib.request.urlopen(request, timeout=float(params.get("timeout") or 30), context=context)
+    except urllib.error.HTTPError as e:
+        response = e
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        fail(1, f"request failed: {getattr(e, 'reason', e)}", url=url)
+    body = response.read(MAX_BODY + 1)
+    truncated = len(body) > MAX_BODY
+    text = body[:MAX_BODY].decode("utf-8", errors="replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    print(json.dumps({
+        "url": url,
+        "status_code": response.status,
+        "headers": dict(response.headers.items()),
+        "body": text,
+        "json": parsed,
+        "truncated": truncated,
+        "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
