@@ -133,7 +133,8 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         force: args.force,
     };
     let outcome = publish::publish(&vol, &plan, &opts, progress)?;
-    if !args.dry_run && !outcome.up_to_date {
+    // The cache changes only when a file had to be read or one disappeared.
+    if !args.dry_run && (plan.hashed > 0 || cache.len() != plan.hashes.len()) {
         let pairs: Vec<_> = plan
             .hashes
             .iter()

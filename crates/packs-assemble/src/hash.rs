@@ -15,7 +15,10 @@ use crate::manifest::hex;
 use crate::scan::{Node, Stamp};
 
 /// The cache file's name in the volume root (not part of any generation).
-pub const CACHE_NAME: &str = ".attune-assemble-cache.json";
+pub const CACHE_NAME: &str = ".attune-assemble-cache";
+
+/// First line of the cache file; another first line means "no cache".
+const CACHE_HEADER: &str = "attune-assemble-cache 1";
 
 /// Files changed this close (in ns) to the start of the scan are not cached:
 /// timestamps are coarse, so a write just after hashing could keep the same ctime.
@@ -30,67 +33,102 @@ pub struct FileHash {
     pub elf: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Cached {
-    stamp: Stamp,
-    hash: FileHash,
-}
-
-/// Hashes of files by absolute path, valid while their stamp is unchanged.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Hashes of input files by volume path, valid while the file's identity and
+/// change stamp are the same (another source directory has other inodes).
+///
+/// One line per file: `sha256 elf dev ino size mtime_ns ctime_ns path`.
+#[derive(Debug, Default)]
 pub struct HashCache {
-    files: HashMap<String, Cached>,
+    files: HashMap<String, (Stamp, FileHash)>,
 }
 
 impl HashCache {
     /// Loads the cache from the volume root; a missing or unreadable cache is empty.
     pub fn load(volume: &Path) -> HashCache {
         let path = volume.join(CACHE_NAME);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), "ignoring unreadable hash cache: {e}");
-                HashCache::default()
-            }),
-            Err(_) => HashCache::default(),
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return HashCache::default();
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some(CACHE_HEADER) {
+            tracing::warn!(path = %path.display(), "ignoring a hash cache of another format");
+            return HashCache::default();
         }
+        let files = lines.filter_map(parse_line).collect();
+        HashCache { files }
+    }
+
+    /// How many files it knows.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether it knows none.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
     }
 
     fn lookup(&self, node: &Node) -> Option<&FileHash> {
-        let cached = self.files.get(node.abs.to_str()?)?;
-        (cached.stamp == node.stamp).then_some(&cached.hash)
+        let (stamp, hash) = self.files.get(node.rel.as_str())?;
+        (*stamp == node.stamp).then_some(hash)
     }
 
     /// Replaces the cache with `files`' hashes, leaving out racy ones, and writes it
-    /// atomically into the volume root.
+    /// atomically into the volume root (unless it is unchanged).
     pub fn save(
         volume: &Path,
         files: &[(&Node, &FileHash)],
         scan_started_ns: i64,
     ) -> Result<(), Error> {
-        let cache = HashCache {
-            files: files
-                .iter()
-                .filter(|(n, _)| {
-                    n.stamp.ctime_ns.max(n.stamp.mtime_ns) + RACY_WINDOW_NS < scan_started_ns
-                })
-                .filter_map(|(n, h)| {
-                    let key = n.abs.to_str()?.to_string();
-                    Some((
-                        key,
-                        Cached {
-                            stamp: n.stamp,
-                            hash: (*h).clone(),
-                        },
-                    ))
-                })
-                .collect(),
-        };
+        use std::fmt::Write;
+        let mut text = String::with_capacity(files.len() * 160);
+        text.push_str(CACHE_HEADER);
+        text.push('\n');
+        for (n, h) in files {
+            let s = &n.stamp;
+            if s.ctime_ns.max(s.mtime_ns) + RACY_WINDOW_NS >= scan_started_ns
+                || n.rel.contains('\n')
+            {
+                continue;
+            }
+            let _ = writeln!(
+                text,
+                "{} {} {} {} {} {} {} {}",
+                h.sha256,
+                u8::from(h.elf),
+                s.dev,
+                s.ino,
+                s.size,
+                s.mtime_ns,
+                s.ctime_ns,
+                n.rel
+            );
+        }
         let path = volume.join(CACHE_NAME);
+        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            return Ok(()); // unchanged inputs write nothing, not even the cache
+        }
         let tmp = volume.join(format!("{CACHE_NAME}.tmp-{}", std::process::id()));
-        let bytes = serde_json::to_vec(&cache).expect("cache serializes");
-        std::fs::write(&tmp, bytes).ctx("write hash cache", &tmp)?;
+        std::fs::write(&tmp, text).ctx("write hash cache", &tmp)?;
         std::fs::rename(&tmp, &path).ctx("write hash cache", &path)
     }
+}
+
+fn parse_line(line: &str) -> Option<(String, (Stamp, FileHash))> {
+    let mut f = line.splitn(8, ' ');
+    let sha256 = f.next()?.to_string();
+    let elf = f.next()? == "1";
+    let mut num = || f.next()?.parse::<i64>().ok();
+    let (dev, ino, size, mtime_ns, ctime_ns) = (num()?, num()?, num()?, num()?, num()?);
+    let rel = f.next()?.to_string();
+    let stamp = Stamp {
+        dev: dev as u64,
+        ino: ino as u64,
+        size: size as u64,
+        mtime_ns,
+        ctime_ns,
+    };
+    Some((rel, (stamp, FileHash { sha256, elf })))
 }
 
 /// Reads a file and returns its hash and whether it is an ELF.
@@ -117,52 +155,32 @@ pub fn hash_file(path: &Path) -> io::Result<FileHash> {
     })
 }
 
-/// Hashes of `nodes` (regular files), in order: from the cache where the stamp
-/// matches, read in parallel otherwise. `progress` is called with each finished count.
+/// Hashes of `nodes` (regular files), in order, and how many had to be read:
+/// from the cache where the stamp matches, read in parallel otherwise.
+/// `progress` is called with each finished count.
 pub fn hash_all(
     nodes: &[&Node],
     cache: &HashCache,
     progress: &(dyn Fn(usize) + Sync),
-) -> Result<Vec<FileHash>, Error> {
+) -> Result<(Vec<FileHash>, usize), Error> {
     let mut out: Vec<Option<FileHash>> = nodes.iter().map(|n| cache.lookup(n).cloned()).collect();
     let misses: Vec<usize> = (0..nodes.len()).filter(|i| out[*i].is_none()).collect();
     tracing::debug!(files = nodes.len(), to_read = misses.len(), "hashing");
     let done = AtomicUsize::new(nodes.len() - misses.len());
     progress(done.load(Ordering::Relaxed));
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let chunk = misses.len().div_ceil(threads).max(1);
-    let results: Vec<Result<Vec<(usize, FileHash)>, Error>> = std::thread::scope(|s| {
-        let handles: Vec<_> = misses
-            .chunks(chunk)
-            .map(|idx| {
-                let done = &done;
-                s.spawn(move || {
-                    idx.iter()
-                        .map(|&i| {
-                            let h = hash_file(&nodes[i].abs).ctx("read", &nodes[i].abs)?;
-                            progress(done.fetch_add(1, Ordering::Relaxed) + 1);
-                            Ok((i, h))
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("hash thread panicked"))
-            .collect()
-    });
-    for r in results {
-        for (i, h) in r? {
-            out[i] = Some(h);
-        }
+    let read = crate::parallel::try_map(&misses, |&i| {
+        let h = hash_file(&nodes[i].abs).ctx("read", &nodes[i].abs)?;
+        progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+        Ok(h)
+    })?;
+    for (i, h) in misses.iter().zip(read) {
+        out[*i] = Some(h);
     }
-    Ok(out
+    let hashes = out
         .into_iter()
         .map(|h| h.expect("every file hashed"))
-        .collect())
+        .collect();
+    Ok((hashes, misses.len()))
 }
 
 #[cfg(test)]
@@ -214,14 +232,14 @@ mod tests {
         .unwrap();
         let cache = HashCache::load(tmp.path());
         assert_eq!(
-            hash_all(&[&n], &cache, &|_| {}).unwrap()[0].sha256,
+            hash_all(&[&n], &cache, &|_| {}).unwrap().0[0].sha256,
             "cached"
         );
         // The file changes: its stamp differs and it is read again.
         std::fs::write(&f, "abcd").unwrap();
         let n2 = node(&f);
         assert_ne!(
-            hash_all(&[&n2], &cache, &|_| {}).unwrap()[0].sha256,
+            hash_all(&[&n2], &cache, &|_| {}).unwrap().0[0].sha256,
             "cached"
         );
     }
@@ -239,7 +257,7 @@ mod tests {
         HashCache::save(tmp.path(), &[(&n, &fake)], n.stamp.ctime_ns).unwrap();
         let cache = HashCache::load(tmp.path());
         assert_ne!(
-            hash_all(&[&n], &cache, &|_| {}).unwrap()[0].sha256,
+            hash_all(&[&n], &cache, &|_| {}).unwrap().0[0].sha256,
             "cached"
         );
     }

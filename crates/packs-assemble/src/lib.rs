@@ -18,6 +18,7 @@ pub mod inspect;
 mod logging;
 pub mod manifest;
 mod output;
+pub mod parallel;
 pub mod plan;
 pub mod progress;
 pub mod publish;

@@ -72,7 +72,7 @@ pub struct Contents {
 /// A generation's manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// `sha256:<hex>` over the canonical JSON of the contents.
+    /// `sha256:<hex>` over the contents (see [`root_hash`]).
     pub root_hash: String,
     /// The contents.
     #[serde(flatten)]
@@ -124,10 +124,43 @@ impl Manifest {
     }
 }
 
-/// `sha256:<hex>` of the canonical JSON of `contents`.
+/// `sha256:<hex>` over a canonical encoding of `contents`: a header line
+/// `attune-manifest <format> <arch> <mtime> <owner or ->`, then one line per
+/// entry `<path>\0<type>\0<mode>\0<size>\0<sha256>\0<origin>` (`-` for absent
+/// values). Cheaper than hashing the JSON, and independent of its formatting.
 pub fn root_hash(contents: &Contents) -> String {
-    let bytes = serde_json::to_vec(contents).expect("contents always serialize");
-    format!("sha256:{}", hex(&Sha256::digest(&bytes)))
+    let mut h = Sha256::new();
+    h.update(format!(
+        "attune-manifest {} {} {} {}\n",
+        contents.format,
+        contents.arch,
+        contents.mtime,
+        contents.owner.as_deref().unwrap_or("-")
+    ));
+    for e in &contents.entries {
+        let kind = match e.kind {
+            Kind::Dir => "dir",
+            Kind::File => "file",
+        };
+        let origin = match e.origin {
+            Origin::Source => "source",
+            Origin::Binaries => "binaries",
+        };
+        let size = e.size.map_or_else(|| "-".to_string(), |s| s.to_string());
+        for field in [
+            e.path.as_str(),
+            kind,
+            &e.mode,
+            &size,
+            e.sha256.as_deref().unwrap_or("-"),
+        ] {
+            h.update(field.as_bytes());
+            h.update(b"\0");
+        }
+        h.update(origin.as_bytes());
+        h.update(b"\n");
+    }
+    format!("sha256:{}", hex(&h.finalize()))
 }
 
 /// Lowercase hex of bytes.

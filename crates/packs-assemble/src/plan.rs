@@ -52,6 +52,8 @@ pub struct Plan {
     pub hashes: BTreeMap<String, FileHash>,
     /// The packs, by name.
     pub packs: Vec<Pack>,
+    /// Files whose contents had to be read (not in the hash cache).
+    pub hashed: usize,
     /// Everything found wrong or worth knowing.
     pub diagnostics: Diagnostics,
 }
@@ -111,6 +113,13 @@ pub fn discover(dir: &Path, diags: &mut Diagnostics) -> Result<Vec<FoundPack>, E
 /// environment failures are `Err`.
 pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<Plan, Error> {
     let mut diags = Diagnostics::default();
+    let started = std::time::Instant::now();
+    let phase = |name: &str| {
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "plan: {name} done"
+        )
+    };
 
     // 1. Packs, each name once across all --packs directories.
     let mut found: BTreeMap<String, FoundPack> = BTreeMap::new();
@@ -138,6 +147,7 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
         packs.extend(outcome.pack);
     }
     diags.extend(references(&packs));
+    phase("load packs");
 
     // 3. Source trees.
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
@@ -160,13 +170,17 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
         )?;
     }
 
+    phase("scan");
+
     // 5. Hash every file.
     let files: Vec<&Node> = nodes.values().filter(|n| n.kind == Kind::File).collect();
     let bar = progress.bar("hashing", files.len() as u64);
-    let hashed = hash_all(&files, cache, &|done| bar.set(done as u64))?;
+    let (hashed, read) = hash_all(&files, cache, &|done| bar.set(done as u64))?;
     bar.finish();
     let hashes: BTreeMap<String, FileHash> =
         files.iter().map(|n| n.rel.clone()).zip(hashed).collect();
+
+    phase("hash");
 
     // 6. Entry points: present, and native ones runnable on the target.
     let mut force_exec = BTreeSet::new();
@@ -204,11 +218,13 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
         owner: inputs.owner.map(|(u, g)| format!("{u}:{g}")),
         entries,
     });
+    phase("manifest");
     Ok(Plan {
         manifest,
         nodes,
         hashes,
         packs,
+        hashed: read,
         diagnostics: diags,
     })
 }

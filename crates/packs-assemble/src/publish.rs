@@ -11,13 +11,14 @@ use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::crashpoint::step;
 use crate::error::{Error, IoContext};
-use crate::manifest::{MANIFEST_NAME, MODE_EXEC, MODE_FILE, Manifest};
+use crate::manifest::{Entry, MANIFEST_NAME, MODE_EXEC, MODE_FILE, Manifest};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::scan::{Kind, Stamp};
@@ -83,6 +84,13 @@ pub fn publish(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Outcome, Error> {
+    let started = std::time::Instant::now();
+    let phase = |name: &str| {
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "publish: {name} done"
+        )
+    };
     let manifest = &plan.manifest;
     let mut new_name = generation_name(manifest.generation_id());
     if !opts.dry_run {
@@ -95,13 +103,9 @@ pub fn publish(
     };
     let exists_now = vol.root.exists();
     let current = if exists_now { vol.current()? } else { None };
-    let previous = current
-        .as_ref()
-        .and_then(|c| Manifest::read(&vol.root.join(c).join(MANIFEST_NAME)).ok());
     let mut out = Outcome {
         generation: new_name.clone(),
         previous: current.clone(),
-        diff: diff(previous.as_ref(), manifest),
         ..Outcome::default()
     };
 
@@ -135,6 +139,11 @@ pub fn publish(
         }
         return Ok(out);
     }
+    let previous = current
+        .as_ref()
+        .and_then(|c| Manifest::read(&vol.root.join(c).join(MANIFEST_NAME)).ok());
+    out.diff = diff(previous.as_ref(), manifest);
+    phase("diff");
     if opts.dry_run {
         return Ok(out);
     }
@@ -167,6 +176,7 @@ pub fn publish(
         )?;
     }
 
+    phase("generation");
     // The commit point.
     let tmp_link = vol
         .root
@@ -182,8 +192,10 @@ pub fn publish(
         step();
     }
     update_links(vol, manifest)?;
+    phase("commit");
     out.removed_generations
         .extend(collect_garbage(vol, &new_name, opts.keep)?);
+    phase("garbage collection");
     Ok(out)
 }
 
@@ -246,32 +258,37 @@ fn write_generation(
         .filter(|p| p.contents.mtime == contents.mtime && p.contents.owner == contents.owner);
     let bar = progress.bar("writing", contents.entries.len() as u64);
 
-    for (i, e) in contents.entries.iter().enumerate() {
+    // Directories first (a parent sorts before its children), then files on all cores.
+    for e in contents.entries.iter().filter(|e| e.kind == Kind::Dir) {
         let dst = tmp.join(&e.path);
-        match e.kind {
-            Kind::Dir => fs::create_dir(&dst).ctx("create directory", &dst)?,
-            Kind::File => {
-                let prev = linkable
-                    .and_then(|p| p.get(&e.path))
-                    .filter(|p| p.kind == Kind::File && p.sha256 == e.sha256 && p.mode == e.mode);
-                let linked = match (prev, current) {
-                    (Some(_), Some(cur)) => {
-                        fs::hard_link(vol.root.join(cur).join(&e.path), &dst).is_ok()
-                    }
-                    _ => false,
-                };
-                if linked {
-                    out.hardlinked += 1;
-                } else {
-                    let node = &plan.nodes[&e.path];
-                    copy_file(&node.abs, &node.stamp, &dst, e.mode_bits(), mtime, owner)?;
-                    out.copied += 1;
-                }
-            }
+        fs::create_dir(&dst).ctx("create directory", &dst)?;
+        step();
+    }
+    let files: Vec<&Entry> = contents
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .collect();
+    let done = AtomicU64::new(0);
+    let linked = crate::parallel::try_map(&files, |e| {
+        let dst = tmp.join(&e.path);
+        let prev = linkable
+            .and_then(|p| p.get(&e.path))
+            .filter(|p| p.kind == Kind::File && p.sha256 == e.sha256 && p.mode == e.mode);
+        let linked = match (prev, current) {
+            (Some(_), Some(cur)) => fs::hard_link(vol.root.join(cur).join(&e.path), &dst).is_ok(),
+            _ => false,
+        };
+        if !linked {
+            let node = &plan.nodes[&e.path];
+            copy_file(&node.abs, &node.stamp, &dst, e.mode_bits(), mtime, owner)?;
         }
         step();
-        bar.set(i as u64 + 1);
-    }
+        bar.set(done.fetch_add(1, Ordering::Relaxed) + 1);
+        Ok(linked)
+    })?;
+    out.hardlinked = linked.iter().filter(|l| **l).count();
+    out.copied = linked.len() - out.hardlinked;
     bar.finish();
 
     let mf = tmp.join(MANIFEST_NAME);
@@ -449,13 +466,23 @@ fn remove_tree(path: &Path) -> Result<(), Error> {
     if !meta.is_dir() {
         return fs::remove_file(path).ctx("remove", path);
     }
-    // Published directories are 0555: make them writable before removing their children.
+    // Published directories are 0555: make them writable, remove the files on
+    // all cores, then the directories, deepest first.
+    let mut dirs = vec![];
+    let mut files = vec![];
     for entry in walkdir::WalkDir::new(path).follow_links(false) {
         let entry = entry.map_err(io::Error::from).ctx("read", path)?;
         if entry.file_type().is_dir() {
             fs::set_permissions(entry.path(), Permissions::from_mode(0o755))
                 .ctx("set mode of", entry.path())?;
+            dirs.push(entry.into_path());
+        } else {
+            files.push(entry.into_path());
         }
     }
-    fs::remove_dir_all(path).ctx("remove", path)
+    crate::parallel::try_map(&files, |f| fs::remove_file(f).ctx("remove", f))?;
+    for d in dirs.iter().rev() {
+        fs::remove_dir(d).ctx("remove", d)?;
+    }
+    Ok(())
 }

@@ -1,9 +1,15 @@
 //! Walking untrusted trees: pack sources and binaries trees become a sorted list
 //! of regular files and directories. Symlinks, devices, FIFOs, sockets, hard
 //! links and non-UTF-8 names are refused with their path; nothing is followed.
+//! The root's own mode and stamp do not matter (it is published as a directory).
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, openat, statat};
 
 use attune_pack::{Diagnostic, Diagnostics};
 use serde::{Deserialize, Serialize};
@@ -98,11 +104,14 @@ pub fn is_excluded(name: &str) -> bool {
 }
 
 /// Walks `root` (one pack directory, or one pack's subtree of a binaries tree),
-/// returning its entries under `prefix` in sorted order. The root itself is
-/// included as `prefix`. Refused entries become errors in `diags`.
+/// returning its entries under `prefix` sorted by path. The root itself is
+/// included as `prefix`. Refused entries become errors in `diags`, sorted too.
 ///
+/// Directories are opened with `O_NOFOLLOW` and their entries stat'ed relative
+/// to the directory's descriptor, so nothing is followed and no path is looked
+/// up twice; directories are read by several threads (stat dominates a walk).
 /// `allow_hard_links` is false for pack sources: a file with several links may
-/// be a hard link to a file outside the tree that the tree's author cannot read.
+/// be a hard link to a file outside the tree that its author cannot read.
 pub fn scan(
     root: &Path,
     prefix: &str,
@@ -110,79 +119,188 @@ pub fn scan(
     allow_hard_links: bool,
     diags: &mut Diagnostics,
 ) -> Result<Vec<Node>, Error> {
-    let mut nodes = vec![];
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .follow_root_links(true)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_str().is_some_and(is_excluded));
-    for entry in walker {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            let source = e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
-            Error::Io {
-                action: "read",
-                path,
-                source,
-            }
-        })?;
-        let path = entry.path();
-        let meta = if entry.depth() == 0 {
-            std::fs::metadata(path).ctx("read", path)?
-        } else {
-            entry
-                .metadata()
-                .map_err(std::io::Error::from)
-                .ctx("read", path)?
-        };
-        let rel_tail = path.strip_prefix(root).unwrap_or(path);
-        let Some(rel_tail) = rel_tail.to_str() else {
-            diags.push(
-                Diagnostic::error(path, "file name is not valid UTF-8")
-                    .hint("rename it; volume paths are recorded in a JSON manifest"),
-            );
-            continue;
-        };
-        let rel = if rel_tail.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{prefix}/{rel_tail}")
-        };
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            Kind::File
-        } else {
-            diags.push(refusal(path, &ft));
-            continue;
-        };
-        if kind == Kind::File && !allow_hard_links && meta.nlink() > 1 {
-            diags.push(
-                Diagnostic::error(path, format!("has {} hard links", meta.nlink())).hint(
-                    "pack sources must not share inodes with other files; copy the tree with `cp -r` first",
-                ),
-            );
-            continue;
-        }
-        nodes.push(Node {
-            rel,
-            abs: path.to_path_buf(),
-            kind,
-            executable: meta.mode() & 0o111 != 0,
-            setid: meta.mode() & 0o6000 != 0,
-            stamp: Stamp::of(&meta),
-            origin,
-        });
+    // The root may be reached through a symlink (`result` from nix build); nothing below it may.
+    let meta = std::fs::metadata(root).ctx("read", root)?;
+    let fd = rustix::fs::open(root, dir_flags(), Mode::empty())
+        .map_err(std::io::Error::from)
+        .ctx("open", root)?;
+    let root_node = Node {
+        rel: prefix.to_string(),
+        abs: root.to_path_buf(),
+        kind: Kind::Dir,
+        executable: true,
+        setid: false,
+        stamp: Stamp::of(&meta),
+        origin,
+    };
+    let queue = Queue {
+        state: Mutex::new((vec![(fd, root.to_path_buf(), prefix.to_string())], 0)),
+        ready: Condvar::new(),
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let results: Vec<Result<(Vec<Node>, Diagnostics), Error>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut w = Walker {
+                        origin,
+                        allow_hard_links,
+                        nodes: vec![],
+                        diags: Diagnostics::default(),
+                    };
+                    while let Some((fd, abs, rel)) = queue.pop() {
+                        let result = w.dir(&fd, &abs, &rel, &queue);
+                        queue.done();
+                        result?;
+                    }
+                    Ok((w.nodes, w.diags))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("scan thread panicked"))
+            .collect()
+    });
+    let mut nodes = vec![root_node];
+    let mut found = vec![];
+    for r in results {
+        let (n, d) = r?;
+        nodes.extend(n);
+        found.extend(d.0);
+    }
+    nodes.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    for d in found {
+        diags.push(d);
     }
     Ok(nodes)
 }
 
-fn refusal(path: &Path, ft: &std::fs::FileType) -> Diagnostic {
-    if ft.is_symlink() {
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+type Job = (OwnedFd, PathBuf, String);
+
+/// Directories left to read, and how many are being read.
+struct Queue {
+    state: Mutex<(Vec<Job>, usize)>,
+    ready: Condvar,
+}
+
+impl Queue {
+    /// The next directory, or `None` when none is left and none is being read.
+    fn pop(&self) -> Option<Job> {
+        let mut st = self.state.lock().expect("queue lock");
+        loop {
+            if let Some(job) = st.0.pop() {
+                st.1 += 1;
+                return Some(job);
+            }
+            if st.1 == 0 {
+                return None;
+            }
+            st = self.ready.wait(st).expect("queue lock");
+        }
+    }
+
+    fn push(&self, job: Job) {
+        self.state.lock().expect("queue lock").0.push(job);
+        self.ready.notify_one();
+    }
+
+    fn done(&self) {
+        let mut st = self.state.lock().expect("queue lock");
+        st.1 -= 1;
+        if st.1 == 0 && st.0.is_empty() {
+            // On an error the queue may still hold jobs; other workers drain them.
+            self.ready.notify_all();
+        }
+    }
+}
+
+struct Walker {
+    origin: Origin,
+    allow_hard_links: bool,
+    nodes: Vec<Node>,
+    diags: Diagnostics,
+}
+
+impl Walker {
+    fn dir(&mut self, fd: &OwnedFd, abs: &Path, rel: &str, queue: &Queue) -> Result<(), Error> {
+        let io = |e: rustix::io::Errno| std::io::Error::from(e);
+        let entries = Dir::read_from(fd).map_err(io).ctx("read directory", abs)?;
+        for entry in entries {
+            let entry = entry.map_err(io).ctx("read directory", abs)?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let path = abs.join(std::ffi::OsStr::from_bytes(name));
+            let Ok(name) = std::str::from_utf8(name) else {
+                self.diags.push(
+                    Diagnostic::error(&path, "file name is not valid UTF-8")
+                        .hint("rename it; volume paths are recorded in a JSON manifest"),
+                );
+                continue;
+            };
+            if is_excluded(name) {
+                continue;
+            }
+            let st = statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(io)
+                .ctx("read", &path)?;
+            let kind = match FileType::from_raw_mode(st.st_mode as _) {
+                FileType::Directory => Kind::Dir,
+                FileType::RegularFile => Kind::File,
+                other => {
+                    self.diags.push(refusal(&path, other));
+                    continue;
+                }
+            };
+            if kind == Kind::File && !self.allow_hard_links && st.st_nlink > 1 {
+                self.diags.push(
+                    Diagnostic::error(&path, format!("has {} hard links", st.st_nlink)).hint(
+                        "pack sources must not share inodes with other files; copy the tree with `cp -r` first",
+                    ),
+                );
+                continue;
+            }
+            let child_rel = format!("{rel}/{name}");
+            if kind == Kind::Dir {
+                let child = openat(fd, name, dir_flags(), Mode::empty())
+                    .map_err(io)
+                    .ctx("open", &path)?;
+                queue.push((child, path.clone(), child_rel.clone()));
+            }
+            let mode = st.st_mode as u32;
+            self.nodes.push(Node {
+                rel: child_rel,
+                abs: path,
+                kind,
+                executable: mode & 0o111 != 0,
+                setid: mode & 0o6000 != 0,
+                stamp: Stamp {
+                    dev: st.st_dev as u64,
+                    ino: st.st_ino as u64,
+                    size: st.st_size as u64,
+                    mtime_ns: (st.st_mtime as i64).saturating_mul(1_000_000_000)
+                        + st.st_mtime_nsec as i64,
+                    ctime_ns: (st.st_ctime as i64).saturating_mul(1_000_000_000)
+                        + st.st_ctime_nsec as i64,
+                },
+                origin: self.origin,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn refusal(path: &Path, ft: FileType) -> Diagnostic {
+    if ft == FileType::Symlink {
         let target = std::fs::read_link(path)
             .map(|t| t.display().to_string())
             .unwrap_or_else(|_| "?".into());
@@ -190,14 +308,11 @@ fn refusal(path: &Path, ft: &std::fs::FileType) -> Diagnostic {
             "packs may hold only regular files and directories; replace the link with the file itself",
         );
     }
-    let what = if ft.is_block_device() || ft.is_char_device() {
-        "a device file"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
+    let what = match ft {
+        FileType::BlockDevice | FileType::CharacterDevice => "a device file",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        _ => "not a regular file",
     };
     Diagnostic::error(path, format!("is {what}"))
         .hint("packs may hold only regular files and directories; remove it")
