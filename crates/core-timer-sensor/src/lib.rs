@@ -1,0 +1,216 @@
+//! `attune-core-timer-sensor`: the static native sensor of the core pack.
+//!
+//! It speaks Attune's sensor contract: configuration from `ATTUNE_*` variables
+//! (see [`config::keys`]), events posted to `POST /api/v1/events`, rules
+//! reconciled from `GET /api/v1/rules`. It serves `core.intervaltimer`,
+//! `core.crontimer` and `core.datetimetimer` ([`timer`]). It has no C code in
+//! its dependency tree, so it builds static for musl on any architecture; it
+//! does not read packs (that is `attune-pack`) and does not run actions.
+//!
+//! Threads: the scheduler ([`scheduler`]) queues events; a sender delivers them
+//! in order with backoff ([`queue`]); a reconciler refreshes the timers; a
+//! signal thread stops all within a second of SIGTERM or SIGINT.
+
+pub mod api;
+pub mod config;
+pub mod http;
+pub mod queue;
+pub mod scheduler;
+pub mod timer;
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use config::{Config, LogFormat, keys};
+
+/// Exit codes, in one place.
+pub mod exit {
+    /// Stopped by a signal, or finished.
+    pub const OK: u8 = 0;
+    /// A setting is missing or malformed, or the command line is wrong.
+    pub const USAGE: u8 = 2;
+}
+
+/// After SIGTERM the process ends within this long (the flush gets most of it).
+const STOP_BUDGET: Duration = Duration::from_millis(900);
+
+fn help() -> String {
+    format!(
+        "attune-core-timer-sensor {}: fires Attune timer events (core.intervaltimer,
+core.crontimer, core.datetimetimer) and posts them to the Attune API.
+
+Usage: attune-core-timer-sensor [--stdin-config]
+
+Options:
+  --stdin-config  read the settings as one JSON object on stdin instead of the environment
+  -h, --help      print this help
+  -V, --version   print the version
+
+Environment (or keys of the stdin object):
+  {}    base URL of the API, http://host:port (required)
+  {}  bearer token (required)
+  {}  this sensor's ref [default: core.timer_sensor]
+  {}  JSON array of {{id, trigger_ref, config}}; trigger_ref is
+      inferred from the config keys (interval, expression, fire_at) when absent
+  {}  seconds between rule reconciliations, 0 to disable [default: 30]
+  {}  events held while the API is unreachable [default: 1000]
+  {}  error, warn, info, debug, trace [default: info]
+  {}  json or pretty [default: pretty]
+
+Logs go to stderr; events go only to the API. Exit codes: 0 stopped by
+SIGTERM/SIGINT, 2 bad configuration or usage.",
+        env!("CARGO_PKG_VERSION"),
+        keys::API_URL,
+        keys::API_TOKEN,
+        keys::SENSOR_REF,
+        keys::SENSOR_TRIGGERS,
+        keys::RECONCILE_SECONDS,
+        keys::QUEUE_CAPACITY,
+        keys::LOG_LEVEL,
+        keys::LOG_FORMAT,
+    )
+}
+
+fn init_logging(c: &Config) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(c.log_level)
+        .with_target(false);
+    let _ = match c.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+}
+
+/// Parses arguments and configuration, then runs until SIGTERM or SIGINT.
+pub fn main_with_args(args: &[String]) -> ExitCode {
+    let mut stdin_config = false;
+    for a in args {
+        match a.as_str() {
+            "-h" | "--help" => {
+                println!("{}", help());
+                return ExitCode::from(exit::OK);
+            }
+            "-V" | "--version" => {
+                println!("attune-core-timer-sensor {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::from(exit::OK);
+            }
+            "--stdin-config" => stdin_config = true,
+            other => {
+                eprintln!("attune-core-timer-sensor: unknown argument `{other}`; see --help");
+                return ExitCode::from(exit::USAGE);
+            }
+        }
+    }
+    let config = if stdin_config {
+        let mut text = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+            eprintln!("attune-core-timer-sensor: stdin: cannot read: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+        Config::from_json(&text)
+    } else {
+        Config::from_env()
+    };
+    match config {
+        Ok(c) => {
+            init_logging(&c);
+            run(c)
+        }
+        Err(e) => {
+            eprintln!("attune-core-timer-sensor: {e}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+/// Runs the sensor with a valid configuration.
+pub fn run(config: Config) -> ExitCode {
+    let api = api::Api::new(&config);
+    let queue = Arc::new(queue::Queue::new(config.queue_capacity));
+    let sched = Arc::new(scheduler::Scheduler::new());
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .expect("signal handlers install");
+    {
+        let (queue, sched) = (queue.clone(), sched.clone());
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "stopping");
+                sched.stop();
+                queue.stop();
+                let _ = stop_tx.send(());
+            }
+        });
+    }
+
+    tracing::info!(api = %config.api_url, sensor = %config.sensor_ref, timers = config.triggers.len(), "starting; waiting for the API");
+    let mut wait = Duration::from_millis(250);
+    while !api.healthy() {
+        tracing::info!(
+            retry_in_ms = wait.as_millis() as u64,
+            "API not healthy yet at {}/health",
+            config.api_url
+        );
+        if stop_rx.recv_timeout(wait).is_ok() {
+            return ExitCode::from(exit::OK);
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    tracing::info!("API is healthy; timers start");
+
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    {
+        let (queue, api) = (queue.clone(), api.clone());
+        std::thread::spawn(move || {
+            queue.run_sender(&api, STOP_BUDGET - Duration::from_millis(100));
+            let _ = done_tx.send(());
+        });
+    }
+    if let Some(period) = config.reconcile {
+        let (sched, api) = (sched.clone(), api.clone());
+        std::thread::spawn(move || reconcile_loop(&api, &sched, period));
+    }
+    sched.run(config.triggers.clone(), &config.sensor_ref, &queue);
+
+    // Stopped: give the sender its last flush, within the budget.
+    let stopped = Instant::now();
+    let _ = done_rx.recv_timeout(STOP_BUDGET.saturating_sub(stopped.elapsed()));
+    tracing::info!("stopped");
+    ExitCode::from(exit::OK)
+}
+
+/// Every `period`, asks the API for the enabled rules of each timer trigger and
+/// hands the set to the scheduler; when the API cannot answer, the timers stay.
+fn reconcile_loop(api: &api::Api, sched: &scheduler::Scheduler, period: Duration) {
+    loop {
+        std::thread::sleep(period);
+        let mut all = vec![];
+        let mut failed = None;
+        for trigger_ref in timer::TRIGGER_TYPES {
+            match api.rules(trigger_ref) {
+                Ok(rules) => all.extend(rules),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(e) => tracing::warn!("cannot reconcile rules, keeping the current timers: {e}"),
+            None => {
+                tracing::debug!(rules = all.len(), "reconciled rules");
+                sched.set_desired(all);
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The three timer types fire on time with the contract's payloads and headers.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::util::{FakeApi, Sensor, wait_for};
+
+fn at(v: &serde_json::Value, key: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v[key].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[test]
+fn interval_timer_fires_on_schedule_with_payload_and_headers() {
+    let api = FakeApi::start();
+    let s = Sensor::spawn(Sensor::command(
+        &api,
+        json!([{"id": 1, "trigger_ref": "core.intervaltimer", "config": {"interval": 1, "unit": "seconds"}}]),
+    ));
+    assert!(wait_for(Duration::from_secs(6), || api.delivered().len() >= 3));
+    let (_, code, stdout, _) = s.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.is_empty(),
+        "events must never go to stdout: {stdout}"
+    );
+    let events = api.delivered();
+    assert!(events.len() >= 3);
+    for (i, e) in events.iter().take(3).enumerate() {
+        assert_eq!(e["trigger_ref"], "core.intervaltimer");
+        assert_eq!(e["trigger_instance_id"], "rule_1");
+        let p = &e["payload"];
+        assert_eq!(p["type"], "interval");
+        assert_eq!(p["interval_seconds"], 1);
+        assert_eq!(p["execution_count"], i as u64 + 1);
+        assert_eq!(p["sensor_ref"], "core.timer_sensor");
+    }
+    // Absolute deadlines: tick 3 is two seconds after tick 1, not more.
+    let gap = at(&events[2]["payload"], "fired_at") - at(&events[0]["payload"], "fired_at");
+    assert!(
+        (1950..2100).contains(&gap.num_milliseconds()),
+        "ticks drift: {gap}"
+    );
+    let req = &api.event_attempts()[0];
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.headers["authorization"], "Bearer s3cret");
+    assert_eq!(req.headers["content-type"], "application/json");
+}
+
+#[test]
+fn cron_timer_fires_each_matching_second() {
+    let api = FakeApi::start();
+    let s = Sensor::spawn(Sensor::command(
+        &api,
+        json!([{"id": "c", "config": {"expression": "* * * * * *"}}]),
+    ));
+    assert!(wait_for(Duration::from_secs(6), || api.delivered().len() >= 3));
+    s.terminate();
+    let events = api.delivered();
+    for pair in events.windows(2).take(2) {
+        let (a, b) = (&pair[0]["payload"], &pair[1]["payload"]);
+        assert_eq!(a["type"], "cron");
+        assert_eq!(
+            at(b, "scheduled_at") - at(a, "scheduled_at"),
+            chrono::Duration::seconds(1)
+        );
+        assert_eq!(a["next_fire_at"], b["scheduled_at"]);
+        assert_eq!(at(a, "scheduled_at").timestamp_subsec_millis(), 0);
+        assert!(at(a, "fired_at") >= at(a, "scheduled_at"));
+        assert_eq!(
+            b["execution_count"].as_u64().unwrap(),
+            a["execution_count"].as_u64().unwrap() + 1
+        );
+    }
+    assert_eq!(events[0]["trigger_ref"], "core.crontimer");
+}
+
+#[test]
+fn datetime_timer_fires_once() {
+    let api = FakeApi::start();
+    let fire_at = Utc::now() + chrono::Duration::milliseconds(1200);
+    let s = Sensor::spawn(Sensor::command(
+        &api,
+        json!([{"id": 3, "trigger_ref": "core.datetimetimer", "config": {"fire_at": fire_at.to_rfc3339()}}]),
+    ));
+    assert!(wait_for(Duration::from_secs(5), || !api
+        .delivered()
+        .is_empty()));
+    std::thread::sleep(Duration::from_millis(1500));
+    s.terminate();
+    let events = api.delivered();
+    assert_eq!(events.len(), 1, "a one-shot fired {} times", events.len());
+    let p = &events[0]["payload"];
+    assert_eq!(p["type"], "datetime");
+    assert!(p["delay_ms"].as_i64().unwrap() < 100, "{p}");
+    assert!(at(p, "fired_at") >= fire_at - chrono::Duration::milliseconds(1));
+}
+
+#[test]
+fn a_timer_in_the_past_fails_alone() {
+    let api = FakeApi::start();
+    let s = Sensor::spawn(Sensor::command(
+        &api,
+        json!([
+            {"id": 8, "trigger_ref": "core.datetimetimer", "config": {"fire_at": "2001-01-01T00:00:00Z"}},
+            {"id": 9, "trigger_ref": "core.intervaltimer", "config": {"interval": 1}}
+        ]),
+    ));
+    assert!(wait_for(Duration::from_secs(4), || !api
+        .delivered()
+        .is_empty()));
+    let (_, code, _, err) = s.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        err.contains("timer for rule 8 is invalid") && err.contains("in the past"),
+        "{err}"
+    );
+    assert!(
+        api.delivered()
+            .iter()
+            .all(|e| e["trigger_instance_id"] == "rule_9")
+    );
+}
+
+#[test]
+fn sigterm_stops_within_one_second() {
+    let api = FakeApi::start();
+    let s = Sensor::spawn(Sensor::command(
+        &api,
+        json!([{"id": 1, "config": {"interval": 3600}}]),
+    ));
+    assert!(wait_for(Duration::from_secs(3), || api
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|r| r.path == "/health")));
+    std::thread::sleep(Duration::from_millis(300));
+    let (took, code, _, err) = s.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(1), "took {took:?} to stop");
+}
+
+#[test]
+fn waits_for_the_api_to_be_healthy() {
+    let api = FakeApi::start();
+    api.set(|b| b.health = 503);
+    let s = Sensor::spawn(Sensor::command(
+        &api,
+        json!([{"id": 1, "config": {"interval": 1}}]),
+    ));
+    std::thread::sleep(Duration::from_millis(1800));
+    assert!(
+        api.delivered().is_empty(),
+        "events before the API was healthy"
+    );
+    api.set(|b| b.health = 200);
+    assert!(wait_for(Duration::from_secs(8), || !api
+        .delivered()
+        .is_empty()));
+    let (_, _, _, err) = s.terminate();
+    assert!(err.contains("API not healthy yet"), "{err}");
+}
