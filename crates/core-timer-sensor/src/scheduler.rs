@@ -82,8 +82,11 @@ impl Scheduler {
             }
             let now = Instant::now();
             for r in timers.running.values_mut() {
+                let deadline = r.due.map(|d| d.0);
                 if let Some(payload) = r.fire(now, sensor_ref) {
-                    tracing::debug!(id = %r.timer.id, trigger_ref = %r.timer.trigger_ref, count = r.count, "timer fired");
+                    let lateness_us =
+                        deadline.map_or(0, |d| now.saturating_duration_since(d).as_micros() as u64);
+                    tracing::debug!(id = %r.timer.id, trigger_ref = %r.timer.trigger_ref, count = r.count, lateness_us, "timer fired");
                     queue.push(Event {
                         trigger_ref: r.timer.trigger_ref.clone(),
                         payload,
