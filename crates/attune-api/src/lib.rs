@@ -1,0 +1,102 @@
+//! `attune-api`: the pack registry (from the packs volume and packs.dev, via
+//! `attune-pack`), events matched to rules, and executions claimed by workers,
+//! over HTTP with a bearer token; stored in SQLite.
+//!
+//! It does not run actions (`attune-worker` does) or sensors (`attune-sensor`).
+
+pub mod matching;
+pub mod params;
+pub mod registry;
+pub mod routes;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use attune_service::{LogFormat, env};
+use clap::Parser;
+
+/// Serves the Attune API: packs, events, rules and executions.
+///
+/// Every /api/v1 route needs `Authorization: Bearer <ATTUNE_API_TOKEN>`; /health is open.
+#[derive(Debug, Parser)]
+#[command(name = "attune-api", version)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = env::LISTEN, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// The bearer token clients must send.
+    #[arg(long, env = env::API_TOKEN, hide_env_values = true)]
+    pub token: String,
+    /// SQLite database file, or `:memory:`.
+    #[arg(long, env = env::DB, default_value = env::DEFAULT_DB)]
+    pub db: String,
+    /// The packs volume (read-only).
+    #[arg(long, env = env::PACKS_DIR, default_value = env::DEFAULT_PACKS_DIR)]
+    pub packs_dir: PathBuf,
+    /// Developer packs; a pack here overrides the volume's pack of the same ref.
+    #[arg(long, env = env::PACKS_DEV_DIR, default_value = env::DEFAULT_PACKS_DEV_DIR)]
+    pub packs_dev_dir: PathBuf,
+    /// Seconds between checks of the volume's generation (reload when it changes).
+    #[arg(long, env = "ATTUNE_PACKS_WATCH_SECONDS", default_value_t = 1.0)]
+    pub watch_seconds: f64,
+    /// Log format.
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
+    pub log_level: String,
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn serve(args: Args) -> Result<(), String> {
+    if args.token.trim().is_empty() {
+        return Err(format!("{} is empty; set a token", env::API_TOKEN));
+    }
+    let store = store::Store::open(&args.db)
+        .map_err(|e| format!("failed to open database {}: {e:?}", args.db))?;
+    let state = Arc::new(routes::AppState {
+        registry: RwLock::new(Arc::new(registry::Registry::default())),
+        store,
+        token: args.token.clone(),
+        packs_dir: args.packs_dir.clone(),
+        dev_dir: args.packs_dev_dir.clone(),
+        requested: Default::default(),
+        finished: Default::default(),
+    });
+    state.reload();
+    // Reload when the volume publishes a new generation.
+    let watcher = state.clone();
+    let period = Duration::from_secs_f64(args.watch_seconds.max(0.1));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let now = registry::generation(&watcher.packs_dir);
+            if now != watcher.registry().generation {
+                tracing::info!(generation = ?now, "the packs volume changed; reloading");
+                let w = watcher.clone();
+                let _ = tokio::task::spawn_blocking(move || w.reload()).await;
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("failed to listen on {}: {e}", args.listen))?;
+    tracing::info!(listen = %args.listen, packs = %args.packs_dir.display(), dev = %args.packs_dev_dir.display(), "attune-api ready");
+    axum::serve(listener, routes::router(state))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("stopping");
+}

@@ -1,0 +1,18 @@
+//! The `attune-api` binary.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = attune_api::Args::parse();
+    attune_service::init_logging(args.log_format, &args.log_level);
+    match attune_api::serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("attune-api: {e}");
+            ExitCode::from(3)
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Parameters of an execution, checked against the action's declared schema:
+//! unknown names, missing required ones, wrong types and values outside `enum`
+//! are refused naming the field; defaults are filled in.
+
+use attune_pack::Action;
+use serde_json::{Map, Value};
+
+/// A parameter problem: the field and what is wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// The parameter name.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn type_ok(t: &str, v: &Value) -> bool {
+    match t {
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        _ => true,
+    }
+}
+
+/// The parameters with defaults applied, or the first problem.
+pub fn check(action: &Action, given: &Value) -> Result<Value, Invalid> {
+    let given = match given {
+        Value::Null => Map::new(),
+        Value::Object(m) => m.clone(),
+        _ => {
+            return Err(Invalid {
+                field: "parameters".into(),
+                message: "must be a JSON object".into(),
+            });
+        }
+    };
+    if let Some(unknown) = given.keys().find(|k| !action.parameters.contains_key(*k)) {
+        let known: Vec<&str> = action.parameters.keys().map(String::as_str).collect();
+        return Err(Invalid {
+            field: unknown.clone(),
+            message: format!(
+                "is not a parameter of {}; it takes: {}",
+                action.action_ref,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        });
+    }
+    let mut out = Map::new();
+    for (name, p) in &action.parameters {
+        let value = match given.get(name) {
+            Some(v) => v.clone(),
+            None => match &p.default {
+                Some(d) => d.clone(),
+                None if p.required => {
+                    return Err(Invalid {
+                        field: name.clone(),
+                        message: "is required".into(),
+                    });
+                }
+                None => continue,
+            },
+        };
+        if let Some(t) = &p.param_type
+            && !type_ok(t, &value)
+        {
+            return Err(Invalid {
+                field: name.clone(),
+                message: format!("must be of type {t}, got {value}"),
+            });
+        }
+        if let Some(allowed) = &p.allowed
+            && !allowed.contains(&value)
+        {
+            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+            return Err(Invalid {
+                field: name.clone(),
+                message: format!("must be one of {}, got {value}", list.join(", ")),
+            });
+        }
+        out.insert(name.clone(), value);
+    }
+    Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn action() -> Action {
+        serde_saphyr::from_str(
+            "ref: p.a\nlabel: A\nrunner_type: shell\nentry_point: a.sh\nparameters:\n  message: {type: string, default: hi}\n  count: {type: integer, required: true}\n  mode: {type: string, enum: [fast, slow]}\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_and_refusals() {
+        let a = action();
+        assert_eq!(
+            check(&a, &json!({"count": 2})).unwrap(),
+            json!({"message": "hi", "count": 2})
+        );
+        assert_eq!(check(&a, &json!({})).unwrap_err().field, "count");
+        assert!(
+            check(&a, &json!({"count": "2"}))
+                .unwrap_err()
+                .message
+                .contains("integer")
+        );
+        assert!(
+            check(&a, &json!({"count": 1, "mode": "medium"}))
+                .unwrap_err()
+                .message
+                .contains("one of")
+        );
+        let e = check(&a, &json!({"count": 1, "colour": "red"})).unwrap_err();
+        assert_eq!(e.field, "colour");
+        assert!(e.message.contains("count, message, mode"), "{}", e.message);
+    }
+}

@@ -1,0 +1,211 @@
+//! The pack registry: every pack of the volume and of packs.dev, loaded with
+//! `attune-pack`. A dev pack overrides the volume's pack of the same ref; a
+//! broken pack is reported (file and line) and the others stay available.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use attune_pack::{Action, Diagnostic, Loaded, Pack, Rule, Severity, load_pack, references};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Where a pack was loaded from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The packs volume.
+    Volume,
+    /// packs.dev.
+    Dev,
+}
+
+/// One registered pack.
+#[derive(Clone, Debug)]
+pub struct Registered {
+    /// The pack.
+    pub pack: Pack,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// Everything loaded from the pack directories at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    /// Packs by ref.
+    pub packs: BTreeMap<String, Registered>,
+    /// Errors and warnings found while loading.
+    pub problems: Vec<Diagnostic>,
+    /// The volume generation (`..data` target) loaded.
+    pub generation: Option<String>,
+    /// The directories searched, volume first.
+    pub dirs: Vec<PathBuf>,
+}
+
+/// The generation the volume's `..data` points at.
+pub fn generation(packs_dir: &Path) -> Option<String> {
+    std::fs::read_link(packs_dir.join("..data"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+impl Registry {
+    /// Loads every pack of `packs_dir` then `dev_dir`.
+    pub fn load(packs_dir: &Path, dev_dir: &Path) -> Registry {
+        let mut r = Registry {
+            generation: generation(packs_dir),
+            dirs: vec![packs_dir.to_path_buf(), dev_dir.to_path_buf()],
+            ..Registry::default()
+        };
+        for (dir, source) in [(packs_dir, Source::Volume), (dev_dir, Source::Dev)] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                tracing::warn!(dir = %dir.display(), "pack directory not readable; no packs from it");
+                continue;
+            };
+            let mut paths: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.path())
+                .filter(|p| p.join(attune_pack::PACK_FILE).is_file())
+                .collect();
+            paths.sort();
+            for path in paths {
+                let outcome = load_pack(&path);
+                r.problems.extend(outcome.diagnostics.0);
+                let Some(pack) = outcome.pack else { continue };
+                let name = pack.meta.pack_ref.clone();
+                if source == Source::Dev && r.packs.contains_key(&name) {
+                    tracing::warn!(pack = %name, dir = %path.display(), "the dev pack overrides the volume's pack of the same ref");
+                }
+                r.packs.insert(name, Registered { pack, source });
+            }
+        }
+        r.problems
+            .extend(references(r.packs.values().map(|p| &p.pack)).0);
+        for p in &r.problems {
+            match p.severity {
+                Severity::Error => tracing::error!("{p}"),
+                Severity::Warning => tracing::warn!("{p}"),
+            }
+        }
+        r
+    }
+
+    /// An action by ref, with its pack.
+    pub fn action(&self, action_ref: &str) -> Option<(&Registered, &Loaded<Action>)> {
+        let (pack, _) = action_ref.split_once('.')?;
+        let reg = self.packs.get(pack)?;
+        let action = reg
+            .pack
+            .actions
+            .iter()
+            .find(|a| a.spec.action_ref == action_ref)?;
+        Some((reg, action))
+    }
+
+    /// Every rule, with its pack's enabled flag applied.
+    pub fn rules(&self) -> impl Iterator<Item = (&Registered, &Loaded<Rule>)> {
+        self.packs
+            .values()
+            .flat_map(|r| r.pack.rules.iter().map(move |rule| (r, rule)))
+    }
+
+    /// Whether a rule is in force: it and its pack are enabled.
+    pub fn rule_enabled(reg: &Registered, rule: &Loaded<Rule>) -> bool {
+        reg.pack.meta.enabled && rule.spec.enabled
+    }
+
+    /// Components of one kind as JSON objects, each with `pack_ref`, `source` and `file`
+    /// (rules also get `id`, their ref, as the sensor contract's rule id).
+    pub fn components(&self, kind: &str) -> Vec<Value> {
+        let mut out = vec![];
+        for reg in self.packs.values() {
+            let p = &reg.pack;
+            let items: Vec<(Value, &Path, bool)> = match kind {
+                "actions" => p
+                    .actions
+                    .iter()
+                    .map(|c| (json!(c.spec), c.file.as_path(), c.spec.enabled))
+                    .collect(),
+                "sensors" => p
+                    .sensors
+                    .iter()
+                    .map(|c| (json!(c.spec), c.file.as_path(), c.spec.enabled))
+                    .collect(),
+                "triggers" => p
+                    .triggers
+                    .iter()
+                    .map(|c| (json!(c.spec), c.file.as_path(), true))
+                    .collect(),
+                "rules" => p
+                    .rules
+                    .iter()
+                    .map(|c| (json!(c.spec), c.file.as_path(), c.spec.enabled))
+                    .collect(),
+                _ => vec![],
+            };
+            for (mut v, file, enabled) in items {
+                let obj = v.as_object_mut().expect("components serialize as objects");
+                obj.insert("pack_ref".into(), json!(p.meta.pack_ref));
+                obj.insert("source".into(), json!(reg.source));
+                obj.insert("file".into(), json!(file));
+                obj.insert("enabled".into(), json!(enabled && p.meta.enabled));
+                if kind == "rules" {
+                    let id = obj.get("ref").cloned().unwrap_or(Value::Null);
+                    obj.insert("id".into(), id);
+                }
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// A one-line summary per pack.
+    pub fn summaries(&self) -> Vec<Value> {
+        self.packs
+            .values()
+            .map(|r| {
+                let m = &r.pack.meta;
+                json!({
+                    "ref": m.pack_ref, "label": m.label, "description": m.description, "version": m.version,
+                    "enabled": m.enabled, "source": r.source, "dir": r.pack.dir,
+                    "actions": r.pack.actions.len(), "sensors": r.pack.sensors.len(),
+                    "triggers": r.pack.triggers.len(), "rules": r.pack.rules.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(dir: &Path, name: &str, label: &str) {
+        std::fs::create_dir_all(dir.join(name).join("actions")).unwrap();
+        std::fs::write(
+            dir.join(name).join("pack.yaml"),
+            format!("ref: {name}\nlabel: {label}\nversion: 1.0.0\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn dev_pack_overrides_and_broken_pack_is_reported_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (vol, dev) = (tmp.path().join("vol"), tmp.path().join("dev"));
+        pack(&vol, "core", "Core");
+        pack(&vol, "other", "Other");
+        pack(&dev, "other", "Other (dev)");
+        pack(&dev, "broken", "Broken");
+        std::fs::write(dev.join("broken/pack.yaml"), "ref: broken\nlabel: [\n").unwrap();
+        let r = Registry::load(&vol, &dev);
+        assert_eq!(r.packs.keys().collect::<Vec<_>>(), ["core", "other"]);
+        assert_eq!(r.packs["other"].source, Source::Dev);
+        assert_eq!(r.packs["other"].pack.meta.label, "Other (dev)");
+        let p = &r.problems[0];
+        assert!(
+            p.path.ends_with("broken/pack.yaml") && p.line.is_some(),
+            "{p}"
+        );
+    }
+}

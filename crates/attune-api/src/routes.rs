@@ -1,0 +1,460 @@
+//! The HTTP API: routes, the token check, and JSON errors that name the field.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+use crate::matching::{instance_rule, render};
+use crate::params;
+use crate::registry::Registry;
+use crate::store::{Execution, Report, Store, StoreError, status};
+
+/// Shared state of the server.
+#[derive(Debug)]
+pub struct AppState {
+    /// The current registry; replaced whole on reload.
+    pub registry: RwLock<Arc<Registry>>,
+    /// Events and executions.
+    pub store: Store,
+    /// The bearer token.
+    pub token: String,
+    /// The packs volume.
+    pub packs_dir: std::path::PathBuf,
+    /// packs.dev.
+    pub dev_dir: std::path::PathBuf,
+    /// Woken when an execution is requested (claims long-poll on it).
+    pub requested: Notify,
+    /// Woken when an execution ends (synchronous executes wait on it).
+    pub finished: Notify,
+}
+
+impl AppState {
+    /// The registry now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Loads the packs again and swaps the registry in.
+    pub fn reload(&self) -> Arc<Registry> {
+        let fresh = Arc::new(Registry::load(&self.packs_dir, &self.dev_dir));
+        tracing::info!(packs = fresh.packs.len(), generation = ?fresh.generation, problems = fresh.problems.len(), "packs loaded");
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        fresh
+    }
+}
+
+/// An error answer: `{"error": message, "field": name}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.message});
+        if let Some(f) = self.field {
+            body["field"] = json!(f);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not found"),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            StoreError::Db(e) => {
+                tracing::error!("database: {e}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("database error: {e}"),
+                )
+            }
+        }
+    }
+}
+
+type Shared = State<Arc<AppState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The router: `/health` open, everything under `/api/v1` behind the token.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/packs", get(list_packs))
+        .route("/packs/reload", post(reload))
+        .route("/packs/{pack_ref}", get(get_pack))
+        .route("/actions", get(|s, q| list_components(s, q, "actions")))
+        .route("/triggers", get(|s, q| list_components(s, q, "triggers")))
+        .route("/sensors", get(|s, q| list_components(s, q, "sensors")))
+        .route("/rules", get(|s, q| list_components(s, q, "rules")))
+        .route("/events", post(post_event).get(list_events))
+        .route("/executions", post(create_execution).get(list_executions))
+        .route("/executions/execute", post(execute))
+        .route("/executions/claim", post(claim))
+        .route("/executions/{id}", get(get_execution))
+        .route("/executions/{id}/result", post(report))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(health))
+        .nest("/api/v1", api)
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such route; the API lives under /api/v1",
+            )
+        })
+        .with_state(state)
+}
+
+async fn require_token(State(s): Shared, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(s.token.as_bytes())) && !given.is_empty() {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token; send `Authorization: Bearer $ATTUNE_API_TOKEN`",
+        )
+        .into_response()
+    }
+}
+
+async fn health(State(s): Shared) -> Json<Value> {
+    let r = s.registry();
+    Json(json!({"status": "ok", "packs": r.packs.len(), "generation": r.generation}))
+}
+
+/// `page`, `page_size` and the filters of list endpoints.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    page: Option<i64>,
+    page_size: Option<i64>,
+    #[serde(flatten)]
+    filters: HashMap<String, String>,
+}
+
+impl ListQuery {
+    fn window(&self) -> (i64, i64) {
+        (
+            self.page.unwrap_or(1).max(1),
+            self.page_size.unwrap_or(50).clamp(1, 1000),
+        )
+    }
+}
+
+fn page_of(items: Vec<Value>, total: i64, page: i64, size: i64) -> Json<Value> {
+    Json(json!({
+        "data": items,
+        "pagination": {"page": page, "page_size": size, "total": total, "has_next": page * size < total}
+    }))
+}
+
+async fn list_packs(State(s): Shared) -> Json<Value> {
+    let r = s.registry();
+    Json(json!({"data": r.summaries(), "problems": r.problems, "generation": r.generation}))
+}
+
+async fn get_pack(State(s): Shared, Path(pack_ref): Path<String>) -> ApiResult<Json<Value>> {
+    let r = s.registry();
+    match r.packs.get(&pack_ref) {
+        Some(reg) => Ok(Json(json!({"source": reg.source, "pack": reg.pack}))),
+        None => {
+            let dirs: Vec<String> = r.dirs.iter().map(|d| d.display().to_string()).collect();
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "pack `{pack_ref}` not found in {}; POST /api/v1/packs/reload after adding it",
+                    dirs.join(" or ")
+                ),
+            ))
+        }
+    }
+}
+
+async fn reload(State(s): Shared) -> Json<Value> {
+    let r = s.reload();
+    Json(
+        json!({"packs": r.packs.keys().collect::<Vec<_>>(), "problems": r.problems, "generation": r.generation}),
+    )
+}
+
+async fn list_components(
+    State(s): Shared,
+    Query(q): Query<ListQuery>,
+    kind: &'static str,
+) -> Json<Value> {
+    let (page, size) = q.window();
+    let items: Vec<Value> = s
+        .registry()
+        .components(kind)
+        .into_iter()
+        .filter(|c| {
+            q.filters.iter().all(|(k, want)| match k.as_str() {
+                "trigger_ref" | "pack_ref" | "runner_type" | "action_ref" => {
+                    c.get(k).and_then(Value::as_str) == Some(want.as_str())
+                }
+                "enabled" => {
+                    c.get("enabled")
+                        .and_then(Value::as_bool)
+                        .map(|b| b.to_string())
+                        .as_deref()
+                        == Some(want.as_str())
+                }
+                _ => true,
+            })
+        })
+        .collect();
+    let total = items.len() as i64;
+    let window = items
+        .into_iter()
+        .skip(((page - 1) * size) as usize)
+        .take(size as usize)
+        .collect();
+    page_of(window, total, page, size)
+}
+
+#[derive(Debug, Deserialize)]
+struct EventIn {
+    trigger_ref: String,
+    #[serde(default)]
+    payload: Value,
+    #[serde(default)]
+    trigger_instance_id: Option<String>,
+}
+
+async fn post_event(
+    State(s): Shared,
+    Json(e): Json<EventIn>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let event =
+        s.store
+            .insert_event(&e.trigger_ref, &e.payload, e.trigger_instance_id.as_deref())?;
+    let r = s.registry();
+    let only = instance_rule(e.trigger_instance_id.as_deref());
+    let mut created = vec![];
+    for (reg, rule) in r.rules() {
+        let spec = &rule.spec;
+        if spec.trigger_ref != e.trigger_ref
+            || !Registry::rule_enabled(reg, rule)
+            || only.is_some_and(|id| id != spec.rule_ref)
+        {
+            continue;
+        }
+        let Some((_, action)) = r.action(&spec.action_ref) else {
+            tracing::warn!(rule = %spec.rule_ref, action = %spec.action_ref, "rule names an action that is not registered");
+            continue;
+        };
+        let rendered = render(&json!(spec.action_params), &e.payload);
+        match params::check(&action.spec, &rendered) {
+            Ok(p) => {
+                let x = s.store.create_execution(
+                    &spec.action_ref,
+                    &p,
+                    Some(&spec.rule_ref),
+                    Some(event.id),
+                )?;
+                created.push(x.id);
+            }
+            Err(bad) => {
+                tracing::warn!(rule = %spec.rule_ref, field = %bad.field, "rule parameters invalid: {}", bad.message)
+            }
+        }
+    }
+    if !created.is_empty() {
+        s.requested.notify_waiters();
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": event.id, "executions": created})),
+    ))
+}
+
+async fn list_events(State(s): Shared, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let (page, size) = q.window();
+    let (rows, total) = s.store.events((page - 1) * size, size)?;
+    Ok(page_of(
+        rows.into_iter().map(|e| json!(e)).collect(),
+        total,
+        page,
+        size,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct ExecutionIn {
+    action_ref: String,
+    #[serde(default)]
+    parameters: Value,
+}
+
+fn request_execution(s: &AppState, body: &ExecutionIn) -> ApiResult<Execution> {
+    let r = s.registry();
+    let Some((reg, action)) = r.action(&body.action_ref) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "action `{}` is not registered; GET /api/v1/actions lists the actions",
+                body.action_ref
+            ),
+        ));
+    };
+    if !action.spec.enabled || !reg.pack.meta.enabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("action `{}` is disabled", body.action_ref),
+        ));
+    }
+    let p = params::check(&action.spec, &body.parameters).map_err(|bad| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: format!("parameter `{}` {}", bad.field, bad.message),
+        field: Some(bad.field),
+    })?;
+    let x = s.store.create_execution(&body.action_ref, &p, None, None)?;
+    s.requested.notify_waiters();
+    Ok(x)
+}
+
+async fn create_execution(
+    State(s): Shared,
+    Json(body): Json<ExecutionIn>,
+) -> ApiResult<(StatusCode, Json<Execution>)> {
+    Ok((StatusCode::CREATED, Json(request_execution(&s, &body)?)))
+}
+
+/// Requests an execution and waits for it to end (up to its timeout and a margin).
+async fn execute(
+    State(s): Shared,
+    Json(body): Json<ExecutionIn>,
+) -> ApiResult<(StatusCode, Json<Execution>)> {
+    let x = request_execution(&s, &body)?;
+    let timeout = s
+        .registry()
+        .action(&body.action_ref)
+        .and_then(|(_, a)| a.spec.timeout)
+        .unwrap_or(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout + 30);
+    loop {
+        let notified = s.finished.notified();
+        let now = s.store.execution(x.id)?;
+        if status::FINAL.contains(&now.status.as_str()) {
+            return Ok((StatusCode::OK, Json(now)));
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok((StatusCode::ACCEPTED, Json(s.store.execution(x.id)?)));
+        }
+    }
+}
+
+async fn list_executions(State(s): Shared, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let (page, size) = q.window();
+    let st = q.filters.get("status").map(String::as_str);
+    let action = q.filters.get("action_ref").map(String::as_str);
+    let (rows, total) = s.store.executions(st, action, (page - 1) * size, size)?;
+    Ok(page_of(
+        rows.into_iter().map(|e| json!(e)).collect(),
+        total,
+        page,
+        size,
+    ))
+}
+
+async fn get_execution(State(s): Shared, Path(id): Path<i64>) -> ApiResult<Json<Execution>> {
+    s.store.execution(id).map(Json).map_err(|e| match e {
+        StoreError::NotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("execution {id} does not exist"),
+        ),
+        other => other.into(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ClaimIn {
+    worker: String,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Gives the oldest requested execution to a worker, with what it needs to run
+/// it; waits up to `wait_ms` for one; 204 when there is none.
+async fn claim(State(s): Shared, Json(c): Json<ClaimIn>) -> ApiResult<Response> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms.min(30_000));
+    loop {
+        let notified = s.requested.notified();
+        while let Some(x) = s.store.claim(&c.worker)? {
+            let r = s.registry();
+            match r.action(&x.action_ref) {
+                Some((reg, action)) => {
+                    let body = json!({"execution": x, "action": action.spec, "pack_ref": reg.pack.meta.pack_ref, "source": reg.source});
+                    return Ok(Json(body).into_response());
+                }
+                None => {
+                    let report = Report {
+                        status: status::FAILED.into(),
+                        exit_code: None,
+                        stdout: String::new(),
+                        stderr: String::new(),
+                        stdout_truncated: false,
+                        stderr_truncated: false,
+                        error: Some(format!("action `{}` is no longer registered", x.action_ref)),
+                    };
+                    s.store.finish(x.id, &report, None)?;
+                    s.finished.notify_waiters();
+                }
+            }
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+}
+
+async fn report(
+    State(s): Shared,
+    Path(id): Path<i64>,
+    Json(rep): Json<Report>,
+) -> ApiResult<Json<Execution>> {
+    let x = s.store.execution(id)?;
+    let json_output = s
+        .registry()
+        .action(&x.action_ref)
+        .is_some_and(|(_, a)| a.spec.output_format == attune_pack::OutputFormat::Json);
+    let result = json_output
+        .then(|| serde_json::from_str::<Value>(rep.stdout.trim()).ok())
+        .flatten();
+    let done = s.store.finish(id, &rep, result.as_ref())?;
+    s.finished.notify_waiters();
+    Ok(Json(done))
+}

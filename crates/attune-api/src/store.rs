@@ -1,0 +1,420 @@
+//! The embedded store: events and executions in SQLite (`ATTUNE_DB`, or
+//! `:memory:`). One connection behind a mutex: every operation is short, and a
+//! claim is atomic because nothing else runs between its select and update.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Execution states.
+pub mod status {
+    /// Waiting for a worker.
+    pub const REQUESTED: &str = "requested";
+    /// A worker runs it.
+    pub const RUNNING: &str = "running";
+    /// Exit code 0.
+    pub const SUCCEEDED: &str = "succeeded";
+    /// Non-zero exit, or it could not start.
+    pub const FAILED: &str = "failed";
+    /// Killed at its timeout.
+    pub const TIMEOUT: &str = "timeout";
+    /// The final states.
+    pub const FINAL: [&str; 3] = [SUCCEEDED, FAILED, TIMEOUT];
+}
+
+/// A stored event.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// Id.
+    pub id: i64,
+    /// Trigger type.
+    pub trigger_ref: String,
+    /// Payload.
+    pub payload: Value,
+    /// `rule_<ref>` for timer instances.
+    pub trigger_instance_id: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A stored execution.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Execution {
+    /// Id.
+    pub id: i64,
+    /// The action.
+    pub action_ref: String,
+    /// Parameters after defaults.
+    pub parameters: Value,
+    /// requested, running, succeeded, failed or timeout.
+    pub status: String,
+    /// The rule that created it, if any.
+    pub rule_ref: Option<String>,
+    /// The event that created it, if any.
+    pub event_id: Option<i64>,
+    /// The worker that ran it.
+    pub worker: Option<String>,
+    /// Exit code.
+    pub exit_code: Option<i64>,
+    /// Standard output (bounded by the worker).
+    pub stdout: Option<String>,
+    /// Standard error (bounded by the worker).
+    pub stderr: Option<String>,
+    /// Whether stdout was cut.
+    pub stdout_truncated: bool,
+    /// Whether stderr was cut.
+    pub stderr_truncated: bool,
+    /// stdout parsed as JSON when the action's `output_format` is `json`.
+    pub result: Option<Value>,
+    /// Why it failed to run, when it did not start.
+    pub error: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub finished_at: Option<String>,
+}
+
+/// What a worker reports.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Report {
+    /// succeeded, failed or timeout.
+    pub status: String,
+    /// Exit code.
+    pub exit_code: Option<i64>,
+    /// Standard output.
+    #[serde(default)]
+    pub stdout: String,
+    /// Standard error.
+    #[serde(default)]
+    pub stderr: String,
+    /// Whether stdout was cut.
+    #[serde(default)]
+    pub stdout_truncated: bool,
+    /// Whether stderr was cut.
+    #[serde(default)]
+    pub stderr_truncated: bool,
+    /// Why it did not start.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Store failures.
+#[derive(Debug)]
+pub enum StoreError {
+    /// No such row.
+    NotFound,
+    /// The change conflicts with the current state.
+    Conflict(String),
+    /// SQLite failed.
+    Db(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, trigger_ref TEXT NOT NULL, payload TEXT NOT NULL,
+    trigger_instance_id TEXT, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS executions (
+    id INTEGER PRIMARY KEY, action_ref TEXT NOT NULL, parameters TEXT NOT NULL,
+    status TEXT NOT NULL, rule_ref TEXT, event_id INTEGER, worker TEXT, exit_code INTEGER,
+    stdout TEXT, stderr TEXT, stdout_truncated INTEGER NOT NULL DEFAULT 0,
+    stderr_truncated INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
+    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT);
+CREATE INDEX IF NOT EXISTS executions_by_status ON executions(status, id);
+";
+
+const EXECUTION_COLUMNS: &str = "id, action_ref, parameters, status, rule_ref, event_id, worker, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, result, error, created_at, started_at, finished_at";
+
+fn json_col(row: &Row, i: usize) -> rusqlite::Result<Option<Value>> {
+    let text: Option<String> = row.get(i)?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+fn execution(row: &Row) -> rusqlite::Result<Execution> {
+    Ok(Execution {
+        id: row.get(0)?,
+        action_ref: row.get(1)?,
+        parameters: json_col(row, 2)?.unwrap_or(Value::Null),
+        status: row.get(3)?,
+        rule_ref: row.get(4)?,
+        event_id: row.get(5)?,
+        worker: row.get(6)?,
+        exit_code: row.get(7)?,
+        stdout: row.get(8)?,
+        stderr: row.get(9)?,
+        stdout_truncated: row.get(10)?,
+        stderr_truncated: row.get(11)?,
+        result: json_col(row, 12)?,
+        error: row.get(13)?,
+        created_at: row.get(14)?,
+        started_at: row.get(15)?,
+        finished_at: row.get(16)?,
+    })
+}
+
+/// Now, RFC 3339 UTC with milliseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Store {
+    /// Opens (creating) the database at `path`; `:memory:` keeps it in memory.
+    pub fn open(path: &str) -> Result<Store, StoreError> {
+        let conn = if path == ":memory:" {
+            Connection::open_in_memory()?
+        } else {
+            if let Some(parent) = Path::new(path).parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            Connection::open(path)?
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores an event.
+    pub fn insert_event(
+        &self,
+        trigger_ref: &str,
+        payload: &Value,
+        instance: Option<&str>,
+    ) -> Result<Event, StoreError> {
+        let created_at = now();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO events (trigger_ref, payload, trigger_instance_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![trigger_ref, payload.to_string(), instance, created_at],
+        )?;
+        Ok(Event {
+            id: conn.last_insert_rowid(),
+            trigger_ref: trigger_ref.to_string(),
+            payload: payload.clone(),
+            trigger_instance_id: instance.map(str::to_string),
+            created_at,
+        })
+    }
+
+    /// Events, newest first: (page, total).
+    pub fn events(&self, offset: i64, limit: i64) -> Result<(Vec<Event>, i64), StoreError> {
+        let conn = self.conn();
+        let total: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+        let mut stmt = conn.prepare(
+            "SELECT id, trigger_ref, payload, trigger_instance_id, created_at FROM events ORDER BY id DESC LIMIT ?1 OFFSET ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![limit, offset], |r| {
+                Ok(Event {
+                    id: r.get(0)?,
+                    trigger_ref: r.get(1)?,
+                    payload: json_col(r, 2)?.unwrap_or(Value::Null),
+                    trigger_instance_id: r.get(3)?,
+                    created_at: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, total))
+    }
+
+    /// Creates a requested execution.
+    pub fn create_execution(
+        &self,
+        action_ref: &str,
+        parameters: &Value,
+        rule_ref: Option<&str>,
+        event_id: Option<i64>,
+    ) -> Result<Execution, StoreError> {
+        let id = {
+            let conn = self.conn();
+            conn.execute(
+                "INSERT INTO executions (action_ref, parameters, status, rule_ref, event_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![action_ref, parameters.to_string(), status::REQUESTED, rule_ref, event_id, now()],
+            )?;
+            conn.last_insert_rowid()
+        };
+        self.execution(id)
+    }
+
+    /// One execution.
+    pub fn execution(&self, id: i64) -> Result<Execution, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
+                [id],
+                execution,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Executions, newest first, optionally by status and action: (page, total).
+    pub fn executions(
+        &self,
+        status: Option<&str>,
+        action_ref: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<Execution>, i64), StoreError> {
+        let conn = self.conn();
+        let filter = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR action_ref = ?2)";
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM executions WHERE {filter}"),
+            params![status, action_ref],
+            |r| r.get(0),
+        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE {filter} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+        ))?;
+        let rows = stmt
+            .query_map(params![status, action_ref, limit, offset], execution)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, total))
+    }
+
+    /// Atomically moves the oldest requested execution to running for `worker`.
+    pub fn claim(&self, worker: &str) -> Result<Option<Execution>, StoreError> {
+        let conn = self.conn();
+        let id: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM executions WHERE status = ?1 ORDER BY id LIMIT 1",
+                [status::REQUESTED],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        conn.execute(
+            "UPDATE executions SET status = ?1, worker = ?2, started_at = ?3 WHERE id = ?4",
+            params![status::RUNNING, worker, now(), id],
+        )?;
+        let e = conn.query_row(
+            &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
+            [id],
+            execution,
+        )?;
+        Ok(Some(e))
+    }
+
+    /// Records a worker's report; repeating the same final report is accepted (retries).
+    pub fn finish(
+        &self,
+        id: i64,
+        report: &Report,
+        result: Option<&Value>,
+    ) -> Result<Execution, StoreError> {
+        if !status::FINAL.contains(&report.status.as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "status `{}` is not one of {}",
+                report.status,
+                status::FINAL.join(", ")
+            )));
+        }
+        let current = self.execution(id)?;
+        if status::FINAL.contains(&current.status.as_str()) {
+            return if current.status == report.status {
+                Ok(current)
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "execution {id} already ended as {}",
+                    current.status
+                )))
+            };
+        }
+        self.conn().execute(
+            "UPDATE executions SET status = ?1, exit_code = ?2, stdout = ?3, stderr = ?4, stdout_truncated = ?5,
+             stderr_truncated = ?6, result = ?7, error = ?8, finished_at = ?9 WHERE id = ?10",
+            params![
+                report.status,
+                report.exit_code,
+                report.stdout,
+                report.stderr,
+                report.stdout_truncated,
+                report.stderr_truncated,
+                result.map(Value::to_string),
+                report.error,
+                now(),
+                id
+            ],
+        )?;
+        self.execution(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claim_takes_each_execution_once_in_order() {
+        let s = Store::open(":memory:").unwrap();
+        let a = s
+            .create_execution("core.noop", &json!({}), None, None)
+            .unwrap();
+        let b = s
+            .create_execution("core.noop", &json!({}), None, None)
+            .unwrap();
+        assert_eq!(s.claim("w1").unwrap().unwrap().id, a.id);
+        assert_eq!(s.claim("w2").unwrap().unwrap().id, b.id);
+        assert!(s.claim("w1").unwrap().is_none());
+    }
+
+    #[test]
+    fn finish_is_idempotent_but_not_rewritable() {
+        let s = Store::open(":memory:").unwrap();
+        let e = s
+            .create_execution("core.echo", &json!({"message": "hi"}), None, None)
+            .unwrap();
+        s.claim("w").unwrap();
+        let report = Report {
+            status: "succeeded".into(),
+            exit_code: Some(0),
+            stdout: "hi\n".into(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            error: None,
+        };
+        let done = s.finish(e.id, &report, None).unwrap();
+        assert_eq!(done.stdout.as_deref(), Some("hi\n"));
+        assert!(s.finish(e.id, &report, None).is_ok());
+        let failed = Report {
+            status: "failed".into(),
+            ..report
+        };
+        assert!(matches!(
+            s.finish(e.id, &failed, None),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = now();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T');
+    }
+}

@@ -1,0 +1,271 @@
+//! `attune-sensor`: runs every enabled sensor found in the packs volume and
+//! packs.dev ([`desired`]) in its own process group with Attune's sensor
+//! environment, keeps each one's output in `<logs>/sensors/<ref>.log`, restarts
+//! it with backoff (1 s to 60 s) when it exits, and restarts all of them when
+//! the volume publishes a new generation or a sensor's rules change.
+//!
+//! It does not fire events itself (the sensors do) or run actions (the worker).
+
+pub mod desired;
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use attune_pack::RunnerType;
+use attune_service::{Client, LogFormat, env};
+use clap::Parser;
+use rustix::process::{Pid, Signal, kill_process_group};
+
+use desired::SensorSpec;
+
+/// Shortest and longest wait before restarting a sensor that exited.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
+/// Runs the sensors of the Attune packs.
+#[derive(Debug, Parser)]
+#[command(name = "attune-sensor", version)]
+pub struct Args {
+    /// API base URL (also given to sensors).
+    #[arg(long, env = env::API_URL, default_value = "http://127.0.0.1:8080")]
+    pub api_url: String,
+    /// Bearer token (also given to sensors).
+    #[arg(long, env = env::API_TOKEN, hide_env_values = true)]
+    pub token: String,
+    /// The packs volume (read-only).
+    #[arg(long, env = env::PACKS_DIR, default_value = env::DEFAULT_PACKS_DIR)]
+    pub packs_dir: PathBuf,
+    /// Developer packs.
+    #[arg(long, env = env::PACKS_DEV_DIR, default_value = env::DEFAULT_PACKS_DEV_DIR)]
+    pub packs_dev_dir: PathBuf,
+    /// Where `sensors/<ref>.log` files go.
+    #[arg(long, env = env::LOGS_DIR, default_value = env::DEFAULT_LOGS_DIR)]
+    pub logs_dir: PathBuf,
+    /// Seconds between checks of packs, rules and the volume generation.
+    #[arg(long, env = "ATTUNE_SENSOR_POLL_SECONDS", default_value_t = 2.0)]
+    pub poll_seconds: f64,
+    /// Log format (also given to sensors).
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// Log level (also given to sensors): error, warn, info, debug, trace.
+    #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
+    pub log_level: String,
+}
+
+/// One supervised sensor.
+#[derive(Debug)]
+struct Managed {
+    spec: SensorSpec,
+    triggers: String,
+    child: Option<Child>,
+    started: Instant,
+    backoff: Duration,
+    restart_at: Instant,
+}
+
+struct Supervisor {
+    args: Args,
+    api: Client,
+    sensors: BTreeMap<String, Managed>,
+}
+
+impl Supervisor {
+    fn start(&self, m: &mut Managed) {
+        let log_path = self
+            .args
+            .logs_dir
+            .join("sensors")
+            .join(format!("{}.log", m.spec.sensor_ref));
+        let log = std::fs::create_dir_all(log_path.parent().expect("has a parent"))
+            .and_then(|_| OpenOptions::new().create(true).append(true).open(&log_path));
+        let log = match log {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(sensor = %m.spec.sensor_ref, "cannot open {}: {e}", log_path.display());
+                return;
+            }
+        };
+        let mut cmd = match m.spec.runner {
+            RunnerType::Native => Command::new(&m.spec.path),
+            RunnerType::Python => {
+                let mut c = Command::new("python3");
+                c.arg(&m.spec.path);
+                c
+            }
+            RunnerType::Shell => {
+                let mut c = Command::new("/bin/sh");
+                c.arg(&m.spec.path);
+                c
+            }
+        };
+        let format = match self.args.log_format {
+            LogFormat::Human => "pretty",
+            LogFormat::Json => "json",
+        };
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env(env::API_URL, &self.args.api_url)
+            .env(env::API_TOKEN, &self.args.token)
+            .env("ATTUNE_SENSOR_REF", &m.spec.sensor_ref)
+            .env("ATTUNE_SENSOR_TRIGGERS", &m.triggers)
+            .env(env::LOG_LEVEL, &self.args.log_level)
+            .env(env::LOG_FORMAT, format)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
+            .stderr(Stdio::from(log))
+            .process_group(0);
+        match cmd.spawn() {
+            Ok(child) => {
+                tracing::info!(sensor = %m.spec.sensor_ref, pid = child.id(), log = %log_path.display(), "sensor started");
+                m.child = Some(child);
+                m.started = Instant::now();
+            }
+            Err(e) => {
+                tracing::error!(sensor = %m.spec.sensor_ref, path = %m.spec.path.display(), "cannot start sensor: {e}; retrying in {:?}", m.backoff);
+                m.restart_at = Instant::now() + m.backoff;
+                m.backoff = (m.backoff * 2).min(BACKOFF.1);
+            }
+        }
+    }
+
+    /// Sends SIGTERM to the sensor's group, then SIGKILL after a grace period.
+    fn stop(m: &mut Managed) {
+        let Some(mut child) = m.child.take() else {
+            return;
+        };
+        let pgid = Pid::from_child(&child);
+        let _ = kill_process_group(pgid, Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                let _ = kill_process_group(pgid, Signal::KILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = kill_process_group(pgid, Signal::KILL);
+        let _ = child.wait();
+    }
+
+    /// Brings the running set in line with the packs and rules.
+    fn reconcile(&mut self, restart_all: bool) {
+        let wanted = desired::sensors(&self.args.packs_dir, &self.args.packs_dev_dir);
+        let gone: Vec<String> = self
+            .sensors
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(mut m) = self.sensors.remove(&k) {
+                tracing::info!(sensor = %k, "sensor no longer enabled; stopping it");
+                Self::stop(&mut m);
+            }
+        }
+        for (k, spec) in wanted {
+            let triggers = match desired::triggers(&self.api, &spec) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(sensor = %k, "cannot read its rules, keeping it as it is: {e}");
+                    continue;
+                }
+            };
+            match self.sensors.get_mut(&k) {
+                Some(m) if m.spec == spec && m.triggers == triggers && !restart_all => {}
+                Some(m) => {
+                    tracing::info!(sensor = %k, "sensor or its rules changed; restarting it");
+                    Self::stop(m);
+                    m.spec = spec;
+                    m.triggers = triggers;
+                    m.backoff = BACKOFF.0;
+                    m.restart_at = Instant::now();
+                }
+                None => {
+                    let now = Instant::now();
+                    self.sensors.insert(
+                        k,
+                        Managed {
+                            spec,
+                            triggers,
+                            child: None,
+                            started: now,
+                            backoff: BACKOFF.0,
+                            restart_at: now,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Notices exits and starts what is due.
+    fn tend(&mut self) {
+        let mut to_start = vec![];
+        for (k, m) in self.sensors.iter_mut() {
+            if let Some(child) = m.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let pgid = Pid::from_child(child);
+                let _ = kill_process_group(pgid, Signal::KILL);
+                m.child = None;
+                if m.started.elapsed() >= BACKOFF.1 {
+                    m.backoff = BACKOFF.0;
+                }
+                tracing::warn!(sensor = %k, %status, restart_in_s = m.backoff.as_secs(), "sensor exited; see its log");
+                m.restart_at = Instant::now() + m.backoff;
+                m.backoff = (m.backoff * 2).min(BACKOFF.1);
+            }
+            if m.child.is_none() && Instant::now() >= m.restart_at {
+                to_start.push(k.clone());
+            }
+        }
+        for k in to_start {
+            let mut m = self.sensors.remove(&k).expect("present");
+            self.start(&mut m);
+            self.sensors.insert(k, m);
+        }
+    }
+}
+
+/// Supervises sensors until SIGTERM or SIGINT, then stops them all.
+pub fn supervise(args: Args) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let api = Client::with_timeout(&args.api_url, &args.token, Duration::from_secs(5));
+    let poll = Duration::from_secs_f64(args.poll_seconds.max(0.2));
+    tracing::info!(packs = %args.packs_dir.display(), dev = %args.packs_dev_dir.display(), "attune-sensor ready");
+    let mut sup = Supervisor {
+        args,
+        api,
+        sensors: BTreeMap::new(),
+    };
+    let mut generation = None;
+    let mut next_poll = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next_poll {
+            let now = std::fs::read_link(sup.args.packs_dir.join("..data")).ok();
+            let changed = generation.is_some() && now != generation;
+            if changed {
+                tracing::info!(generation = ?now, "the packs volume changed; restarting sensors");
+            }
+            generation = now;
+            sup.reconcile(changed);
+            next_poll = Instant::now() + poll;
+        }
+        sup.tend();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("stopping sensors");
+    for m in sup.sensors.values_mut() {
+        Supervisor::stop(m);
+    }
+    Ok(())
+}

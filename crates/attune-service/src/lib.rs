@@ -1,0 +1,17 @@
+//! What the Attune services (api, worker, sensor) share: the names of their
+//! environment variables, logging setup, and a small blocking client for the
+//! API. The pack format is `attune-pack`'s; the HTTP server is `attune-api`'s.
+//!
+//! ```no_run
+//! use attune_service::{Client, LogFormat, init_logging};
+//! init_logging(LogFormat::Human, "info");
+//! let api = Client::new("http://127.0.0.1:8080", "token");
+//! let health: serde_json::Value = api.get("/health").unwrap();
+//! ```
+
+mod client;
+pub mod env;
+mod logging;
+
+pub use client::{ApiError, Client};
+pub use logging::{LogFormat, init_logging};

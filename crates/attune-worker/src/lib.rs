@@ -1,0 +1,135 @@
+//! `attune-worker`: claims executions from the API (several workers never run
+//! the same one: the API hands each out once), runs the action from the packs
+//! volume or packs.dev ([`run`]), and reports the result, retrying while the API
+//! is briefly down so no result is lost.
+//!
+//! It does not load packs (the API's registry says what to run) or run sensors.
+
+pub mod run;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use attune_service::{ApiError, Client, LogFormat, env};
+use clap::Parser;
+use serde_json::json;
+
+/// Runs Attune actions claimed from the API.
+#[derive(Debug, Parser)]
+#[command(name = "attune-worker", version)]
+pub struct Args {
+    /// API base URL.
+    #[arg(long, env = env::API_URL, default_value = "http://127.0.0.1:8080")]
+    pub api_url: String,
+    /// Bearer token for the API.
+    #[arg(long, env = env::API_TOKEN, hide_env_values = true)]
+    pub token: String,
+    /// The packs volume (read-only).
+    #[arg(long, env = env::PACKS_DIR, default_value = env::DEFAULT_PACKS_DIR)]
+    pub packs_dir: PathBuf,
+    /// Developer packs.
+    #[arg(long, env = env::PACKS_DEV_DIR, default_value = env::DEFAULT_PACKS_DEV_DIR)]
+    pub packs_dev_dir: PathBuf,
+    /// Name reported to the API [default: worker-<pid>].
+    #[arg(long, env = "ATTUNE_WORKER_NAME")]
+    pub name: Option<String>,
+    /// Executions run at once.
+    #[arg(long, env = "ATTUNE_WORKER_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
+    /// Bytes of stdout and of stderr kept per execution.
+    #[arg(long, env = "ATTUNE_WORKER_MAX_OUTPUT", default_value_t = 1 << 20)]
+    pub max_output: usize,
+    /// Log format.
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
+    pub log_level: String,
+}
+
+/// Retries `f` while the API is unreachable, with backoff, until it answers or
+/// `give_up` is set; returns the last result.
+fn with_retry<T>(
+    what: &str,
+    give_up: &AtomicBool,
+    mut f: impl FnMut() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match f() {
+            Err(e) if e.is_transient() && !give_up.load(Ordering::Relaxed) => {
+                tracing::warn!(retry_in_ms = wait.as_millis() as u64, "{what}: {e}");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT; running executions finish and are reported first.
+pub fn work(args: Args) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let api = Client::new(&args.api_url, &args.token);
+    let runner = run::Runner {
+        packs_dir: args.packs_dir.clone(),
+        dev_dir: args.packs_dev_dir.clone(),
+        api_url: args.api_url.clone(),
+        max_output: args.max_output,
+        default_timeout: Duration::from_secs(600),
+    };
+    tracing::info!(worker = %name, api = %args.api_url, concurrency = args.concurrency, "attune-worker ready");
+    std::thread::scope(|s| {
+        for slot in 0..args.concurrency.max(1) {
+            let (api, runner, stop) = (&api, &runner, &stop);
+            let name = format!("{name}/{slot}");
+            s.spawn(move || worker_loop(api, runner, stop, &name));
+        }
+    });
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn worker_loop(api: &Client, runner: &run::Runner, stop: &AtomicBool, name: &str) {
+    // Never give up on a result: a lost report would leave the execution running forever.
+    let never = AtomicBool::new(false);
+    while !stop.load(Ordering::Relaxed) {
+        let claimed = with_retry("claim", stop, || {
+            api.post::<_, run::Claimed>(
+                "/api/v1/executions/claim",
+                &json!({"worker": name, "wait_ms": 1000}),
+            )
+        });
+        let c = match claimed {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!("claim failed: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        tracing::info!(execution = c.execution.id, action = %c.execution.action_ref, "running");
+        let report = runner.run(&c);
+        tracing::info!(execution = c.execution.id, status = %report.status, exit_code = ?report.exit_code, "finished");
+        let path = format!("/api/v1/executions/{}/result", c.execution.id);
+        if let Err(e) = with_retry("report", &never, || {
+            api.post::<_, serde_json::Value>(&path, &report)
+        }) {
+            tracing::error!(
+                execution = c.execution.id,
+                "the API refused the result: {e}"
+            );
+        }
+    }
+}
