@@ -102,6 +102,32 @@ impl From<StoreError> for ApiError {
 }
 
 type Shared = State<Arc<AppState>>;
+
+/// A JSON request body, whatever its `Content-Type` says: the quick reference's
+/// `curl -d '{...}'` sends `application/x-www-form-urlencoded`.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            })?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the request body is not the expected JSON: {e}"),
+            )
+        })
+    }
+}
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The router: `/health` open, everything under `/api/v1` behind the token.
@@ -256,7 +282,7 @@ struct EventIn {
 
 async fn post_event(
     State(s): Shared,
-    Json(e): Json<EventIn>,
+    Body(e): Body<EventIn>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let event =
         s.store
@@ -348,7 +374,7 @@ fn request_execution(s: &AppState, body: &ExecutionIn) -> ApiResult<Execution> {
 
 async fn create_execution(
     State(s): Shared,
-    Json(body): Json<ExecutionIn>,
+    Body(body): Body<ExecutionIn>,
 ) -> ApiResult<(StatusCode, Json<Execution>)> {
     Ok((StatusCode::CREATED, Json(request_execution(&s, &body)?)))
 }
@@ -356,7 +382,7 @@ async fn create_execution(
 /// Requests an execution and waits for it to end (up to its timeout and a margin).
 async fn execute(
     State(s): Shared,
-    Json(body): Json<ExecutionIn>,
+    Body(body): Body<ExecutionIn>,
 ) -> ApiResult<(StatusCode, Json<Execution>)> {
     let x = request_execution(&s, &body)?;
     let timeout = s
@@ -409,7 +435,7 @@ struct ClaimIn {
 
 /// Gives the oldest requested execution to a worker, with what it needs to run
 /// it; waits up to `wait_ms` for one; 204 when there is none.
-async fn claim(State(s): Shared, Json(c): Json<ClaimIn>) -> ApiResult<Response> {
+async fn claim(State(s): Shared, Body(c): Body<ClaimIn>) -> ApiResult<Response> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms.min(30_000));
     loop {
         let notified = s.requested.notified();
@@ -444,7 +470,7 @@ async fn claim(State(s): Shared, Json(c): Json<ClaimIn>) -> ApiResult<Response> 
 async fn report(
     State(s): Shared,
     Path(id): Path<i64>,
-    Json(rep): Json<Report>,
+    Body(rep): Body<Report>,
 ) -> ApiResult<Json<Execution>> {
     let x = s.store.execution(id)?;
     let json_output = s

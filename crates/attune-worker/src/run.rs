@@ -224,7 +224,9 @@ impl Runner {
                 {
                     Ok(f) => f,
                     Err(e) => {
-                        return Report::not_started(format!("cannot write the parameter file: {e}"));
+                        return Report::not_started(format!(
+                            "cannot write the parameter file: {e}"
+                        ));
                     }
                 };
                 cmd.env("ATTUNE_PARAMETER_DELIVERY", "file")
