@@ -36,6 +36,7 @@ pub fn arch() -> &'static str {
 }
 
 /// Paths of the built binaries.
+#[derive(Debug)]
 pub struct Bins {
     pub dir: PathBuf,
     pub static_sensor: PathBuf,
@@ -129,6 +130,7 @@ pub fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// A running stack in a temporary directory.
+#[derive(Debug)]
 pub struct Stack {
     pub tmp: tempfile::TempDir,
     pub api: Client,
