@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use attune_pack::{Action, Diagnostic, Loaded, Pack, Rule, Severity, load_pack, references};
+use attune_pack::{
+    Action, Diagnostic, Loaded, Pack, Rule, Severity, find_packs, load_pack, references,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -57,17 +59,13 @@ impl Registry {
             ..Registry::default()
         };
         for (dir, source) in [(packs_dir, Source::Volume), (dev_dir, Source::Dev)] {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                tracing::warn!(dir = %dir.display(), "pack directory not readable; no packs from it");
-                continue;
+            let paths = match find_packs(dir) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "pack directory not readable ({e}); no packs from it");
+                    continue;
+                }
             };
-            let mut paths: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .map(|e| e.path())
-                .filter(|p| p.join(attune_pack::PACK_FILE).is_file())
-                .collect();
-            paths.sort();
             for path in paths {
                 let outcome = load_pack(&path);
                 r.problems.extend(outcome.diagnostics.0);

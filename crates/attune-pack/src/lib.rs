@@ -41,7 +41,7 @@ mod validate;
 pub use arch::{Arch, UnknownArch};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use elf::{ElfError, ElfFacts, Linkage, is_elf, shebang};
-pub use load::{LoadOutcome, MAX_YAML_BYTES, PACK_FILE, is_yaml, load_pack};
+pub use load::{LoadOutcome, MAX_YAML_BYTES, PACK_FILE, find_packs, is_yaml, load_pack};
 pub use model::{
     Action, Loaded, OutputFormat, PARAMETER_TYPES, Pack, PackMeta, Parameter, ParameterDelivery,
     ParameterFormat, Rule, RunnerType, Sensor, Trigger,

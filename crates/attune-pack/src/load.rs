@@ -63,6 +63,19 @@ pub fn load_pack(dir: &Path) -> LoadOutcome {
     }
 }
 
+/// The pack directories directly inside `dir`: subdirectories (or links to
+/// them) holding a `pack.yaml`, hidden names skipped, sorted by name.
+pub fn find_packs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .filter(|p| p.join(PACK_FILE).is_file())
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
 /// The YAML files directly inside `dir/<kind>/`, sorted by name, parsed as `T`.
 fn read_kind<T: DeserializeOwned>(
     dir: &Path,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use attune_pack::{RunnerType, load_pack};
+use attune_pack::{RunnerType, find_packs, load_pack};
 use attune_service::{ApiError, Client};
 use serde_json::{Value, json};
 
@@ -26,17 +26,7 @@ pub struct SensorSpec {
 pub fn sensors(packs_dir: &Path, dev_dir: &Path) -> BTreeMap<String, SensorSpec> {
     let mut packs = BTreeMap::new();
     for dir in [packs_dir, dev_dir] {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .map(|e| e.path())
-            .filter(|p| p.join(attune_pack::PACK_FILE).is_file())
-            .collect();
-        paths.sort();
-        for path in paths {
+        for path in find_packs(dir).unwrap_or_default() {
             if let Some(pack) = load_pack(&path).pack {
                 packs.insert(pack.meta.pack_ref.clone(), pack);
             }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use attune_pack::RunnerType;
-use attune_service::{Client, LogFormat, env};
+use attune_service::{Client, LogFormat, ServiceArgs, env};
 use clap::Parser;
 use rustix::process::{Pid, Signal, kill_process_group};
 
@@ -31,30 +31,15 @@ const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_se
 #[derive(Debug, Parser)]
 #[command(name = "attune-sensor", version)]
 pub struct Args {
-    /// API base URL (also given to sensors).
-    #[arg(long, env = env::API_URL, default_value = "http://127.0.0.1:8080")]
-    pub api_url: String,
-    /// Bearer token (also given to sensors).
-    #[arg(long, env = env::API_TOKEN, hide_env_values = true)]
-    pub token: String,
-    /// The packs volume (read-only).
-    #[arg(long, env = env::PACKS_DIR, default_value = env::DEFAULT_PACKS_DIR)]
-    pub packs_dir: PathBuf,
-    /// Developer packs.
-    #[arg(long, env = env::PACKS_DEV_DIR, default_value = env::DEFAULT_PACKS_DEV_DIR)]
-    pub packs_dev_dir: PathBuf,
+    /// API, packs and logging (API and logging settings are passed on to sensors).
+    #[command(flatten)]
+    pub service: ServiceArgs,
     /// Where `sensors/<ref>.log` files go.
     #[arg(long, env = env::LOGS_DIR, default_value = env::DEFAULT_LOGS_DIR)]
     pub logs_dir: PathBuf,
     /// Seconds between checks of packs, rules and the volume generation.
     #[arg(long, env = "ATTUNE_SENSOR_POLL_SECONDS", default_value_t = 2.0)]
     pub poll_seconds: f64,
-    /// Log format (also given to sensors).
-    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
-    /// Log level (also given to sensors): error, warn, info, debug, trace.
-    #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
-    pub log_level: String,
 }
 
 /// One supervised sensor.
@@ -103,17 +88,17 @@ impl Supervisor {
                 c
             }
         };
-        let format = match self.args.log_format {
+        let format = match self.args.service.log_format {
             LogFormat::Human => "pretty",
             LogFormat::Json => "json",
         };
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env(env::API_URL, &self.args.api_url)
-            .env(env::API_TOKEN, &self.args.token)
+            .env(env::API_URL, &self.args.service.api_url)
+            .env(env::API_TOKEN, &self.args.service.token)
             .env("ATTUNE_SENSOR_REF", &m.spec.sensor_ref)
             .env("ATTUNE_SENSOR_TRIGGERS", &m.triggers)
-            .env(env::LOG_LEVEL, &self.args.log_level)
+            .env(env::LOG_LEVEL, &self.args.service.log_level)
             .env(env::LOG_FORMAT, format)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
@@ -154,7 +139,10 @@ impl Supervisor {
 
     /// Brings the running set in line with the packs and rules.
     fn reconcile(&mut self, restart_all: bool) {
-        let wanted = desired::sensors(&self.args.packs_dir, &self.args.packs_dev_dir);
+        let wanted = desired::sensors(
+            &self.args.service.packs_dir,
+            &self.args.service.packs_dev_dir,
+        );
         let gone: Vec<String> = self
             .sensors
             .keys()
@@ -239,9 +227,13 @@ pub fn supervise(args: Args) -> Result<(), String> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("signal handler: {e}"))?;
     }
-    let api = Client::with_timeout(&args.api_url, &args.token, Duration::from_secs(5));
+    let api = Client::with_timeout(
+        &args.service.api_url,
+        &args.service.token,
+        Duration::from_secs(5),
+    );
     let poll = Duration::from_secs_f64(args.poll_seconds.max(0.2));
-    tracing::info!(packs = %args.packs_dir.display(), dev = %args.packs_dev_dir.display(), "attune-sensor ready");
+    tracing::info!(packs = %args.service.packs_dir.display(), dev = %args.service.packs_dev_dir.display(), "attune-sensor ready");
     let mut sup = Supervisor {
         args,
         api,
@@ -251,7 +243,7 @@ pub fn supervise(args: Args) -> Result<(), String> {
     let mut next_poll = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if Instant::now() >= next_poll {
-            let now = std::fs::read_link(sup.args.packs_dir.join("..data")).ok();
+            let now = std::fs::read_link(sup.args.service.packs_dir.join("..data")).ok();
             let changed = generation.is_some() && now != generation;
             if changed {
                 tracing::info!(generation = ?now, "the packs volume changed; restarting sensors");

@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = attune_sensor::Args::parse();
-    attune_service::init_logging(args.log_format, &args.log_level);
+    args.service.init_logging();
     match attune_sensor::supervise(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -9,9 +9,11 @@
 //! let health: serde_json::Value = api.get("/health").unwrap();
 //! ```
 
+mod args;
 mod client;
 pub mod env;
 mod logging;
 
+pub use args::ServiceArgs;
 pub use client::{ApiError, Client};
 pub use logging::{LogFormat, init_logging};

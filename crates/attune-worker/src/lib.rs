@@ -7,12 +7,11 @@
 
 pub mod run;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use attune_service::{ApiError, Client, LogFormat, env};
+use attune_service::{ApiError, Client, ServiceArgs};
 use clap::Parser;
 use serde_json::json;
 
@@ -20,18 +19,9 @@ use serde_json::json;
 #[derive(Debug, Parser)]
 #[command(name = "attune-worker", version)]
 pub struct Args {
-    /// API base URL.
-    #[arg(long, env = env::API_URL, default_value = "http://127.0.0.1:8080")]
-    pub api_url: String,
-    /// Bearer token for the API.
-    #[arg(long, env = env::API_TOKEN, hide_env_values = true)]
-    pub token: String,
-    /// The packs volume (read-only).
-    #[arg(long, env = env::PACKS_DIR, default_value = env::DEFAULT_PACKS_DIR)]
-    pub packs_dir: PathBuf,
-    /// Developer packs.
-    #[arg(long, env = env::PACKS_DEV_DIR, default_value = env::DEFAULT_PACKS_DEV_DIR)]
-    pub packs_dev_dir: PathBuf,
+    /// API, packs and logging.
+    #[command(flatten)]
+    pub service: ServiceArgs,
     /// Name reported to the API [default: worker-<pid>].
     #[arg(long, env = "ATTUNE_WORKER_NAME")]
     pub name: Option<String>,
@@ -41,12 +31,6 @@ pub struct Args {
     /// Bytes of stdout and of stderr kept per execution.
     #[arg(long, env = "ATTUNE_WORKER_MAX_OUTPUT", default_value_t = 1 << 20)]
     pub max_output: usize,
-    /// Log format.
-    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
-    /// Log level: error, warn, info, debug, trace.
-    #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
-    pub log_level: String,
 }
 
 /// Retries `f` while the API is unreachable, with backoff, until it answers or
@@ -80,15 +64,15 @@ pub fn work(args: Args) -> Result<(), String> {
         .name
         .clone()
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
-    let api = Client::new(&args.api_url, &args.token);
+    let api = Client::new(&args.service.api_url, &args.service.token);
     let runner = run::Runner {
-        packs_dir: args.packs_dir.clone(),
-        dev_dir: args.packs_dev_dir.clone(),
-        api_url: args.api_url.clone(),
+        packs_dir: args.service.packs_dir.clone(),
+        dev_dir: args.service.packs_dev_dir.clone(),
+        api_url: args.service.api_url.clone(),
         max_output: args.max_output,
         default_timeout: Duration::from_secs(600),
     };
-    tracing::info!(worker = %name, api = %args.api_url, concurrency = args.concurrency, "attune-worker ready");
+    tracing::info!(worker = %name, api = %args.service.api_url, concurrency = args.concurrency, "attune-worker ready");
     std::thread::scope(|s| {
         for slot in 0..args.concurrency.max(1) {
             let (api, runner, stop) = (&api, &runner, &stop);

@@ -85,12 +85,7 @@ pub fn discover(dir: &Path, diags: &mut Diagnostics) -> Result<Vec<FoundPack>, E
         }]);
     }
     let mut found = vec![];
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .ctx("read packs directory", dir)?
-        .filter_map(Result::ok)
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
+    for e in sorted_entries(dir, "read packs directory")? {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
@@ -107,6 +102,16 @@ pub fn discover(dir: &Path, diags: &mut Diagnostics) -> Result<Vec<FoundPack>, E
         found.push(FoundPack { name, dir: path });
     }
     Ok(found)
+}
+
+/// The entries of `dir`, sorted by name (so every report comes in a stable order).
+fn sorted_entries(dir: &Path, action: &'static str) -> Result<Vec<std::fs::DirEntry>, Error> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .ctx(action, dir)?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
 }
 
 /// Builds the plan. Input problems go into `Plan::diagnostics`; only
@@ -237,12 +242,7 @@ fn overlay(
     from_binaries: &mut BTreeMap<String, PathBuf>,
     diags: &mut Diagnostics,
 ) -> Result<(), Error> {
-    let mut entries: Vec<_> = std::fs::read_dir(root)
-        .ctx("read binaries tree", root)?
-        .filter_map(Result::ok)
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
+    for e in sorted_entries(root, "read binaries tree")? {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
         if !found.contains_key(&name) {

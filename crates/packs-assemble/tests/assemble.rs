@@ -206,28 +206,10 @@ fn concurrent_runs_serialise_on_the_lock() {
     let f = Fixture::new();
     f.fresh_sensor("v1");
     f.assemble_ok();
-    let bin = assert_cmd::cargo::cargo_bin("packs-assemble");
     let children: Vec<_> = (0..4)
         .map(|i| {
             f.write(&format!("packs/core/actions/extra{i}.sh"), "#!/bin/sh\n");
-            std::process::Command::new(&bin)
-                .current_dir(f.tmp.path())
-                .args([
-                    "assemble",
-                    "--packs",
-                    "packs",
-                    "--binaries",
-                    "bins",
-                    "--arch",
-                    "amd64",
-                    "--out",
-                    "vol",
-                    "--no-sync",
-                    "-q",
-                ])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap()
+            f.spawn_assemble(&["--no-sync"])
         })
         .collect();
     for mut c in children {

@@ -1,7 +1,6 @@
 //! A publish killed at any moment leaves `..data` on a complete generation
 //! that `verify` accepts, and the next run completes the job.
 
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::util::{Fixture, SENSOR};
@@ -96,7 +95,6 @@ fn sigkill_at_random_moments() {
         .unwrap()
         .as_nanos() as u64;
     eprintln!("seed {seed}");
-    let bin = assert_cmd::cargo::cargo_bin("packs-assemble");
     for round in 0..8 {
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -104,23 +102,7 @@ fn sigkill_at_random_moments() {
         let delay = Duration::from_millis(5 + (seed >> 33) % 120);
         f.write(&format!("packs/bulk/files/d0/changed{round}.txt"), "x");
         f.fresh_sensor(&format!("v{round}"));
-        let mut child = std::process::Command::new(&bin)
-            .current_dir(f.tmp.path())
-            .args([
-                "assemble",
-                "--packs",
-                "packs",
-                "--binaries",
-                "bins",
-                "--arch",
-                "amd64",
-                "--out",
-                "vol",
-                "-q",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = f.spawn_assemble(&[]);
         std::thread::sleep(delay);
         let _ = child.kill();
         let _ = child.wait();

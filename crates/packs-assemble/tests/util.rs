@@ -10,6 +10,19 @@ use attune_pack::Arch;
 use attune_pack::fixtures::{ElfSpec, elf_bytes};
 use serde_json::Value;
 
+/// `assemble` from the workspace's `packs` and `bins` into `vol`, for amd64.
+pub const ASSEMBLE: [&str; 9] = [
+    "assemble",
+    "--packs",
+    "packs",
+    "--binaries",
+    "bins",
+    "--arch",
+    "amd64",
+    "--out",
+    "vol",
+];
+
 /// The sensor binary's path inside the core pack.
 pub const SENSOR: &str = "core/sensors/attune-core-timer-sensor";
 
@@ -80,19 +93,20 @@ impl Fixture {
     /// `assemble --packs packs --binaries bins --arch amd64 --out vol --no-sync`.
     pub fn assemble(&self) -> Command {
         let mut c = self.cmd();
-        c.args([
-            "assemble",
-            "--packs",
-            "packs",
-            "--binaries",
-            "bins",
-            "--arch",
-            "amd64",
-            "--out",
-            "vol",
-            "--no-sync",
-        ]);
+        c.args(ASSEMBLE).arg("--no-sync");
         c
+    }
+
+    /// The same as a background process (quiet, stdout discarded), with `extra` flags.
+    pub fn spawn_assemble(&self, extra: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("packs-assemble"))
+            .current_dir(self.tmp.path())
+            .args(ASSEMBLE)
+            .args(extra)
+            .arg("-q")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
     }
 
     /// Runs `assemble --json`, expecting success, and returns the result.
