@@ -48,6 +48,25 @@ pub struct Args {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
     pub log_level: String,
+    /// Check `GET /health` of the server at --listen and exit 0 (healthy) or 1:
+    /// the container healthcheck, for images that hold no curl.
+    #[arg(long)]
+    pub healthcheck: bool,
+}
+
+/// `GET /health` on the port of `listen` over loopback; whether it answered 200.
+pub fn healthcheck(listen: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], listen.port()));
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
 }
 
 /// Runs the server until SIGTERM or SIGINT.

@@ -7,6 +7,9 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = attune_api::Args::parse();
+    if args.healthcheck {
+        return if attune_api::healthcheck(args.listen) { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
     attune_service::init_logging(args.log_format, &args.log_level);
     match attune_api::serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
