@@ -1,0 +1,84 @@
+# `nix flake check`: every package builds, plus clippy, fmt, nextest and deny on
+# the shared cargoArtifacts, the core pack check, verify of both volumes, an
+# arm64 smoke test under qemu, and each image's architecture.
+{
+  pkgs,
+  lib,
+  rust,
+  root,
+  packages,
+  qemuAarch64,
+}:
+let
+  host = rust;
+  testSrc = lib.fileset.toSource {
+    inherit root;
+    fileset = lib.fileset.unions [
+      (root + "/Cargo.toml")
+      (root + "/Cargo.lock")
+      (root + "/crates")
+      (root + "/tests")
+      (root + "/packs")
+    ];
+  };
+  run =
+    name: script:
+    pkgs.runCommand name { } ''
+      ${script}
+      touch $out
+    '';
+  imageArch =
+    name: image: arch:
+    pkgs.runCommand "image-arch-${name}" { nativeBuildInputs = [ pkgs.jq pkgs.gnutar ]; } ''
+      ${image} > image.tar
+      tar -xf image.tar manifest.json
+      config=$(jq -r '.[0].Config' manifest.json)
+      tar -xf image.tar "$config"
+      jq -e --arg arch ${arch} '.architecture == $arch' "$config"
+      touch $out
+    '';
+  pa = "${packages."services-${host.arch}"}/bin/packs-assemble";
+in
+packages
+// {
+  clippy = host.craneLib.cargoClippy (
+    host.commonArgs
+    // {
+      inherit (host) cargoArtifacts;
+      cargoClippyExtraArgs = "--workspace --all-targets --all-features -- --deny warnings";
+    }
+  );
+  fmt = host.craneLib.cargoFmt { inherit (host) src; };
+  nextest = host.craneLib.cargoNextest (
+    host.commonArgs
+    // {
+      inherit (host) cargoArtifacts;
+      src = testSrc;
+      # The stack tests run nested cargo builds and the Docker test needs an engine:
+      # both need more than the sandbox has; CI runs them outside Nix.
+      cargoNextestExtraArgs = "--workspace --exclude attune-stack-tests";
+      doCheck = true;
+    }
+  );
+  deny = host.craneLib.cargoDeny {
+    inherit (host) src;
+    cargoDenyChecks = "bans licenses sources";
+  };
+  packs-check = run "packs-check" "${pa} check --arch ${host.docker} ${root + "/packs"}";
+  verify-volume-amd64 = run "verify-volume-amd64" "${pa} verify --arch amd64 ${packages.packs-volume-amd64}/volume";
+  verify-volume-arm64 = run "verify-volume-arm64" "${pa} verify --arch arm64 ${packages.packs-volume-arm64}/volume";
+  arm64-smoke = run "arm64-smoke" ''
+    for bin in ${packages.services-aarch64}/bin/* ${packages.pack-binaries-aarch64}/core/sensors/attune-core-timer-sensor; do
+      ${qemuAarch64} "$bin" --version
+    done
+  '';
+}
+// lib.listToAttrs (
+  lib.concatMap (
+    arch:
+    map (name: {
+      name = "image-arch-${name}-${arch}";
+      value = imageArch "${name}-${arch}" packages."image-${name}-${arch}" arch;
+    }) [ "api" "worker" "sensor" "packs-init" ]
+  ) [ "amd64" "arm64" ]
+)

@@ -1,0 +1,100 @@
+# Everything for one build system: packages, apps, checks, devShells, formatter.
+# Cross builds come from this system for both architectures.
+{ inputs, system }:
+let
+  pkgs = inputs.nixpkgs.legacyPackages.${system};
+  inherit (pkgs) lib;
+  root = ../.;
+  targets = import ./targets.nix { inherit pkgs; };
+  toolchain = import ./toolchain.nix { fenix = inputs.fenix.packages.${system}; };
+  hostArch = if system == "aarch64-linux" then "aarch64" else "x86_64";
+
+  perArch =
+    arch:
+    let
+      target = targets.${arch};
+      rust = import ./rust.nix {
+        inherit pkgs toolchain root target;
+        inherit (inputs) crane;
+      };
+      pack-binaries = pkgs.callPackage ./pack-binaries.nix {
+        inherit target;
+        inherit (rust) timer-sensor;
+      };
+    in
+    {
+      inherit target rust pack-binaries;
+      images = pkgs.callPackage ./images.nix {
+        inherit target pack-binaries;
+        inherit (rust) services;
+      };
+    };
+  arches = {
+    x86_64 = perArch "x86_64";
+    aarch64 = perArch "aarch64";
+  };
+  # packs-assemble runs at build time, so it is this system's build.
+  packs-assemble = arches.${hostArch}.rust.services;
+  volume =
+    arch:
+    pkgs.callPackage ./volume.nix {
+      inherit (arches.${arch}) target pack-binaries;
+      inherit packs-assemble;
+      packs = root + "/packs";
+    };
+  images = {
+    amd64 = arches.x86_64.images;
+    arm64 = arches.aarch64.images;
+  };
+
+  packages =
+    {
+      pack-binaries-x86_64 = arches.x86_64.pack-binaries;
+      pack-binaries-aarch64 = arches.aarch64.pack-binaries;
+      pack-binaries = arches.${hostArch}.pack-binaries;
+      default = arches.${hostArch}.pack-binaries;
+      services-x86_64 = arches.x86_64.rust.services;
+      services-aarch64 = arches.aarch64.rust.services;
+      packs-volume-amd64 = volume "x86_64";
+      packs-volume-arm64 = volume "aarch64";
+    }
+    // lib.listToAttrs (
+      lib.concatMap (
+        arch:
+        map (name: {
+          name = "image-${name}-${arch}";
+          value = images.${arch}.${name};
+        }) [ "api" "worker" "sensor" "packs-init" ]
+      ) [ "amd64" "arm64" ]
+    );
+in
+{
+  inherit packages;
+
+  apps = pkgs.callPackage ./apps.nix {
+    inherit images;
+    stack = root + "/docker";
+    defaultArch = arches.${hostArch}.target.docker;
+  };
+
+  checks = import ./checks.nix {
+    inherit pkgs lib root packages;
+    rust = arches.${hostArch}.rust // {
+      inherit (arches.${hostArch}.target) arch docker;
+    };
+    qemuAarch64 = if hostArch == "aarch64" then "${pkgs.coreutils}/bin/env" else "${pkgs.qemu}/bin/qemu-aarch64";
+  };
+
+  devShells.default = pkgs.mkShell {
+    packages = [
+      toolchain
+      pkgs.cargo-nextest
+      pkgs.cargo-deny
+      pkgs.skopeo
+      pkgs.docker-compose
+      pkgs.shellcheck
+    ];
+  };
+
+  formatter = pkgs.nixfmt;
+}

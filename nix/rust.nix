@@ -1,0 +1,71 @@
+# The workspace built static for one musl target with crane: one commonArgs and
+# one cargoArtifacts (dependencies only) shared by every build and check of that
+# target; the timer sensor's own profile has its own dependency build.
+{
+  pkgs,
+  crane,
+  toolchain,
+  root,
+  target,
+}:
+let
+  craneLib = (crane.mkLib pkgs).overrideToolchain (_: toolchain);
+  src = craneLib.cleanCargoSource root;
+  cc = "${target.cc}/bin/${target.cc.targetPrefix}cc";
+  envTarget = builtins.replaceStrings [ "-" ] [ "_" ] (pkgs.lib.toUpper target.rustTarget);
+  commonArgs = {
+    inherit src;
+    pname = "attune";
+    version = "0.1.0";
+    strictDeps = true;
+    CARGO_BUILD_TARGET = target.rustTarget;
+    CARGO_BUILD_RUSTFLAGS = "-C target-feature=+crt-static";
+    "CARGO_TARGET_${envTarget}_LINKER" = cc;
+    TARGET_CC = cc;
+    HOST_CC = "${pkgs.stdenv.cc}/bin/cc";
+    depsBuildBuild = [ target.cc ];
+    # Tests run once, in the nextest check; binaries are stripped by cargo.
+    doCheck = false;
+    dontStrip = true;
+  };
+  cargoArtifacts = craneLib.buildDepsOnly commonArgs;
+  # The sensor's size-tuned profile compiles dependencies differently
+  # (opt-level, LTO, panic), so release artifacts cannot serve it.
+  sensorArgs = {
+    CARGO_PROFILE = "pack-binary";
+    cargoExtraArgs = "-p core-timer-sensor";
+  };
+  sensorArtifacts = craneLib.buildDepsOnly (commonArgs // sensorArgs);
+  build =
+    args:
+    craneLib.buildPackage (
+      commonArgs
+      // {
+        inherit cargoArtifacts;
+      }
+      // args
+    );
+in
+{
+  inherit
+    craneLib
+    commonArgs
+    cargoArtifacts
+    src
+    ;
+
+  # The timer sensor: size-tuned profile, no C code.
+  timer-sensor = build (
+    sensorArgs
+    // {
+      pname = "attune-core-timer-sensor";
+      cargoArtifacts = sensorArtifacts;
+    }
+  );
+
+  # packs-assemble and the services.
+  services = build {
+    pname = "attune-services";
+    cargoExtraArgs = "-p packs-assemble -p attune-api -p attune-worker -p attune-sensor";
+  };
+}

@@ -1,0 +1,166 @@
+"""Assertions of the Nix wiring test (see tests/nix/run)."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.getcwd()
+NIX = ["nix", "--extra-experimental-features", "nix-command", "--extra-experimental-features", "flakes"]
+STUBS = []
+for name in ("nixpkgs", "crane", "fenix"):
+    STUBS += ["--override-input", name, f"path:{ROOT}/tests/nix/{name}"]
+STUBS.append("--no-write-lock-file")
+
+passed = failed = 0
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print(f"ok    {name}")
+    else:
+        failed += 1
+        print(f"FAIL  {name} {detail}")
+
+
+def nix(*args):
+    r = subprocess.run(NIX + list(args), capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"nix {' '.join(args[:3])} failed:\n{r.stderr}")
+    return r.stdout
+
+
+def eval_json(attr, apply):
+    return json.loads(nix("eval", "--json", f".#{attr}", "--apply", apply, *STUBS))
+
+
+# 1. Every .nix file parses.
+tracked = subprocess.run(["git", "ls-files", "*.nix"], capture_output=True, text=True, check=True).stdout.split()
+bad = [f for f in tracked if subprocess.run(["nix-instantiate", "--parse", f], capture_output=True).returncode != 0]
+check(f"all {len(tracked)} .nix files parse", not bad, bad)
+
+# 2. flake.lock pins exactly the shared revisions and hashes.
+pins = json.load(open(os.path.join(ROOT, "../shared/nix-pins.json")))
+lock = json.load(open("flake.lock"))
+for name in ("nixpkgs", "crane", "fenix", "rust-analyzer-src"):
+    locked = lock["nodes"][name]["locked"]
+    want = {k: pins[name][k] for k in ("rev", "narHash", "lastModified", "owner", "repo")}
+    check(f"flake.lock pins {name} as nix-pins.json", {k: locked.get(k) for k in want} == want, locked)
+check("fenix follows the flake's nixpkgs", lock["nodes"]["fenix"]["inputs"]["nixpkgs"] == ["nixpkgs"])
+
+# 3. Every output evaluates, for both systems.
+show = json.loads(nix("flake", "show", "--json", *STUBS))
+want_packages = {
+    "pack-binaries-x86_64", "pack-binaries-aarch64", "pack-binaries", "default", "services-x86_64", "services-aarch64",
+    "packs-volume-amd64", "packs-volume-arm64",
+} | {f"image-{n}-{a}" for n in ("api", "worker", "sensor", "packs-init") for a in ("amd64", "arm64")}
+for system in ("x86_64-linux", "aarch64-linux"):
+    check(f"packages.{system} lists every package", want_packages <= set(show["packages"][system]), sorted(want_packages - set(show["packages"][system])))
+    check(f"apps.{system}: up, down, logs", set(show["apps"][system]) == {"up", "down", "logs"})
+    checks = set(show["checks"][system])
+    want_checks = {"clippy", "fmt", "nextest", "deny", "packs-check", "verify-volume-amd64", "verify-volume-arm64", "arm64-smoke"} | want_packages
+    check(f"checks.{system} include every package and check", want_checks <= checks, sorted(want_checks - checks))
+    check(f"devShells.{system}.default and formatter", "default" in show["devShells"][system] and system in show["formatter"])
+
+# 4. What the builds were asked to do (x86_64-linux build system).
+P = """p: let
+  rd = d: d.recorded;
+  img = name: arch: let r = rd p."image-${name}-${arch}"; in {
+    inherit (r) architecture created name tag;
+    user = r.config.User; entrypoint = r.config.Entrypoint; cmd = r.config.Cmd;
+    contents = map (c: c.name) r.contents;
+  };
+  build = d: let r = rd d; in {
+    inherit (r) CARGO_BUILD_TARGET CARGO_BUILD_RUSTFLAGS TARGET_CC cargoExtraArgs doCheck;
+    linker = builtins.head (map (k: r.${k}) (builtins.filter (k: builtins.match "CARGO_TARGET_.*_LINKER" k != null) (builtins.attrNames r)));
+    profile = r.CARGO_PROFILE or "release";
+    toolchain = r.toolchain.recorded.components;
+    deps = r.cargoArtifacts.drvPath;
+    depsTarget = (rd r.cargoArtifacts).CARGO_BUILD_TARGET;
+  };
+in {
+  sensorA = build p.pack-binaries-aarch64.sensor;
+  sensorX = build p.pack-binaries-x86_64.sensor;
+  servicesA = build p.services-aarch64;
+  servicesX = build p.services-x86_64;
+  servicesAPath = p.services-aarch64.outPath;
+  servicesXPath = p.services-x86_64.outPath;
+  binsA = { refs = (rd p.pack-binaries-aarch64).allowedReferences; script = (rd p.pack-binaries-aarch64).script; path = p.pack-binaries-aarch64.outPath; };
+  hostBins = p.pack-binaries.outPath == p.pack-binaries-x86_64.outPath && p.default.outPath == p.pack-binaries-x86_64.outPath;
+  volumeA = { script = (rd p.packs-volume-arm64).script; tools = map (t: t.outPath) (rd p.packs-volume-arm64).nativeBuildInputs; };
+  images = builtins.listToAttrs (builtins.concatMap (a: map (n: { name = "${n}-${a}"; value = img n a; }) ["api" "worker" "sensor" "packs-init"]) ["amd64" "arm64"]);
+}"""
+v = eval_json("packages.x86_64-linux", P)
+sa, sx = v["sensorA"], v["sensorX"]
+check("aarch64 pack binaries: target aarch64-unknown-linux-musl", sa["CARGO_BUILD_TARGET"] == "aarch64-unknown-linux-musl", sa)
+check("aarch64 pack binaries: +crt-static", "target-feature=+crt-static" in sa["CARGO_BUILD_RUSTFLAGS"], sa)
+check("aarch64 pack binaries: aarch64 musl linker and TARGET_CC", sa["linker"].endswith("/bin/aarch64-unknown-linux-musl-cc") and sa["TARGET_CC"] == sa["linker"], sa)
+check("x86_64 pack binaries: target x86_64-unknown-linux-musl, +crt-static", sx["CARGO_BUILD_TARGET"] == "x86_64-unknown-linux-musl" and "+crt-static" in sx["CARGO_BUILD_RUSTFLAGS"], sx)
+check("the sensor builds with the pack-binary profile, alone", sa["profile"] == "pack-binary" and sa["cargoExtraArgs"] == "-p core-timer-sensor", sa)
+want_tc = {"stable-cargo", "stable-rustc", "stable-clippy", "stable-rustfmt", "x86_64-unknown-linux-musl-stable-rust-std", "aarch64-unknown-linux-musl-stable-rust-std"}
+check("toolchain: fenix combine of stable cargo/rustc/clippy/rustfmt + both musl rust-std", set(sa["toolchain"]) == want_tc, sa["toolchain"])
+check("dependencies built per target, the sensor's in its own profile", len({sa["deps"], sx["deps"], v["servicesA"]["deps"], v["servicesX"]["deps"]}) == 4 and sa["depsTarget"] == "aarch64-unknown-linux-musl")
+check("services: the four binaries, static, tests left to nextest", v["servicesA"]["cargoExtraArgs"] == "-p packs-assemble -p attune-api -p attune-worker -p attune-sensor" and v["servicesA"]["doCheck"] is False)
+b = v["binsA"]
+check("pack-binaries-aarch64: no store references, core/sensors layout", b["refs"] == [] and "$out/core/sensors" in b["script"] and "/bin/attune-core-timer-sensor" in b["script"], b)
+check("pack-binaries and default are the host's (x86_64)", v["hostBins"])
+vol = v["volumeA"]
+check("packs-volume-arm64: packs-assemble of this system over arm64 binaries, verified", "--arch arm64" in vol["script"] and b["path"] in vol["script"] and "verify" in vol["script"] and vol["tools"] == [v["servicesXPath"]], vol)
+imgs = v["images"]
+for key, i in imgs.items():
+    arch = key.rsplit("-", 1)[1]
+    check(f"image {key}: architecture {arch}, uid 1000, fixed created, name and tag", i["architecture"] == arch and i["user"] == "1000:1000" and i["created"].startswith("1970") and i["name"] == "attune/" + key.rsplit("-", 1)[0] and len(i["tag"]) == 16, i)
+    check(f"image {key}: holds no packs", not any("packs" == c or c.endswith("-packs") for c in i["contents"]), i["contents"])
+svc_a = v["servicesAPath"]
+check("arm64 sensor image runs the aarch64 attune-sensor", imgs["sensor-arm64"]["entrypoint"] == [f"{svc_a}/bin/attune-sensor"], imgs["sensor-arm64"])
+check("amd64 api image runs the x86_64 attune-api", imgs["api-amd64"]["entrypoint"] == [v["servicesXPath"] + "/bin/attune-api"])
+check("arm64 worker image: aarch64 bash, coreutils, python3", {"aarch64-unknown-linux-gnu-bash", "aarch64-unknown-linux-gnu-coreutils", "aarch64-unknown-linux-gnu-python3"} <= set(imgs["worker-arm64"]["contents"]), imgs["worker-arm64"]["contents"])
+pi = imgs["packs-init-arm64"]
+check("arm64 packs-init assembles /source/packs with the aarch64 binaries tree", pi["entrypoint"] == [f"{svc_a}/bin/packs-assemble"] and pi["cmd"][:3] == ["assemble", "--packs", "/source/packs"] and b["path"] in pi["cmd"] and "arm64" in pi["cmd"], pi)
+check("images of one arch share one content-derived tag", len({imgs[f"{n}-arm64"]["tag"] for n in ("api", "worker", "sensor", "packs-init")}) == 1 and imgs["api-arm64"]["tag"] != imgs["api-amd64"]["tag"])
+
+# 5. Checks: what each one runs.
+C = """c: let r = d: d.recorded; in {
+  clippy = (r c.clippy).cargoClippyExtraArgs;
+  clippyTarget = (r c.clippy).CARGO_BUILD_TARGET;
+  nextest = (r c.nextest).cargoNextestExtraArgs;
+  nextestSameDeps = (r c.nextest).cargoArtifacts.drvPath == (r c.clippy).cargoArtifacts.drvPath
+    && (r c.clippy).cargoArtifacts.drvPath == (r c.services-x86_64).cargoArtifacts.drvPath;
+  deny = (r c.deny).cargoDenyChecks;
+  smoke = (r c.arm64-smoke).script;
+  packsCheck = (r c.packs-check).script;
+  verifyArm = (r c.verify-volume-arm64).script;
+  imageArch = (r c.image-arch-worker-arm64).script;
+}"""
+c = eval_json("checks.x86_64-linux", C)
+check("clippy: whole workspace, all targets, --deny warnings", "--all-targets" in c["clippy"] and "--deny warnings" in c["clippy"], c["clippy"])
+check("clippy, nextest share the host target's cargoArtifacts", c["nextestSameDeps"] and c["clippyTarget"] == "x86_64-unknown-linux-musl")
+check("nextest: workspace without the nested-cargo stack tests", "--workspace" in c["nextest"] and "--exclude attune-stack-tests" in c["nextest"], c["nextest"])
+check("cargo-deny offline checks: bans licenses sources", c["deny"] == "bans licenses sources", c["deny"])
+check("arm64 smoke runs the aarch64 binaries' --version under qemu-aarch64", "qemu-aarch64" in c["smoke"] and "--version" in c["smoke"] and "attune-core-timer-sensor" in c["smoke"], c["smoke"])
+check("packs-check runs packs-assemble check on ./packs", " check " in c["packsCheck"] and c["packsCheck"].splitlines()[0].endswith("-packs"), c["packsCheck"])
+check("verify-volume-arm64 runs verify --arch arm64", "verify --arch arm64" in c["verifyArm"], c["verifyArm"])
+check("image architecture check reads the image config", "architecture == $arch" in c["imageArch"] and "arm64" in c["imageArch"], c["imageArch"])
+
+# 6. `up` drives docker/stack with the images of the chosen architecture.
+expr = f"""let
+  pkgs = import {ROOT}/tests/nix/nixpkgs/pkgs.nix {{ system = "x86_64-linux"; }};
+  img = arch: {{ tag = "tag-${{arch}}"; api = "/api-${{arch}}"; worker = "/worker-${{arch}}"; sensor = "/sensor-${{arch}}"; packs-init = "/init-${{arch}}"; }};
+  apps = pkgs.callPackage {ROOT}/nix/apps.nix {{
+    writeShellScript = name: text: text;
+    images = {{ amd64 = img "amd64"; arm64 = img "arm64"; }};
+    stack = "/the/docker/dir";
+    defaultArch = "amd64";
+  }};
+in builtins.mapAttrs (_: a: {{ inherit (a) type program; }}) apps"""
+apps = json.loads(nix("eval", "--json", "--impure", "--expr", expr))
+up = apps["up"]["program"]
+check("up: type app, runs docker/stack up", apps["up"]["type"] == "app" and 'exec /the/docker/dir/stack up "${images[@]}"' in up, up)
+check("up: loads each image by name:tag=stream", "'attune/api:tag-amd64=/api-amd64'" in up and "'attune/packs-init:tag-arm64=/init-arm64'" in up)
+check("up: ATTUNE_ARCH chooses the architecture, default the system's", "arch=${ATTUNE_ARCH:-amd64}" in up and "arm64|aarch64)" in up)
+check("up: the user's packs, packs.dev and docker/.env", "$PWD/packs}" in up and "$PWD/docker/.env}" in up)
+check("down and logs run docker/stack", "stack down" in apps["down"]["program"] and "stack logs" in apps["logs"]["program"])
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

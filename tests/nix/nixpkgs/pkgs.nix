@@ -1,0 +1,78 @@
+# The stub package set of one system.
+{ system }:
+let
+  # A derivation that is never built, carrying the arguments it was made with.
+  record =
+    kind: name: args:
+    (builtins.derivation {
+      inherit name system;
+      # The scalar arguments make the derivation's identity: two calls with
+      # different targets or flags are different derivations.
+      fingerprint = builtins.toJSON (
+        if builtins.isAttrs args then
+          builtins.mapAttrs (
+            _: v: if builtins.isString v || builtins.isInt v || builtins.isBool v then v else null
+          ) args
+        else
+          null
+      );
+      builder = "/bin/sh";
+      args = [
+        "-c"
+        "echo this is a stub; exit 1"
+      ];
+    })
+    // {
+      stub = kind;
+      recorded = args;
+    }
+    // (args.passthru or { });
+  pkg = name: record "package" name { } // { pname = name; };
+  cc = prefix: record "cc" "${prefix}cc" { } // { targetPrefix = prefix; };
+  runtime = prefix: {
+    bashInteractive = pkg "${prefix}bash";
+    coreutils = pkg "${prefix}coreutils";
+    python3 = pkg "${prefix}python3";
+  };
+  self = runtime "" // {
+    inherit system;
+    lib = import ./lib.nix;
+    stubRecord = record;
+    callPackage =
+      f: overrides:
+      let
+        fn = if builtins.isFunction f then f else import f;
+      in
+      fn (builtins.intersectAttrs (builtins.functionArgs fn) self // overrides);
+    stdenv = {
+      cc = cc "";
+      hostPlatform.system = system;
+    };
+    pkgsCross = {
+      musl64.stdenv.cc = cc "x86_64-unknown-linux-musl-";
+      aarch64-multiplatform-musl.stdenv.cc = cc "aarch64-unknown-linux-musl-";
+      gnu64 = runtime "x86_64-unknown-linux-gnu-";
+      aarch64-multiplatform = runtime "aarch64-unknown-linux-gnu-";
+    };
+    runCommand = name: env: script: record "runCommand" name (env // { inherit script; });
+    writeShellScript = name: text: record "writeShellScript" name { inherit text; };
+    mkShell = args: record "mkShell" "shell" args;
+    dockerTools.streamLayeredImage =
+      args:
+      record "streamLayeredImage" "stream-${baseNameOf args.name}" args
+      // {
+        imageName = args.name;
+        imageTag = args.tag;
+      };
+    jq = pkg "jq";
+    gnutar = pkg "gnutar";
+    qemu = pkg "qemu";
+    cargo-nextest = pkg "cargo-nextest";
+    cargo-deny = pkg "cargo-deny";
+    skopeo = pkg "skopeo";
+    docker-compose = pkg "docker-compose";
+    shellcheck = pkg "shellcheck";
+    nixfmt = pkg "nixfmt";
+  };
+in
+self
