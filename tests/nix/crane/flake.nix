@@ -3,7 +3,7 @@
 {
   description = "stub crane (wiring test)";
   outputs =
-    { self }:
+    _:
     {
       mkLib =
         pkgs:

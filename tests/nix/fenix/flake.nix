@@ -4,10 +4,10 @@
   # Replaced by the flake's own nixpkgs through `follows`; never fetched.
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
   outputs =
-    { self, nixpkgs }:
+    { nixpkgs, ... }:
     {
       packages = builtins.mapAttrs (
-        system: pkgs:
+        _system: pkgs:
         let
           component = name: pkgs.stubRecord "fenix.component" name { } // { inherit name; };
           profile = prefix: {

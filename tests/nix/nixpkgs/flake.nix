@@ -3,7 +3,7 @@
 {
   description = "stub nixpkgs (wiring test)";
   outputs =
-    { self }:
+    _:
     {
       legacyPackages = builtins.listToAttrs (
         map
