@@ -58,6 +58,8 @@ packages
       # both need more than the sandbox has; CI runs them outside Nix.
       cargoNextestExtraArgs = "--workspace --exclude attune-stack-tests";
       doCheck = true;
+      # The worker's timeout test looks for leftover processes with pgrep.
+      nativeBuildInputs = [ pkgs.procps ];
     }
   );
   deny = host.craneLib.cargoDeny {

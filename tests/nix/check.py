@@ -125,6 +125,7 @@ C = """c: let r = d: d.recorded; in {
   clippy = (r c.clippy).cargoClippyExtraArgs;
   clippyTarget = (r c.clippy).CARGO_BUILD_TARGET;
   nextest = (r c.nextest).cargoNextestExtraArgs;
+  nextestTools = map (t: t.name) (r c.nextest).nativeBuildInputs;
   nextestSameDeps = (r c.nextest).cargoArtifacts.drvPath == (r c.clippy).cargoArtifacts.drvPath
     && (r c.clippy).cargoArtifacts.drvPath == (r c.services-x86_64).cargoArtifacts.drvPath;
   deny = (r c.deny).cargoDenyChecks;
@@ -137,6 +138,7 @@ c = eval_json("checks.x86_64-linux", C)
 check("clippy: whole workspace, all targets, --deny warnings", "--all-targets" in c["clippy"] and "--deny warnings" in c["clippy"], c["clippy"])
 check("clippy, nextest share the host target's cargoArtifacts", c["nextestSameDeps"] and c["clippyTarget"] == "x86_64-unknown-linux-musl")
 check("nextest: workspace without the nested-cargo stack tests", "--workspace" in c["nextest"] and "--exclude attune-stack-tests" in c["nextest"], c["nextest"])
+check("nextest: pgrep available in the sandbox", "procps" in c["nextestTools"], c["nextestTools"])
 check("cargo-deny offline checks: bans licenses sources", c["deny"] == "bans licenses sources", c["deny"])
 check("arm64 smoke runs the aarch64 binaries' --version under qemu-aarch64", "qemu-aarch64" in c["smoke"] and "--version" in c["smoke"] and "attune-core-timer-sensor" in c["smoke"], c["smoke"])
 check("packs-check runs packs-assemble check on ./packs", " check " in c["packsCheck"] and c["packsCheck"].splitlines()[0].endswith("-packs"), c["packsCheck"])

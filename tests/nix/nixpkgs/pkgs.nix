@@ -65,6 +65,7 @@ let
         imageTag = args.tag;
       };
     jq = pkg "jq";
+    procps = pkg "procps";
     gnutar = pkg "gnutar";
     qemu = pkg "qemu";
     cargo-nextest = pkg "cargo-nextest";
