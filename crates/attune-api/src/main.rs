@@ -8,7 +8,11 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let args = attune_api::Args::parse();
     if args.healthcheck {
-        return if attune_api::healthcheck(args.listen) { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        return if attune_api::healthcheck(args.listen) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
     }
     attune_service::init_logging(args.log_format, &args.log_level);
     match attune_api::serve(args).await {
