@@ -443,6 +443,10 @@ async fn claim(State(s): Shared, Body(c): Body<ClaimIn>) -> ApiResult<Response> 
             let r = s.registry();
             match r.action(&x.action_ref) {
                 Some((reg, action)) => {
+                    // The worker kills the action at its timeout and reports; a minute
+                    // more covers a brief API outage before the execution is requeued.
+                    s.store
+                        .lease(x.id, action.spec.timeout.unwrap_or(600) + 60)?;
                     let body = json!({"execution": x, "action": action.spec, "pack_ref": reg.pack.meta.pack_ref, "source": reg.source});
                     return Ok(Json(body).into_response());
                 }

@@ -141,6 +141,13 @@ CREATE TABLE IF NOT EXISTS executions (
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions(status, id);
 ";
 
+/// Added after the first schema; `ALTER TABLE` fails harmlessly when present.
+const MIGRATIONS: &[&str] = &["ALTER TABLE executions ADD COLUMN lease_until INTEGER"];
+
+fn epoch_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
 const EXECUTION_COLUMNS: &str = "id, action_ref, parameters, status, rule_ref, event_id, worker, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, result, error, created_at, started_at, finished_at";
 
 fn json_col(row: &Row, i: usize) -> rusqlite::Result<Option<Value>> {
@@ -188,6 +195,13 @@ impl Store {
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        for m in MIGRATIONS {
+            if let Err(e) = conn.execute(m, [])
+                && !e.to_string().contains("duplicate column")
+            {
+                return Err(e.into());
+            }
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -295,9 +309,22 @@ impl Store {
         Ok((rows, total))
     }
 
-    /// Atomically moves the oldest requested execution to running for `worker`.
+    /// Atomically moves the oldest requested execution to running for `worker`,
+    /// after putting back those whose lease expired (their worker died or lost
+    /// contact): execution is at least once, never lost.
     pub fn claim(&self, worker: &str) -> Result<Option<Execution>, StoreError> {
         let conn = self.conn();
+        let requeued = conn.execute(
+            "UPDATE executions SET status = ?1, worker = NULL, started_at = NULL, lease_until = NULL
+             WHERE status = ?2 AND lease_until IS NOT NULL AND lease_until < ?3",
+            params![status::REQUESTED, status::RUNNING, epoch_now()],
+        )?;
+        if requeued > 0 {
+            tracing::warn!(
+                requeued,
+                "executions whose worker did not report before its lease ran out are requested again"
+            );
+        }
         let id: Option<i64> = conn
             .query_row(
                 "SELECT id FROM executions WHERE status = ?1 ORDER BY id LIMIT 1",
@@ -316,6 +343,15 @@ impl Store {
             execution,
         )?;
         Ok(Some(e))
+    }
+
+    /// Gives a running execution's worker until `seconds` from now to report.
+    pub fn lease(&self, id: i64, seconds: u64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE executions SET lease_until = ?1 WHERE id = ?2 AND status = ?3",
+            params![epoch_now() + seconds as i64, id, status::RUNNING],
+        )?;
+        Ok(())
     }
 
     /// Records a worker's report; repeating the same final report is accepted (retries).
@@ -380,6 +416,28 @@ mod tests {
         assert_eq!(s.claim("w1").unwrap().unwrap().id, a.id);
         assert_eq!(s.claim("w2").unwrap().unwrap().id, b.id);
         assert!(s.claim("w1").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_expired_lease_puts_the_execution_back() {
+        let s = Store::open(":memory:").unwrap();
+        let e = s
+            .create_execution("core.sleep", &json!({}), None, None)
+            .unwrap();
+        assert_eq!(s.claim("dies").unwrap().unwrap().id, e.id);
+        s.lease(e.id, 3600).unwrap();
+        assert!(
+            s.claim("other").unwrap().is_none(),
+            "a live lease was taken away"
+        );
+        s.conn()
+            .execute(
+                "UPDATE executions SET lease_until = 0 WHERE id = ?1",
+                [e.id],
+            )
+            .unwrap();
+        let again = s.claim("other").unwrap().unwrap();
+        assert_eq!((again.id, again.worker.as_deref()), (e.id, Some("other")));
     }
 
     #[test]
