@@ -79,6 +79,20 @@ impl Registry {
         }
         r.problems
             .extend(references(r.packs.values().map(|p| &p.pack)).0);
+        for reg in r.packs.values() {
+            for rule in reg
+                .pack
+                .rules
+                .iter()
+                .filter(|rule| rule.spec.conditions.is_some())
+            {
+                r.problems.push(
+                    Diagnostic::warning(&rule.file, "conditions are not evaluated by this API yet: the rule fires on every event of its trigger")
+                        .field("conditions")
+                        .hint("move the condition into the action until conditions are supported"),
+                );
+            }
+        }
         for p in &r.problems {
             match p.severity {
                 Severity::Error => tracing::error!("{p}"),
@@ -204,6 +218,28 @@ mod tests {
         assert!(
             p.path.ends_with("broken/pack.yaml") && p.line.is_some(),
             "{p}"
+        );
+    }
+
+    #[test]
+    fn rules_with_conditions_are_flagged_not_silently_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (vol, dev) = (tmp.path().join("vol"), tmp.path().join("dev"));
+        pack(&vol, "p", "P");
+        std::fs::create_dir_all(vol.join("p/rules")).unwrap();
+        std::fs::write(
+            vol.join("p/rules/r.yaml"),
+            "ref: p.r\nlabel: R\ntrigger_ref: x.t\naction_ref: x.a\nconditions: {n: 3}\n",
+        )
+        .unwrap();
+        let r = Registry::load(&vol, &dev);
+        assert!(
+            r.problems
+                .iter()
+                .any(|d| d.field.as_deref() == Some("conditions")
+                    && d.path.ends_with("rules/r.yaml")),
+            "{:?}",
+            r.problems
         );
     }
 }
