@@ -1,6 +1,7 @@
 //! The loader: reads a pack directory into a [`Pack`], collecting every problem
 //! with its file, line and column rather than stopping at the first.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -34,13 +35,12 @@ pub struct LoadOutcome {
 pub fn load_pack(dir: &Path) -> LoadOutcome {
     let mut diags = Diagnostics::default();
     let pack_file = dir.join(PACK_FILE);
-    let Some(meta) = read_yaml::<PackMeta>(&pack_file, &mut diags) else {
+    let Some((meta, meta_text)) = read_yaml::<PackMeta>(&pack_file, &mut diags) else {
         return LoadOutcome {
             pack: None,
             diagnostics: diags,
         };
     };
-    let meta_text = fs::read_to_string(&pack_file).unwrap_or_default();
     validate::pack_meta(dir, &pack_file, &meta_text, &meta, &mut diags);
 
     let mut pack = Pack {
@@ -51,11 +51,13 @@ pub fn load_pack(dir: &Path) -> LoadOutcome {
         triggers: vec![],
         rules: vec![],
     };
-    pack.actions = read_kind(dir, "actions", &mut diags);
-    pack.sensors = read_kind(dir, "sensors", &mut diags);
-    pack.triggers = read_kind(dir, "triggers", &mut diags);
-    pack.rules = read_kind(dir, "rules", &mut diags);
-    validate::components(&pack, &mut diags);
+    // Each file is read once; its text stays here for the line numbers of diagnostics.
+    let mut texts = HashMap::new();
+    pack.actions = read_kind(dir, "actions", &mut texts, &mut diags);
+    pack.sensors = read_kind(dir, "sensors", &mut texts, &mut diags);
+    pack.triggers = read_kind(dir, "triggers", &mut texts, &mut diags);
+    pack.rules = read_kind(dir, "rules", &mut texts, &mut diags);
+    validate::components(&pack, &texts, &mut diags);
 
     LoadOutcome {
         pack: (!diags.has_errors()).then_some(pack),
@@ -76,10 +78,12 @@ pub fn find_packs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// The YAML files directly inside `dir/<kind>/`, sorted by name, parsed as `T`.
+/// The YAML files directly inside `dir/<kind>/`, sorted by name, parsed as `T`;
+/// their texts go into `texts`.
 fn read_kind<T: DeserializeOwned>(
     dir: &Path,
     kind: &str,
+    texts: &mut HashMap<PathBuf, String>,
     diags: &mut Diagnostics,
 ) -> Vec<Loaded<T>> {
     let kind_dir = dir.join(kind);
@@ -102,7 +106,8 @@ fn read_kind<T: DeserializeOwned>(
     files
         .into_iter()
         .filter_map(|file| {
-            let spec = read_yaml::<T>(&file, diags)?;
+            let (spec, text) = read_yaml::<T>(&file, diags)?;
+            texts.insert(file.clone(), text);
             Some(Loaded { file, spec })
         })
         .collect()
@@ -116,8 +121,9 @@ pub fn is_yaml(path: &Path) -> bool {
     )
 }
 
-/// Reads one YAML file as `T`; problems become diagnostics naming the file and place.
-fn read_yaml<T: DeserializeOwned>(file: &Path, diags: &mut Diagnostics) -> Option<T> {
+/// Reads one YAML file as `T`, with its text; problems become diagnostics naming
+/// the file and place.
+fn read_yaml<T: DeserializeOwned>(file: &Path, diags: &mut Diagnostics) -> Option<(T, String)> {
     let meta = match fs::symlink_metadata(file) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -160,7 +166,7 @@ fn read_yaml<T: DeserializeOwned>(file: &Path, diags: &mut Diagnostics) -> Optio
         }
     };
     match serde_saphyr::from_str::<T>(&text) {
-        Ok(v) => Some(v),
+        Ok(v) => Some((v, text)),
         Err(e) => {
             diags.push(yaml_diagnostic(file, &e));
             None

@@ -1,9 +1,9 @@
 //! Validation rules on loaded YAML: refs, versions, entry points, parameters and
 //! references between components. Each rule reports the file, line and field.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{PARAMETER_TYPES, Pack, PackMeta, Parameter};
@@ -234,9 +234,9 @@ fn reference(file: &Path, text: &str, field: &str, value: &str, diags: &mut Diag
 }
 
 /// Rules on every component of a loaded pack, and on references inside the pack.
-pub(crate) fn components(pack: &Pack, diags: &mut Diagnostics) {
+pub(crate) fn components(pack: &Pack, texts: &HashMap<PathBuf, String>, diags: &mut Diagnostics) {
     let name = pack.meta.pack_ref.as_str();
-    let text = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+    let text = |p: &Path| texts.get(p).map(String::as_str).unwrap_or_default();
     let mut seen = BTreeSet::new();
     for a in &pack.actions {
         let t = text(&a.file);
@@ -244,17 +244,17 @@ pub(crate) fn components(pack: &Pack, diags: &mut Diagnostics) {
             name,
             "action",
             &a.file,
-            &t,
+            t,
             &a.spec.action_ref,
             &mut seen,
             diags,
         );
-        entry_point(&a.file, &t, &a.spec.entry_point, diags);
-        parameters(&a.file, &t, &a.spec.parameters, diags);
+        entry_point(&a.file, t, &a.spec.entry_point, diags);
+        parameters(&a.file, t, &a.spec.parameters, diags);
         if a.spec.timeout == Some(0) {
             diags.push(
                 Diagnostic::error(&a.file, "must be at least 1 second")
-                    .at_opt(key_place(&t, "timeout"))
+                    .at_opt(key_place(t, "timeout"))
                     .field("timeout"),
             );
         }
@@ -265,25 +265,25 @@ pub(crate) fn components(pack: &Pack, diags: &mut Diagnostics) {
             name,
             "sensor",
             &s.file,
-            &t,
+            t,
             &s.spec.sensor_ref,
             &mut seen,
             diags,
         );
-        entry_point(&s.file, &t, &s.spec.entry_point, diags);
-        parameters(&s.file, &t, &s.spec.parameters, diags);
+        entry_point(&s.file, t, &s.spec.entry_point, diags);
+        parameters(&s.file, t, &s.spec.parameters, diags);
         if s.spec.trigger_types.is_empty() {
             diags.push(
                 Diagnostic::error(
                     &s.file,
                     "is empty; a sensor emits at least one trigger type",
                 )
-                .at_opt(key_place(&t, "trigger_types"))
+                .at_opt(key_place(t, "trigger_types"))
                 .field("trigger_types"),
             );
         }
         for tt in &s.spec.trigger_types {
-            reference(&s.file, &t, "trigger_types", tt, diags);
+            reference(&s.file, t, "trigger_types", tt, diags);
         }
     }
     for tr in &pack.triggers {
@@ -292,7 +292,7 @@ pub(crate) fn components(pack: &Pack, diags: &mut Diagnostics) {
             name,
             "trigger",
             &tr.file,
-            &t,
+            t,
             &tr.spec.trigger_ref,
             &mut seen,
             diags,
@@ -300,17 +300,9 @@ pub(crate) fn components(pack: &Pack, diags: &mut Diagnostics) {
     }
     for r in &pack.rules {
         let t = text(&r.file);
-        component_ref(
-            name,
-            "rule",
-            &r.file,
-            &t,
-            &r.spec.rule_ref,
-            &mut seen,
-            diags,
-        );
-        reference(&r.file, &t, "trigger_ref", &r.spec.trigger_ref, diags);
-        reference(&r.file, &t, "action_ref", &r.spec.action_ref, diags);
+        component_ref(name, "rule", &r.file, t, &r.spec.rule_ref, &mut seen, diags);
+        reference(&r.file, t, "trigger_ref", &r.spec.trigger_ref, diags);
+        reference(&r.file, t, "action_ref", &r.spec.action_ref, diags);
     }
 }
 
