@@ -9,7 +9,6 @@ use serde::Serialize;
 use crate::cli::{AssembleArgs, CheckArgs, InspectArgs, VerifyArgs};
 use crate::error::{Error, exit};
 use crate::hash::HashCache;
-use crate::manifest::Manifest;
 use crate::output::{Output, counts, human_bytes, plural};
 use crate::plan::{Inputs, plan};
 use crate::progress::Progress;
@@ -40,16 +39,6 @@ fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
-}
-
-/// The packs in a manifest (its top-level directories).
-fn pack_names(m: &Manifest) -> Vec<String> {
-    m.contents
-        .entries
-        .iter()
-        .filter(|e| e.kind == Kind::Dir && !e.path.contains('/'))
-        .map(|e| e.path.clone())
-        .collect()
 }
 
 #[derive(Serialize)]
@@ -100,7 +89,7 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         dry_run: args.dry_run,
         volume: vol.root.display().to_string(),
         arch,
-        packs: pack_names(&plan.manifest),
+        packs: plan.manifest.packs().map(str::to_string).collect(),
         files: files.len(),
         bytes,
         root_hash: &plan.manifest.root_hash,

@@ -114,6 +114,15 @@ impl Manifest {
         })
     }
 
+    /// The packs: the top-level directories, sorted.
+    pub fn packs(&self) -> impl Iterator<Item = &str> {
+        self.contents
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::Dir && !e.path.contains('/'))
+            .map(|e| e.path.as_str())
+    }
+
     /// Entries by path (they are sorted, so this is a binary search).
     pub fn get(&self, path: &str) -> Option<&Entry> {
         let entries = &self.contents.entries;

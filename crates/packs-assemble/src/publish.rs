@@ -375,12 +375,9 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
 /// The names that should be links in the root: one per pack, and the manifest.
 fn link_names(manifest: &Manifest) -> Vec<String> {
     manifest
-        .contents
-        .entries
-        .iter()
-        .filter(|e| e.kind == Kind::Dir && !e.path.contains('/'))
-        .map(|e| e.path.clone())
-        .chain([MANIFEST_NAME.to_string()])
+        .packs()
+        .chain([MANIFEST_NAME])
+        .map(str::to_string)
         .collect()
 }
 

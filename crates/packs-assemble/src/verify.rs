@@ -211,13 +211,7 @@ fn check_tree(gen_dir: &Path, manifest: &Manifest, d: &mut Diagnostics) -> Resul
 
 /// The root holds only what this tool writes, and its links go through `..data`.
 fn check_root(vol: &Volume, manifest: &Manifest, d: &mut Diagnostics) -> Result<(), Error> {
-    let packs: BTreeSet<&str> = manifest
-        .contents
-        .entries
-        .iter()
-        .filter(|e| e.kind == Kind::Dir && !e.path.contains('/'))
-        .map(|e| e.path.as_str())
-        .collect();
+    let packs: BTreeSet<&str> = manifest.packs().collect();
     let mut linked = BTreeSet::new();
     for (name, is_link) in vol.root_entries()? {
         let path = vol.root.join(&name);
@@ -267,13 +261,8 @@ fn check_root(vol: &Volume, manifest: &Manifest, d: &mut Diagnostics) -> Result<
 
 /// The packs load, and every entry point exists; native ones run on `arch`.
 fn check_packs(gen_dir: &Path, manifest: &Manifest, arch: Arch, d: &mut Diagnostics) {
-    for e in manifest
-        .contents
-        .entries
-        .iter()
-        .filter(|e| e.kind == Kind::Dir && !e.path.contains('/'))
-    {
-        let dir = gen_dir.join(&e.path);
+    for pack in manifest.packs() {
+        let dir = gen_dir.join(pack);
         let outcome = load_pack(&dir);
         d.extend(outcome.diagnostics);
         let Some(pack) = outcome.pack else { continue };
