@@ -92,7 +92,7 @@ pub async fn serve(args: Args) -> Result<(), String> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(period).await;
-            let now = registry::generation(&watcher.packs_dir);
+            let now = attune_pack::volume_generation(&watcher.packs_dir);
             if now != watcher.registry().generation {
                 tracing::info!(generation = ?now, "the packs volume changed; reloading");
                 let w = watcher.clone();

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use attune_pack::{
     Action, Diagnostic, Loaded, Pack, Rule, Severity, find_packs, load_pack, references,
+    volume_generation,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -43,18 +44,11 @@ pub struct Registry {
     pub dirs: Vec<PathBuf>,
 }
 
-/// The generation the volume's `..data` points at.
-pub fn generation(packs_dir: &Path) -> Option<String> {
-    std::fs::read_link(packs_dir.join("..data"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
 impl Registry {
     /// Loads every pack of `packs_dir` then `dev_dir`.
     pub fn load(packs_dir: &Path, dev_dir: &Path) -> Registry {
         let mut r = Registry {
-            generation: generation(packs_dir),
+            generation: volume_generation(packs_dir),
             dirs: vec![packs_dir.to_path_buf(), dev_dir.to_path_buf()],
             ..Registry::default()
         };

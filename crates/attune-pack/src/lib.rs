@@ -37,6 +37,7 @@ mod load;
 mod model;
 mod native;
 mod validate;
+mod volume;
 
 pub use arch::{Arch, UnknownArch};
 pub use diag::{Diagnostic, Diagnostics, Severity};
@@ -48,3 +49,4 @@ pub use model::{
 };
 pub use native::{ComponentKind, EntryPoint, NativeProblem, check_native};
 pub use validate::{entry_point_problem, is_pack_ref, is_semver, key_place, references, split_ref};
+pub use volume::{DATA_LINK, volume_generation};

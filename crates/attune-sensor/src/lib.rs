@@ -243,7 +243,7 @@ pub fn supervise(args: Args) -> Result<(), String> {
     let mut next_poll = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if Instant::now() >= next_poll {
-            let now = std::fs::read_link(sup.args.service.packs_dir.join("..data")).ok();
+            let now = attune_pack::volume_generation(&sup.args.service.packs_dir);
             let changed = generation.is_some() && now != generation;
             if changed {
                 tracing::info!(generation = ?now, "the packs volume changed; restarting sensors");

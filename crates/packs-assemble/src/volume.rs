@@ -9,8 +9,8 @@ use crate::error::{Error, IoContext};
 use crate::hash::CACHE_NAME;
 use crate::manifest::MANIFEST_NAME;
 
-/// The link whose rename is the commit point.
-pub const DATA_LINK: &str = "..data";
+/// The link whose rename is the commit point (the readers' contract, in attune-pack).
+pub use attune_pack::DATA_LINK;
 /// The lock file that serialises publishers.
 pub const LOCK_NAME: &str = ".attune-lock";
 /// Prefix of generations and links being written (left over only by a killed run).
