@@ -177,6 +177,17 @@ fn execution(row: &Row) -> rusqlite::Result<Execution> {
     })
 }
 
+/// One execution, on a connection already locked.
+fn execution_by_id(conn: &Connection, id: i64) -> Result<Execution, StoreError> {
+    conn.query_row(
+        &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
+        [id],
+        execution,
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound)
+}
+
 /// Now, RFC 3339 UTC with milliseconds.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -275,14 +286,7 @@ impl Store {
 
     /// One execution.
     pub fn execution(&self, id: i64) -> Result<Execution, StoreError> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
-                [id],
-                execution,
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound)
+        execution_by_id(&self.conn(), id)
     }
 
     /// Executions, newest first, optionally by status and action: (page, total).
@@ -337,12 +341,7 @@ impl Store {
             "UPDATE executions SET status = ?1, worker = ?2, started_at = ?3 WHERE id = ?4",
             params![status::RUNNING, worker, now(), id],
         )?;
-        let e = conn.query_row(
-            &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
-            [id],
-            execution,
-        )?;
-        Ok(Some(e))
+        execution_by_id(&conn, id).map(Some)
     }
 
     /// Gives a running execution's worker until `seconds` from now to report.
