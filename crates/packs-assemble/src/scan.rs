@@ -5,11 +5,10 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, openat, statat};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, openat, statat};
 
 use attune_pack::{Diagnostic, Diagnostics};
 use serde::{Deserialize, Serialize};
@@ -49,19 +48,25 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    fn of(m: &std::fs::Metadata) -> Stamp {
+    // The field types of `stat` differ between architectures (aarch64 musl is
+    // built too), so the casts are needed there even where they are no-ops here.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(st: &Stat) -> Stamp {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000) + n;
         Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
-            ctime_ns: m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec(),
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            mtime_ns: ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
         }
     }
 
     /// The stamp of `path` now, not following a final symlink.
     pub fn read(path: &Path) -> std::io::Result<Stamp> {
-        std::fs::symlink_metadata(path).map(|m| Stamp::of(&m))
+        rustix::fs::lstat(path)
+            .map(|st| Stamp::of(&st))
+            .map_err(Into::into)
     }
 }
 
@@ -119,18 +124,20 @@ pub fn scan(
     allow_hard_links: bool,
     diags: &mut Diagnostics,
 ) -> Result<Vec<Node>, Error> {
-    // The root may be reached through a symlink (`result` from nix build); nothing below it may.
-    let meta = std::fs::metadata(root).ctx("read", root)?;
-    let fd = rustix::fs::open(root, dir_flags(), Mode::empty())
-        .map_err(std::io::Error::from)
+    // The root may be reached through a symlink (`result` from nix build, a link to
+    // a pack); nothing below it is followed.
+    let io = |e: rustix::io::Errno| std::io::Error::from(e);
+    let fd = rustix::fs::open(root, dir_flags() - OFlags::NOFOLLOW, Mode::empty())
+        .map_err(io)
         .ctx("open", root)?;
+    let st = rustix::fs::fstat(&fd).map_err(io).ctx("read", root)?;
     let root_node = Node {
         rel: prefix.to_string(),
         abs: root.to_path_buf(),
         kind: Kind::Dir,
         executable: true,
         setid: false,
-        stamp: Stamp::of(&meta),
+        stamp: Stamp::of(&st),
         origin,
     };
     let queue = Queue {
@@ -283,15 +290,7 @@ impl Walker {
                 kind,
                 executable: mode & 0o111 != 0,
                 setid: mode & 0o6000 != 0,
-                stamp: Stamp {
-                    dev: st.st_dev as u64,
-                    ino: st.st_ino as u64,
-                    size: st.st_size as u64,
-                    mtime_ns: (st.st_mtime as i64).saturating_mul(1_000_000_000)
-                        + st.st_mtime_nsec as i64,
-                    ctime_ns: (st.st_ctime as i64).saturating_mul(1_000_000_000)
-                        + st.st_ctime_nsec as i64,
-                },
+                stamp: Stamp::of(&st),
                 origin: self.origin,
             });
         }

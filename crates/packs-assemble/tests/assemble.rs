@@ -300,3 +300,34 @@ fn json_logs_on_request() {
     assert_eq!(v["level"], "ERROR");
     assert!(v["path"].as_str().unwrap().ends_with("actions/bad.yaml"));
 }
+
+/// `nix build` leaves `result` as a symlink to the binaries tree, and a pack may be
+/// given as a link to it: the roots given on the command line are followed
+/// (nothing below them is).
+#[test]
+fn packs_and_binaries_given_through_symlinks() {
+    let f = Fixture::new();
+    f.fresh_sensor("v1");
+    std::os::unix::fs::symlink(f.bins(), f.path("result")).unwrap();
+    std::os::unix::fs::symlink(f.packs().join("core"), f.path("core")).unwrap();
+    f.cmd()
+        .args([
+            "assemble",
+            "--packs",
+            "core",
+            "--binaries",
+            "result",
+            "--arch",
+            "amd64",
+            "--out",
+            "vol",
+            "--no-sync",
+        ])
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read_link(f.vol().join("core")).unwrap().to_str(),
+        Some("..data/core")
+    );
+    f.assert_verifies();
+}
