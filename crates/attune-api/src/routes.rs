@@ -229,7 +229,10 @@ async fn get_pack(State(s): Shared, Path(pack_ref): Path<String>) -> ApiResult<J
     }
 }
 
-async fn reload(State(s): Shared) -> Json<Value> {
+/// Reloads the packs. The request body is read (and ignored): hyper closes a
+/// keep-alive connection whose request body was left unread, and a client that
+/// sent `{}` would then find its pooled connection gone on the next request.
+async fn reload(State(s): Shared, _body: axum::body::Bytes) -> Json<Value> {
     let r = s.reload();
     Json(
         json!({"packs": r.packs.keys().collect::<Vec<_>>(), "problems": r.problems, "generation": r.generation}),
