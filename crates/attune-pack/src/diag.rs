@@ -94,10 +94,29 @@ impl Diagnostic {
     }
 }
 
+/// `text` with control characters (newline, NUL, ESC, ...) escaped as `\n`,
+/// `\0`, `\u{1b}`: file names are untrusted and must not rewrite a terminal
+/// or forge a line of output.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 impl fmt::Display for Diagnostic {
     /// `path:line:column: error: field `x`: message` then an indented `hint:` line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
+        write!(f, "{}", escape_controls(&self.path.display().to_string()))?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
             if let Some(column) = self.column {
@@ -112,9 +131,9 @@ impl fmt::Display for Diagnostic {
         if let Some(field) = &self.field {
             write!(f, "field `{field}`: ")?;
         }
-        write!(f, "{}", self.message)?;
+        write!(f, "{}", escape_controls(&self.message))?;
         if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
+            write!(f, "\n  hint: {}", escape_controls(hint))?;
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ mod validate;
 mod volume;
 
 pub use arch::{Arch, UnknownArch};
-pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use diag::{Diagnostic, Diagnostics, Severity, escape_controls};
 pub use elf::{ElfError, ElfFacts, Linkage, is_elf, shebang};
 pub use load::{LoadOutcome, MAX_YAML_BYTES, PACK_FILE, find_packs, is_yaml, load_pack};
 pub use model::{

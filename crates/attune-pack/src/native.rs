@@ -3,7 +3,7 @@
 //! executable. Each problem carries its cause and the command that fixes it.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -56,7 +56,7 @@ impl Pack {
             kind: ComponentKind::Action,
             runner: a.spec.runner_type,
             enabled: a.spec.enabled,
-            path: PathBuf::from("actions").join(&a.spec.entry_point),
+            path: component_path("actions", &a.spec.entry_point),
             declared_in: a.file.clone(),
         });
         let sensors = self.sensors.iter().map(|s| EntryPoint {
@@ -64,11 +64,16 @@ impl Pack {
             kind: ComponentKind::Sensor,
             runner: s.spec.runner_type,
             enabled: s.spec.enabled,
-            path: PathBuf::from("sensors").join(&s.spec.entry_point),
+            path: component_path("sensors", &s.spec.entry_point),
             declared_in: s.file.clone(),
         });
         actions.chain(sensors).collect()
     }
+}
+
+/// `dir/entry` with `.` components dropped (`./run.sh` names `run.sh`).
+fn component_path(dir: &str, entry: &str) -> PathBuf {
+    Path::new(dir).join(entry).components().collect()
 }
 
 /// What is wrong with a native entry point.

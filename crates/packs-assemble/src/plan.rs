@@ -59,7 +59,10 @@ pub struct Plan {
 }
 
 /// The packs in `dir`: `dir` itself when it holds `pack.yaml`, else each
-/// subdirectory that does. Other subdirectories are reported and skipped.
+/// subdirectory that does. Other subdirectories are reported and skipped. A
+/// pack directory that is a symbolic link, or whose name is not UTF-8, is an
+/// error (nothing inside `--packs` is followed, and the name becomes a path
+/// in the manifest), never a silent skip that would publish without the pack.
 pub fn discover(dir: &Path, diags: &mut Diagnostics) -> Result<Vec<FoundPack>, Error> {
     let meta = match std::fs::metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -74,34 +77,63 @@ pub fn discover(dir: &Path, diags: &mut Diagnostics) -> Result<Vec<FoundPack>, E
         )));
     }
     if dir.join(attune_pack::PACK_FILE).exists() {
-        let name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
-            .unwrap_or_default();
+        let canonical = dir.canonicalize().ctx("resolve", dir)?;
+        let Some(name) = canonical.file_name().and_then(|n| n.to_str()) else {
+            diags.push(not_utf8(dir));
+            return Ok(vec![]);
+        };
         return Ok(vec![FoundPack {
-            name,
+            name: name.to_string(),
             dir: dir.to_path_buf(),
         }]);
     }
     let mut found = vec![];
     for e in sorted_entries(dir, "read packs directory")? {
-        let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
-        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        if name.starts_with('.') || !is_dir {
+        let file_name = e.file_name();
+        let lossy = file_name.to_string_lossy();
+        let Ok(kind) = e.file_type() else { continue };
+        if lossy.starts_with('.') {
             continue;
         }
-        if !path.join(attune_pack::PACK_FILE).exists() {
+        let has_pack_file = path.join(attune_pack::PACK_FILE).exists();
+        if kind.is_symlink() {
+            if has_pack_file {
+                let target = std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                diags.push(
+                    Diagnostic::error(&path, format!("is a symbolic link to a pack directory ({target})"))
+                        .hint("links inside --packs are never followed; pass the pack directory itself with --packs, or replace the link with the directory"),
+                );
+            }
+            continue;
+        }
+        if !kind.is_dir() {
+            continue;
+        }
+        let Some(name) = file_name.to_str() else {
+            diags.push(not_utf8(&path));
+            continue;
+        };
+        if !has_pack_file {
             diags.push(
                 Diagnostic::warning(&path, "has no pack.yaml; skipped")
                     .hint("add a pack.yaml with ref, label and version to make it a pack"),
             );
             continue;
         }
-        found.push(FoundPack { name, dir: path });
+        found.push(FoundPack {
+            name: name.to_string(),
+            dir: path,
+        });
     }
     Ok(found)
+}
+
+fn not_utf8(path: &Path) -> Diagnostic {
+    Diagnostic::error(path, "pack directory name is not valid UTF-8")
+        .hint("rename the directory to the pack's ref (lowercase letters, digits, `_` and `-`)")
 }
 
 /// The entries of `dir`, sorted by name (so every report comes in a stable order).
@@ -142,6 +174,21 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
             }
             found.insert(fp.name.clone(), fp);
         }
+    }
+    if found.is_empty() && !diags.has_errors() {
+        // Publishing no pack would remove every pack from the volume.
+        let dirs: Vec<String> = inputs
+            .packs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        diags.push(
+            Diagnostic::error(
+                inputs.packs.first().map_or(Path::new("."), PathBuf::as_path),
+                format!("no pack found in {}", dirs.join(", ")),
+            )
+            .hint("a pack is a directory holding pack.yaml; pass a directory of packs, or one pack, with --packs"),
+        );
     }
 
     // 2. Load and validate each pack, then references across them.

@@ -5,6 +5,23 @@
 //! A kill at any moment leaves `..data` pointing at a complete generation:
 //! a generation is renamed into place only once complete, and `..data` is
 //! replaced by rename(2), never rewritten.
+//!
+//! Invariants that make this hold across removals and reuse:
+//! - A name `..<id>` is only ever given to a complete generation. Removal
+//!   first renames a generation to a tombstone `..tmp-trash-*` (one rename(2),
+//!   so it stops being reachable and recognisable at once), then deletes the
+//!   tombstone; a kill half-way through leaves only a tombstone, which the next
+//!   run deletes. A half-deleted tree is never called a generation again.
+//! - Reusing a kept generation (same root hash) first checks it against the
+//!   plan's manifest (its manifest bytes, and every entry's type, size and
+//!   mode); an incomplete one is moved to a tombstone and written afresh.
+//! - The current generation is "up to date" only while its directory and its
+//!   manifest are there and equal to the plan's; otherwise a fresh copy is
+//!   written under a new name and committed.
+//! - Before a new generation is written, generations that would not survive
+//!   this publish's garbage collection are removed (a complete but never
+//!   committed generation left by a full disk among them), so a retry has the
+//!   room the failed run had.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions, Permissions};
@@ -23,7 +40,7 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::scan::{Kind, Stamp};
 use crate::volume::{
-    DATA_LINK, RootEntry, TMP_PREFIX, Volume, classify, generation_id_of, generation_name,
+    DATA_LINK, RootEntry, TMP_PREFIX, Volume, classify, exists, generation_id_of, generation_name,
 };
 
 /// How to publish.
@@ -131,7 +148,18 @@ pub fn publish(
         .as_deref()
         .and_then(|c| generation_id_of(c.trim_start_matches("..")))
         == Some(manifest.generation_id());
-    if same && !opts.force {
+    // A current generation whose directory or manifest is gone cannot be "up to date".
+    let current_intact = current
+        .as_deref()
+        .is_some_and(|c| manifest_matches(&vol.root.join(c), manifest));
+    if same && !current_intact {
+        tracing::warn!(
+            generation = current.as_deref().unwrap_or_default(),
+            "the current generation is damaged or missing; publishing a fresh copy"
+        );
+    }
+    let fresh = opts.force || (same && !current_intact);
+    if same && current_intact && !opts.force {
         out.up_to_date = true;
         out.generation = current.clone().unwrap_or_default();
         if !opts.dry_run && links_need_repair(vol, manifest)? {
@@ -141,6 +169,7 @@ pub fn publish(
     }
     let previous = current
         .as_ref()
+        .filter(|_| current_intact || !same)
         .and_then(|c| Manifest::read(&vol.root.join(c).join(MANIFEST_NAME)).ok());
     out.diff = diff(previous.as_ref(), manifest);
     phase("diff");
@@ -149,7 +178,15 @@ pub fn publish(
     }
 
     out.removed_generations.extend(remove_leftovers(vol)?);
-    if opts.force {
+    // Make room first: what this publish's GC would remove anyway goes now.
+    let protected: Vec<&str> = current.iter().map(String::as_str).collect();
+    out.removed_generations.extend(collect_garbage(
+        vol,
+        &protected,
+        &new_name,
+        opts.keep.saturating_sub(2),
+    )?);
+    if fresh {
         // A fresh name beside any damaged copy, which GC then removes.
         let base = new_name.clone();
         let mut n = 1;
@@ -159,11 +196,17 @@ pub fn publish(
         }
         out.generation = new_name.clone();
     }
-    if vol.root.join(&new_name).is_dir() {
+    let kept = vol.root.join(&new_name);
+    if kept.is_dir() && generation_complete(&kept, manifest) {
         out.reused = true;
         tracing::info!(generation = %new_name, "a kept generation has this root hash; making it current again");
     } else {
-        let previous = if opts.force { None } else { previous.as_ref() };
+        if exists(&kept) {
+            tracing::warn!(generation = %new_name, "a kept generation with this root hash is incomplete; writing it afresh");
+            remove_tree(vol, &new_name)?;
+            out.removed_generations.push(new_name.clone());
+        }
+        let previous = if fresh { None } else { previous.as_ref() };
         write_generation(
             vol,
             plan,
@@ -188,13 +231,24 @@ pub fn publish(
     sync_dir(&vol.root)?;
 
     for name in &unmanaged {
-        remove_tree(&vol.root.join(name))?;
-        step();
+        remove_tree(vol, name)?;
     }
     update_links(vol, manifest)?;
     phase("commit");
-    out.removed_generations
-        .extend(collect_garbage(vol, &new_name, opts.keep)?);
+    // A damaged former current generation is worth nothing as a kept one.
+    if let Some(damaged) = current
+        .as_ref()
+        .filter(|c| same && !current_intact && **c != new_name)
+    {
+        remove_tree(vol, damaged)?;
+        out.removed_generations.push(damaged.clone());
+    }
+    out.removed_generations.extend(collect_garbage(
+        vol,
+        &[],
+        &new_name,
+        opts.keep.saturating_sub(1),
+    )?);
     phase("garbage collection");
     Ok(out)
 }
@@ -336,6 +390,7 @@ fn copy_file(
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(dst)
         .ctx("create", dst)?;
+    step();
     io::copy(&mut from, &mut to).ctx("copy", src)?;
     if Stamp::read(src).ctx("read", src)? != *stamp {
         return Err(Error::Environment(format!(
@@ -421,12 +476,37 @@ fn update_links(vol: &Volume, manifest: &Manifest) -> Result<(), Error> {
     Ok(())
 }
 
-/// Removes what an interrupted run left (`..tmp-*`).
+/// Whether `dir` holds a manifest byte-identical to `manifest`'s.
+fn manifest_matches(dir: &Path, manifest: &Manifest) -> bool {
+    fs::read(dir.join(MANIFEST_NAME)).is_ok_and(|b| b == manifest.to_bytes())
+}
+
+/// Whether the generation at `dir` holds exactly what `manifest` lists: the
+/// same manifest bytes, and every entry with its type, size and mode.
+fn generation_complete(dir: &Path, manifest: &Manifest) -> bool {
+    if !manifest_matches(dir, manifest) {
+        return false;
+    }
+    let entries = &manifest.contents.entries;
+    crate::parallel::try_map(entries, |e| {
+        let ok = fs::symlink_metadata(dir.join(&e.path)).is_ok_and(|m| {
+            let kind_ok = match e.kind {
+                Kind::Dir => m.is_dir(),
+                Kind::File => m.is_file() && Some(m.len()) == e.size,
+            };
+            kind_ok && m.permissions().mode() & 0o7777 == e.mode_bits()
+        });
+        Ok(ok)
+    })
+    .is_ok_and(|all| all.into_iter().all(|ok| ok))
+}
+
+/// Removes what an interrupted run left (`..tmp-*`, tombstones included).
 fn remove_leftovers(vol: &Volume) -> Result<Vec<String>, Error> {
     let mut removed = vec![];
     for (name, _) in vol.root_entries()? {
         if classify(&name, false) == Some(RootEntry::Tmp) {
-            remove_tree(&vol.root.join(&name))?;
+            delete_tree(&vol.root.join(&name))?;
             step();
             removed.push(name);
         }
@@ -434,27 +514,57 @@ fn remove_leftovers(vol: &Volume) -> Result<Vec<String>, Error> {
     Ok(removed)
 }
 
-/// Keeps the current generation and the `keep - 1` most recent others.
-fn collect_garbage(vol: &Volume, current: &str, keep: usize) -> Result<Vec<String>, Error> {
+/// Removes generations other than `current` and those in `protected`, keeping
+/// the `others` most recent of them.
+fn collect_garbage(
+    vol: &Volume,
+    protected: &[&str],
+    current: &str,
+    others: usize,
+) -> Result<Vec<String>, Error> {
     let mut old: Vec<(i64, String)> = vec![];
     for (name, link) in vol.root_entries()? {
-        if name != current && classify(&name, link) == Some(RootEntry::Generation) {
+        if name != current
+            && !protected.contains(&name.as_str())
+            && classify(&name, link) == Some(RootEntry::Generation)
+        {
             let stamp = Stamp::read(&vol.root.join(&name)).ctx("read", &vol.root.join(&name))?;
             old.push((stamp.ctime_ns, name));
         }
     }
     old.sort_by(|a, b| b.cmp(a));
     let mut removed = vec![];
-    for (_, name) in old.into_iter().skip(keep.saturating_sub(1)) {
-        remove_tree(&vol.root.join(&name))?;
-        step();
+    for (_, name) in old.into_iter().skip(others) {
+        remove_tree(vol, &name)?;
         removed.push(name);
     }
     Ok(removed)
 }
 
-/// Removes a file, link or read-only directory tree.
-fn remove_tree(path: &Path) -> Result<(), Error> {
+/// Removes the root entry `name`: first renamed to a tombstone (`..tmp-trash-*`),
+/// so that from that instant nothing can take what is left of it for a
+/// generation or a pack, then deleted.
+fn remove_tree(vol: &Volume, name: &str) -> Result<(), Error> {
+    let path = vol.root.join(name);
+    if !exists(&path) {
+        return Ok(());
+    }
+    let tomb = vol.root.join(format!(
+        "{TMP_PREFIX}trash-{}-{}",
+        name.trim_start_matches('.'),
+        std::process::id()
+    ));
+    fs::rename(&path, &tomb).ctx("move aside", &path)?;
+    step();
+    sync_dir(&vol.root)?;
+    delete_tree(&tomb)?;
+    step();
+    Ok(())
+}
+
+/// Deletes a file, link or read-only directory tree in place (only ever a
+/// tombstone or unfinished work: something no reader can take for content).
+fn delete_tree(path: &Path) -> Result<(), Error> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -477,7 +587,11 @@ fn remove_tree(path: &Path) -> Result<(), Error> {
             files.push(entry.into_path());
         }
     }
-    crate::parallel::try_map(&files, |f| fs::remove_file(f).ctx("remove", f))?;
+    crate::parallel::try_map(&files, |f| {
+        fs::remove_file(f).ctx("remove", f)?;
+        step();
+        Ok(())
+    })?;
     for d in dirs.iter().rev() {
         fs::remove_dir(d).ctx("remove", d)?;
     }

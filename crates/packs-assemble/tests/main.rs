@@ -2,6 +2,7 @@
 
 mod assemble;
 mod crash;
+mod hardening;
 mod inspect;
 mod regression;
 mod security;

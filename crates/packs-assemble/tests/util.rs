@@ -140,16 +140,9 @@ impl Fixture {
 
     /// Deletes the volume, read-only generations included.
     pub fn remove_volume(&self) {
-        if !self.vol().exists() {
-            return;
+        if self.vol().exists() {
+            remove_tree(&self.vol());
         }
-        for e in walkdir::WalkDir::new(self.vol()).follow_links(false) {
-            let e = e.unwrap();
-            if e.file_type().is_dir() {
-                fs::set_permissions(e.path(), fs::Permissions::from_mode(0o755)).unwrap();
-            }
-        }
-        fs::remove_dir_all(self.vol()).unwrap();
     }
 
     /// The published file through the pack link.
@@ -175,6 +168,17 @@ impl Fixture {
         v.sort();
         v
     }
+}
+
+/// Deletes a tree whose directories may be read-only.
+pub fn remove_tree(path: &Path) {
+    for e in walkdir::WalkDir::new(path).follow_links(false) {
+        let e = e.unwrap();
+        if e.file_type().is_dir() {
+            fs::set_permissions(e.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    fs::remove_dir_all(path).unwrap();
 }
 
 pub fn mode(path: &Path) -> u32 {
