@@ -107,13 +107,25 @@ fn worker_loop(api: &Client, runner: &run::Runner, stop: &AtomicBool, name: &str
         let report = runner.run(&c);
         tracing::info!(execution = c.execution.id, status = %report.status, exit_code = ?report.exit_code, "finished");
         let path = format!("/api/v1/executions/{}/result", c.execution.id);
-        if let Err(e) = with_retry("report", &never, || {
+        let sent = with_retry("report", &never, || {
             api.post::<_, serde_json::Value>(&path, &report)
-        }) {
+        });
+        if let Err(e) = sent {
+            // A refused result must still end the execution, or its lease would
+            // expire and it would run again, forever: report the refusal itself.
             tracing::error!(
                 execution = c.execution.id,
                 "the API refused the result: {e}"
             );
+            let fallback = run::Report::refused(&report, &e.to_string());
+            if let Err(e) = with_retry("report", &never, || {
+                api.post::<_, serde_json::Value>(&path, &fallback)
+            }) {
+                tracing::error!(
+                    execution = c.execution.id,
+                    "the API refused the short result too: {e}"
+                );
+            }
         }
     }
 }

@@ -1,11 +1,27 @@
 //! Running one action: the entry point from the packs volume (or packs.dev),
 //! parameters on stdin or in a file, non-secret ones also as `ATTUNE_<NAME>`,
 //! bounded output capture, and a timeout that kills the whole process group.
+//!
+//! Invariants (a slot is never wedged, whatever the action does):
+//! - One deadline, started before anything is written to the action, covers
+//!   writing stdin, reading stdout and stderr, and waiting for the exit. The
+//!   three streams are served concurrently, so a large parameter on stdin
+//!   cannot block reading the output (and vice versa).
+//! - The run ends when the process has exited **and** its output pipes are
+//!   closed, or at the deadline, whichever is first. At the deadline the whole
+//!   process group is killed and the execution is a `timeout`, also when the
+//!   main process exited but a background process kept stdout open.
+//! - After the kill, output is collected for at most [`DRAIN_GRACE`]: a
+//!   process that left the group and still holds a pipe cannot hold the slot.
+//! - Each stream keeps at most `max_output` bytes, and the whole report is cut
+//!   to [`MAX_REPORT_BYTES`] as JSON, below the API's body limit, so a result
+//!   is never refused for its size.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use attune_pack::{Action, ParameterDelivery, ParameterFormat, RunnerType};
@@ -56,6 +72,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// The short report sent when the API refused `full`: its status, no output.
+    pub fn refused(full: &Report, why: &str) -> Report {
+        let mut short = Report::not_started(format!(
+            "the API refused this execution's result ({why}); its output is lost"
+        ));
+        short.exit_code = full.exit_code;
+        short.stdout_truncated = !full.stdout.is_empty();
+        short.stderr_truncated = !full.stderr.is_empty();
+        short
+    }
+
     fn not_started(error: String) -> Report {
         Report {
             status: "failed".into(),
@@ -107,20 +134,97 @@ pub fn encode(params: &Map<String, Value>, format: ParameterFormat) -> String {
     }
 }
 
-/// Reads a stream keeping at most `max` bytes (the rest is drained), lossily decoded.
-fn capture(mut r: impl Read, max: usize) -> (String, bool) {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut truncated = false;
-    while let Ok(n) = r.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        let room = max.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
-        truncated |= n > room;
+/// Variables the runtime sets for an action; a parameter of the same name is
+/// not exported over them.
+pub const RUNTIME_VARS: &[&str] = &[
+    "ATTUNE_EXEC_ID",
+    "ATTUNE_ACTION",
+    "ATTUNE_PACK_REF",
+    "ATTUNE_API_URL",
+    "ATTUNE_API_TOKEN",
+    "ATTUNE_PARAMETER_FORMAT",
+    "ATTUNE_PARAMETER_DELIVERY",
+    "ATTUNE_PARAMETER_FILE",
+    "ATTUNE_RULE",
+    "ATTUNE_TRIGGER",
+];
+
+/// How long output is still collected after the process group was killed.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// The largest report sent to the API, as JSON (the API takes 4 MiB).
+pub const MAX_REPORT_BYTES: usize = 3 << 20;
+
+/// A stream read on its own thread into a shared buffer, keeping at most
+/// `max` bytes (the rest is drained), so what was read is there even if the
+/// thread is still blocked when the run ends.
+struct Capture {
+    buf: std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>,
+}
+
+impl Capture {
+    fn start(r: Option<impl Read + Send + 'static>, max: usize, done: mpsc::Sender<()>) -> Capture {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), false)));
+        let shared = buf.clone();
+        std::thread::spawn(move || {
+            if let Some(mut r) = r {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = r.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut b = shared.lock().expect("capture lock");
+                    let room = max.saturating_sub(b.0.len());
+                    b.0.extend_from_slice(&chunk[..n.min(room)]);
+                    b.1 |= n > room;
+                }
+            }
+            let _ = done.send(());
+        });
+        Capture { buf }
     }
-    (String::from_utf8_lossy(&kept).into_owned(), truncated)
+
+    fn take(&self) -> (String, bool) {
+        let b = self.buf.lock().expect("capture lock");
+        (String::from_utf8_lossy(&b.0).into_owned(), b.1)
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+impl Report {
+    /// Shrinks stdout and stderr until the report's JSON fits in `limit` bytes
+    /// (escaping can make it up to six times the output's size).
+    pub fn fit(&mut self, limit: usize) {
+        loop {
+            let size = serde_json::to_vec(self).map_or(0, |v| v.len());
+            if size <= limit {
+                return;
+            }
+            let over = size - limit;
+            let (text, flag) = if self.stdout.len() >= self.stderr.len() {
+                (&mut self.stdout, &mut self.stdout_truncated)
+            } else {
+                (&mut self.stderr, &mut self.stderr_truncated)
+            };
+            if text.is_empty() {
+                return;
+            }
+            *flag = true;
+            // At least one byte of the text per escaped byte over the limit.
+            let keep = text.len().saturating_sub(over.div_ceil(6).max(1));
+            cut(text, keep);
+        }
+    }
 }
 
 impl Runner {
@@ -206,11 +310,21 @@ impl Runner {
             if c.action.parameters.get(name).is_some_and(|p| p.secret) {
                 continue;
             }
+            let var = format!("ATTUNE_{}", name.to_ascii_uppercase());
+            let valid = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid || RUNTIME_VARS.contains(&var.as_str()) {
+                // A parameter never changes the runtime's own environment.
+                tracing::warn!(execution = c.execution.id, parameter = %name, "parameter not exported as {var}: the name is the runtime's or not a valid variable name (it is still on stdin or in the file)");
+                continue;
+            }
             let text = match value {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            cmd.env(format!("ATTUNE_{}", name.to_ascii_uppercase()), text);
+            if text.contains('\0') {
+                continue;
+            }
+            cmd.env(var, text);
         }
         let _param_file = match c.action.parameter_delivery {
             ParameterDelivery::Stdin => {
@@ -235,55 +349,85 @@ impl Runner {
                 Some(file)
             }
         };
+        let timeout = c
+            .action
+            .timeout
+            .map_or(self.default_timeout, Duration::from_secs);
+        // The one deadline starts before anything is written to the action.
+        let deadline = Instant::now() + timeout;
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Report::not_started(format!("cannot start {}: {e}", path.display())),
         };
         let pgid = rustix::process::Pid::from_child(&child);
         if let Some(mut stdin) = child.stdin.take() {
+            // Its own thread: a full pipe must not stop the output being read.
             // A closed pipe only means the action does not read its parameters.
-            let _ = stdin.write_all(encoded.as_bytes());
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(encoded.as_bytes());
+            });
         }
-        let max = self.max_output;
-        let out = child
-            .stdout
-            .take()
-            .map(|s| std::thread::spawn(move || capture(s, max)));
-        let err = child
-            .stderr
-            .take()
-            .map(|s| std::thread::spawn(move || capture(s, max)));
-        let timeout = c
-            .action
-            .timeout
-            .map_or(self.default_timeout, Duration::from_secs);
-        let started = Instant::now();
-        let (code, timed_out) = loop {
+        let (done, finished) = mpsc::channel();
+        let out = Capture::start(child.stdout.take(), self.max_output, done.clone());
+        let err = Capture::start(child.stderr.take(), self.max_output, done);
+        let kill = || {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        };
+        let mut code = None;
+        let mut timed_out = false;
+        loop {
             match child.try_wait() {
-                Ok(Some(status)) => break (status.code().map(i64::from), false),
-                Ok(None) if started.elapsed() >= timeout => {
-                    let _ =
-                        rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-                    let status = child.wait().ok();
-                    break (status.and_then(|s| s.code()).map(i64::from), true);
+                Ok(Some(status)) => {
+                    code = status.code().map(i64::from);
+                    break;
+                }
+                Ok(None) if Instant::now() >= deadline => {
+                    timed_out = true;
+                    kill();
+                    code = child.wait().ok().and_then(|s| s.code()).map(i64::from);
+                    break;
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Report::not_started(format!("lost the process: {e}")),
+                Err(e) => {
+                    kill();
+                    return Report::not_started(format!("lost the process: {e}"));
+                }
             }
-        };
+        }
+        // The process is gone; its output ends when every holder of the pipes
+        // has closed them, which a background process may never do.
+        let mut open = 2;
+        while open > 0 {
+            let now = Instant::now();
+            let wait = if timed_out || now >= deadline {
+                if !timed_out {
+                    timed_out = true;
+                    tracing::warn!(
+                        execution = c.execution.id,
+                        "the action exited but left processes holding its output open past its timeout"
+                    );
+                    kill();
+                }
+                DRAIN_GRACE
+            } else {
+                deadline - now
+            };
+            match finished.recv_timeout(wait) {
+                Ok(()) => open -= 1,
+                Err(_) if timed_out => break,
+                Err(_) => {}
+            }
+        }
         // Whatever the action left running in its group ends with it.
-        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-        let join = |h: Option<std::thread::JoinHandle<(String, bool)>>| {
-            h.and_then(|h| h.join().ok()).unwrap_or_default()
-        };
-        let (stdout, stdout_truncated) = join(out);
-        let (stderr, stderr_truncated) = join(err);
+        kill();
+        let (stdout, stdout_truncated) = out.take();
+        let (stderr, stderr_truncated) = err.take();
         let status = match (timed_out, code) {
             (true, _) => "timeout",
             (false, Some(0)) => "succeeded",
             _ => "failed",
         };
-        Report {
+        let mut report = Report {
             status: status.into(),
             exit_code: code,
             stdout,
@@ -291,7 +435,9 @@ impl Runner {
             stdout_truncated,
             stderr_truncated,
             error: timed_out.then(|| format!("killed after its timeout of {}s", timeout.as_secs())),
-        }
+        };
+        report.fit(MAX_REPORT_BYTES);
+        report
     }
 }
 
@@ -354,6 +500,21 @@ mod tests {
         assert_eq!(rep.stderr, "exec 7\n");
     }
 
+    /// Upstream's actions have an `api_url` parameter; exported as
+    /// `ATTUNE_API_URL` it pointed the action at a URL of the caller's choosing.
+    #[test]
+    fn a_parameter_never_overrides_the_runtime_environment() {
+        let (_t, r, mut c) = setup(
+            "#!/bin/sh\necho \"$ATTUNE_API_URL $ATTUNE_EXEC_ID $ATTUNE_MESSAGE\"\n",
+            "",
+        );
+        c.execution.parameters =
+            json!({"api_url": "http://evil", "exec_id": "0", "message": "hi", "a=b": "x"});
+        let rep = r.run(&c);
+        assert_eq!(rep.status, "succeeded", "{rep:?}");
+        assert_eq!(rep.stdout, "http://api 7 hi\n");
+    }
+
     #[test]
     fn file_delivery_in_dotenv() {
         let (_t, r, c) = setup(
@@ -372,23 +533,100 @@ mod tests {
         assert!(rep.stdout_truncated && !rep.stderr_truncated);
     }
 
+    /// Whether `pid` is a live (not zombie) process.
+    fn alive(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            !state.is_some_and(|s| s.starts_with('Z') || s.starts_with('X'))
+        })
+    }
+
+    /// The action's own pids, written by the script: no look across the machine
+    /// (an unrelated `sleep 30` elsewhere once failed this test).
+    fn pids_of(t: &tempfile::TempDir) -> Vec<String> {
+        let text = std::fs::read_to_string(t.path().join("vol/demo/actions/a.sh.pids")).unwrap();
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
     #[test]
     fn timeout_kills_the_whole_group() {
         let (t, r, c) = setup(
-            "#!/bin/sh\n(sleep 30; echo leaked > \"$0.leak\") &\nsleep 30\n",
+            "#!/bin/sh\n(sleep 30; echo leaked > \"$0.leak\") &\necho $$ $! > \"$0.pids\"\nsleep 30\n",
             "timeout: 1\n",
         );
         let started = Instant::now();
         let rep = r.run(&c);
         assert_eq!(rep.status, "timeout");
         assert!(started.elapsed() < Duration::from_secs(5));
-        let out = Command::new("pgrep")
-            .args(["-f", "sleep 30"])
-            .output()
-            .unwrap();
-        let leaked = String::from_utf8_lossy(&out.stdout).lines().count();
-        assert_eq!(leaked, 0, "processes of the action survived its timeout");
-        drop(t);
+        let pids = pids_of(&t);
+        assert_eq!(pids.len(), 2);
+        std::thread::sleep(Duration::from_millis(100));
+        for pid in pids {
+            assert!(
+                !alive(&pid),
+                "process {pid} of the action survived its timeout"
+            );
+        }
+    }
+
+    /// A 100 KB parameter to an action that writes before it reads wedged the
+    /// slot: stdin was written to completion before stdout was read, and before
+    /// the timeout clock started.
+    #[test]
+    fn a_large_parameter_never_wedges_the_slot() {
+        let (_t, r, mut c) = setup(
+            "#!/bin/sh\nhead -c 200000 /dev/zero | tr '\\0' x\ncat > /dev/null\necho done >&2\n",
+            "timeout: 20\n",
+        );
+        c.execution.parameters = json!({"message": "m".repeat(100_000)});
+        let started = Instant::now();
+        let rep = r.run(&c);
+        assert_eq!(rep.status, "succeeded", "{rep:?}");
+        assert_eq!(rep.stderr, "done\n");
+        assert!(rep.stdout_truncated);
+        assert!(started.elapsed() < Duration::from_secs(15));
+        // And one that never reads stdin at all ends at its timeout.
+        let (_t, r, mut c) = setup("#!/bin/sh\nsleep 30\n", "timeout: 1\n");
+        c.execution.parameters = json!({"message": "m".repeat(100_000)});
+        let started = Instant::now();
+        let rep = r.run(&c);
+        assert_eq!(rep.status, "timeout");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A background process keeping stdout open held the slot past the timeout,
+    /// and the execution was reported `succeeded`.
+    #[test]
+    fn a_background_process_holding_stdout_ends_at_the_timeout() {
+        let (t, r, c) = setup(
+            "#!/bin/sh\nsleep 30 &\necho $! > \"$0.pids\"\necho started\n",
+            "timeout: 1\n",
+        );
+        let started = Instant::now();
+        let rep = r.run(&c);
+        assert_eq!(rep.status, "timeout", "{rep:?}");
+        assert_eq!(rep.stdout, "started\n");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(100));
+        for pid in pids_of(&t) {
+            assert!(!alive(&pid), "background process {pid} survived");
+        }
+    }
+
+    /// Output over the API's body limit made the report fail, and the execution
+    /// ran again at every lease expiry. Reports are cut to fit as JSON.
+    #[test]
+    fn a_report_always_fits_under_the_limit() {
+        let mut rep = Report::not_started(String::new());
+        rep.stdout = "\u{1}".repeat(1 << 20);
+        rep.stderr = "é".repeat(1 << 19);
+        rep.fit(MAX_REPORT_BYTES);
+        let size = serde_json::to_vec(&rep).unwrap().len();
+        assert!(size <= MAX_REPORT_BYTES, "{size}");
+        assert!(rep.stdout_truncated && !rep.stdout.is_empty());
+        let short = Report::refused(&rep, "HTTP 413");
+        assert_eq!(short.status, "failed");
+        assert!(short.stdout.is_empty() && short.error.unwrap().contains("413"));
     }
 
     #[test]
