@@ -373,19 +373,14 @@ impl Runner {
         let kill = || {
             let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
         };
-        let mut code = None;
         let mut timed_out = false;
-        loop {
+        let code = loop {
             match child.try_wait() {
-                Ok(Some(status)) => {
-                    code = status.code().map(i64::from);
-                    break;
-                }
+                Ok(Some(status)) => break status.code().map(i64::from),
                 Ok(None) if Instant::now() >= deadline => {
                     timed_out = true;
                     kill();
-                    code = child.wait().ok().and_then(|s| s.code()).map(i64::from);
-                    break;
+                    break child.wait().ok().and_then(|s| s.code()).map(i64::from);
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => {
@@ -393,7 +388,7 @@ impl Runner {
                     return Report::not_started(format!("lost the process: {e}"));
                 }
             }
-        }
+        };
         // The process is gone; its output ends when every holder of the pipes
         // has closed them, which a background process may never do.
         let mut open = 2;
