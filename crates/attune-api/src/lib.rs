@@ -8,6 +8,7 @@ pub mod matching;
 pub mod params;
 pub mod registry;
 pub mod routes;
+pub mod server;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -48,6 +49,19 @@ pub struct Args {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
     pub log_level: String,
+    /// Connections open at once; one more is closed at once.
+    #[arg(long, env = "ATTUNE_API_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "ATTUNE_API_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a whole request body (then 408).
+    #[arg(long, env = "ATTUNE_API_BODY_TIMEOUT", default_value_t = 30)]
+    pub body_timeout: u64,
+    /// Largest request body in bytes (then 413).
+    #[arg(long, env = "ATTUNE_API_BODY_LIMIT", default_value_t = 4 << 20)]
+    pub body_limit: usize,
     /// Check `GET /health` of the server at --listen and exit 0 (healthy) or 1:
     /// the container healthcheck, for images that hold no curl.
     #[arg(long)]
@@ -104,8 +118,13 @@ pub async fn serve(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("failed to listen on {}: {e}", args.listen))?;
     tracing::info!(listen = %args.listen, packs = %args.packs_dir.display(), dev = %args.packs_dev_dir.display(), "attune-api ready");
-    axum::serve(listener, routes::router(state))
-        .with_graceful_shutdown(shutdown())
+    let limits = server::Limits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+        body_limit: args.body_limit,
+    };
+    server::serve(listener, routes::router(state, limits), limits, shutdown())
         .await
         .map_err(|e| format!("server failed: {e}"))
 }

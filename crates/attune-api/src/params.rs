@@ -90,6 +90,24 @@ pub fn check(action: &Action, given: &Value) -> Result<Value, Invalid> {
     Ok(Value::Object(out))
 }
 
+/// Splits checked parameters into what may be stored and shown (secret values
+/// replaced by [`crate::store::REDACTED`]) and an object of the secret ones.
+pub fn split_secrets(action: &Action, checked: &Value) -> (Value, Option<Value>) {
+    let Value::Object(all) = checked else {
+        return (checked.clone(), None);
+    };
+    let mut public = all.clone();
+    let mut secrets = Map::new();
+    for (name, value) in all {
+        if action.parameters.get(name).is_some_and(|p| p.secret) {
+            secrets.insert(name.clone(), value.clone());
+            public.insert(name.clone(), Value::from(crate::store::REDACTED));
+        }
+    }
+    let secrets = (!secrets.is_empty()).then_some(Value::Object(secrets));
+    (Value::Object(public), secrets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use crate::matching::{instance_rule, render};
 use crate::params;
 use crate::registry::Registry;
+use crate::server::Limits;
 use crate::store::{Execution, Report, Store, StoreError, status};
 
 /// Shared state of the server.
@@ -104,22 +105,45 @@ impl From<StoreError> for ApiError {
 type Shared = State<Arc<AppState>>;
 
 /// A JSON request body, whatever its `Content-Type` says: the quick reference's
-/// `curl -d '{...}'` sends `application/x-www-form-urlencoded`.
+/// `curl -d '{...}'` sends `application/x-www-form-urlencoded`. It must arrive
+/// within the body timeout (`408`) and fit the body limit (`413`) of the
+/// server's [`Limits`].
 #[derive(Debug)]
 pub struct Body<T>(pub T);
+
+/// The whole request body as bytes, under the server's [`Limits`].
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, ApiError> {
+    let timeout = req
+        .extensions()
+        .get::<Limits>()
+        .copied()
+        .unwrap_or_default()
+        .body_timeout;
+    match tokio::time::timeout(timeout, axum::body::Bytes::from_request(req, state)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {}s",
+                timeout.as_secs()
+            ),
+        )),
+        Ok(Err(e)) => Err(ApiError::new(
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            },
+            format!("cannot read the request body: {}", e.body_text()),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {e}"),
-                )
-            })?;
+        let bytes = read_body(req, state).await?;
         serde_json::from_slice(&bytes).map(Body).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -128,10 +152,50 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
         })
     }
 }
+
+/// A query string, refused as a JSON error naming what is wrong.
+#[derive(Debug)]
+pub struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Q(q))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
+/// Path parameters, refused as a JSON error naming what is wrong.
+#[derive(Debug)]
+pub struct P<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for P<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| P(p))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The router: `/health` open, everything under `/api/v1` behind the token.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The router: `/health` open, everything under `/api/v1` behind the token;
+/// request bodies under `limits`.
+pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
     let api = Router::new()
         .route("/packs", get(list_packs))
         .route("/packs/reload", post(reload))
@@ -156,6 +220,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "no such route; the API lives under /api/v1",
             )
         })
+        .layer(axum::extract::DefaultBodyLimit::max(limits.body_limit))
+        .layer(axum::Extension(limits))
         .with_state(state)
 }
 
@@ -192,18 +258,19 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    fn window(&self) -> (i64, i64) {
-        (
-            self.page.unwrap_or(1).max(1),
-            self.page_size.unwrap_or(50).clamp(1, 1000),
-        )
+    /// (page, page size, offset); the offset saturates, so a huge page is
+    /// simply past the end.
+    fn window(&self) -> (i64, i64, i64) {
+        let page = self.page.unwrap_or(1).max(1);
+        let size = self.page_size.unwrap_or(50).clamp(1, 1000);
+        (page, size, (page - 1).saturating_mul(size))
     }
 }
 
 fn page_of(items: Vec<Value>, total: i64, page: i64, size: i64) -> Json<Value> {
     Json(json!({
         "data": items,
-        "pagination": {"page": page, "page_size": size, "total": total, "has_next": page * size < total}
+        "pagination": {"page": page, "page_size": size, "total": total, "has_next": page.saturating_mul(size) < total}
     }))
 }
 
@@ -212,7 +279,7 @@ async fn list_packs(State(s): Shared) -> Json<Value> {
     Json(json!({"data": r.summaries(), "problems": r.problems, "generation": r.generation}))
 }
 
-async fn get_pack(State(s): Shared, Path(pack_ref): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_pack(State(s): Shared, P(pack_ref): P<String>) -> ApiResult<Json<Value>> {
     let r = s.registry();
     match r.packs.get(&pack_ref) {
         Some(reg) => Ok(Json(json!({"source": reg.source, "pack": reg.pack}))),
@@ -232,19 +299,16 @@ async fn get_pack(State(s): Shared, Path(pack_ref): Path<String>) -> ApiResult<J
 /// Reloads the packs. The request body is read (and ignored): hyper closes a
 /// keep-alive connection whose request body was left unread, and a client that
 /// sent `{}` would then find its pooled connection gone on the next request.
-async fn reload(State(s): Shared, _body: axum::body::Bytes) -> Json<Value> {
+async fn reload(State(s): Shared, req: Request) -> ApiResult<Json<Value>> {
+    read_body(req, &()).await?;
     let r = s.reload();
-    Json(
+    Ok(Json(
         json!({"packs": r.packs.keys().collect::<Vec<_>>(), "problems": r.problems, "generation": r.generation}),
-    )
+    ))
 }
 
-async fn list_components(
-    State(s): Shared,
-    Query(q): Query<ListQuery>,
-    kind: &'static str,
-) -> Json<Value> {
-    let (page, size) = q.window();
+async fn list_components(State(s): Shared, Q(q): Q<ListQuery>, kind: &'static str) -> Json<Value> {
+    let (page, size, offset) = q.window();
     let items: Vec<Value> = s
         .registry()
         .components(kind)
@@ -268,7 +332,7 @@ async fn list_components(
     let total = items.len() as i64;
     let window = items
         .into_iter()
-        .skip(((page - 1) * size) as usize)
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
         .take(size as usize)
         .collect();
     page_of(window, total, page, size)
@@ -308,9 +372,11 @@ async fn post_event(
         let rendered = render(&json!(spec.action_params), &e.payload);
         match params::check(&action.spec, &rendered) {
             Ok(p) => {
+                let (public, secrets) = params::split_secrets(&action.spec, &p);
                 let x = s.store.create_execution(
                     &spec.action_ref,
-                    &p,
+                    &public,
+                    secrets.as_ref(),
                     Some(&spec.rule_ref),
                     Some(event.id),
                 )?;
@@ -330,9 +396,9 @@ async fn post_event(
     ))
 }
 
-async fn list_events(State(s): Shared, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
-    let (page, size) = q.window();
-    let (rows, total) = s.store.events((page - 1) * size, size)?;
+async fn list_events(State(s): Shared, Q(q): Q<ListQuery>) -> ApiResult<Json<Value>> {
+    let (page, size, offset) = q.window();
+    let (rows, total) = s.store.events(offset, size)?;
     Ok(page_of(
         rows.into_iter().map(|e| json!(e)).collect(),
         total,
@@ -370,7 +436,10 @@ fn request_execution(s: &AppState, body: &ExecutionIn) -> ApiResult<Execution> {
         message: format!("parameter `{}` {}", bad.field, bad.message),
         field: Some(bad.field),
     })?;
-    let x = s.store.create_execution(&body.action_ref, &p, None, None)?;
+    let (public, secrets) = params::split_secrets(&action.spec, &p);
+    let x = s
+        .store
+        .create_execution(&body.action_ref, &public, secrets.as_ref(), None, None)?;
     s.requested.notify_waiters();
     Ok(x)
 }
@@ -406,11 +475,11 @@ async fn execute(
     }
 }
 
-async fn list_executions(State(s): Shared, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
-    let (page, size) = q.window();
+async fn list_executions(State(s): Shared, Q(q): Q<ListQuery>) -> ApiResult<Json<Value>> {
+    let (page, size, offset) = q.window();
     let st = q.filters.get("status").map(String::as_str);
     let action = q.filters.get("action_ref").map(String::as_str);
-    let (rows, total) = s.store.executions(st, action, (page - 1) * size, size)?;
+    let (rows, total) = s.store.executions(st, action, offset, size)?;
     Ok(page_of(
         rows.into_iter().map(|e| json!(e)).collect(),
         total,
@@ -419,7 +488,7 @@ async fn list_executions(State(s): Shared, Query(q): Query<ListQuery>) -> ApiRes
     ))
 }
 
-async fn get_execution(State(s): Shared, Path(id): Path<i64>) -> ApiResult<Json<Execution>> {
+async fn get_execution(State(s): Shared, P(id): P<i64>) -> ApiResult<Json<Execution>> {
     s.store.execution(id).map(Json).map_err(|e| match e {
         StoreError::NotFound => ApiError::new(
             StatusCode::NOT_FOUND,
@@ -476,7 +545,7 @@ async fn claim(State(s): Shared, Body(c): Body<ClaimIn>) -> ApiResult<Response> 
 
 async fn report(
     State(s): Shared,
-    Path(id): Path<i64>,
+    P(id): P<i64>,
     Body(rep): Body<Report>,
 ) -> ApiResult<Json<Execution>> {
     let x = s.store.execution(id)?;

@@ -1,6 +1,15 @@
 //! The embedded store: events and executions in SQLite (`ATTUNE_DB`, or
 //! `:memory:`). One connection behind a mutex: every operation is short, and a
 //! claim is atomic because nothing else runs between its select and update.
+//!
+//! Invariants:
+//! - A `running` execution always has a lease: the claim sets one in the same
+//!   statement that marks it running, and opening the store gives an expired
+//!   lease to any `running` row without one (written by an older version), so
+//!   the next claim requeues it.
+//! - Secret parameters are stored apart (`secrets`), never in `parameters`,
+//!   which holds [`REDACTED`] in their place; they are handed only to the
+//!   worker that claims the execution and erased when it ends.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -142,7 +151,18 @@ CREATE INDEX IF NOT EXISTS executions_by_status ON executions(status, id);
 ";
 
 /// Added after the first schema; `ALTER TABLE` fails harmlessly when present.
-const MIGRATIONS: &[&str] = &["ALTER TABLE executions ADD COLUMN lease_until INTEGER"];
+const MIGRATIONS: &[&str] = &[
+    "ALTER TABLE executions ADD COLUMN lease_until INTEGER",
+    "ALTER TABLE executions ADD COLUMN secrets TEXT",
+];
+
+/// What a claim leases an execution for until [`Store::lease`] sets the
+/// action's own time: set in the claim's own update, so a crash between the
+/// two never leaves a running execution without a lease.
+pub const CLAIM_LEASE_SECONDS: i64 = 660;
+
+/// What secret parameters read as in every answer and in storage.
+pub const REDACTED: &str = "********";
 
 fn epoch_now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -213,6 +233,18 @@ impl Store {
                 return Err(e.into());
             }
         }
+        // Running without a lease (an api killed between claim and lease, before
+        // claims set one): expire it now, so the next claim requeues it.
+        let orphans = conn.execute(
+            "UPDATE executions SET lease_until = 0 WHERE status = ?1 AND lease_until IS NULL",
+            [status::RUNNING],
+        )?;
+        if orphans > 0 {
+            tracing::warn!(
+                orphans,
+                "running executions without a lease will be requested again"
+            );
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -265,19 +297,21 @@ impl Store {
         Ok((rows, total))
     }
 
-    /// Creates a requested execution.
+    /// Creates a requested execution; `secrets` (an object of the secret
+    /// parameters) is kept apart from `parameters`, which must hold them redacted.
     pub fn create_execution(
         &self,
         action_ref: &str,
         parameters: &Value,
+        secrets: Option<&Value>,
         rule_ref: Option<&str>,
         event_id: Option<i64>,
     ) -> Result<Execution, StoreError> {
         let id = {
             let conn = self.conn();
             conn.execute(
-                "INSERT INTO executions (action_ref, parameters, status, rule_ref, event_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![action_ref, parameters.to_string(), status::REQUESTED, rule_ref, event_id, now()],
+                "INSERT INTO executions (action_ref, parameters, secrets, status, rule_ref, event_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![action_ref, parameters.to_string(), secrets.map(Value::to_string), status::REQUESTED, rule_ref, event_id, now()],
             )?;
             conn.last_insert_rowid()
         };
@@ -338,10 +372,22 @@ impl Store {
             .optional()?;
         let Some(id) = id else { return Ok(None) };
         conn.execute(
-            "UPDATE executions SET status = ?1, worker = ?2, started_at = ?3 WHERE id = ?4",
-            params![status::RUNNING, worker, now(), id],
+            "UPDATE executions SET status = ?1, worker = ?2, started_at = ?3, lease_until = ?4 WHERE id = ?5",
+            params![status::RUNNING, worker, now(), epoch_now() + CLAIM_LEASE_SECONDS, id],
         )?;
-        execution_by_id(&conn, id).map(Some)
+        let mut x = execution_by_id(&conn, id)?;
+        let secrets: Option<String> =
+            conn.query_row("SELECT secrets FROM executions WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?;
+        // Only the claiming worker sees the secret values.
+        if let (Some(Value::Object(secrets)), Value::Object(p)) = (
+            secrets.and_then(|t| serde_json::from_str(&t).ok()),
+            &mut x.parameters,
+        ) {
+            p.extend(secrets);
+        }
+        Ok(Some(x))
     }
 
     /// Gives a running execution's worker until `seconds` from now to report.
@@ -380,7 +426,7 @@ impl Store {
         }
         self.conn().execute(
             "UPDATE executions SET status = ?1, exit_code = ?2, stdout = ?3, stderr = ?4, stdout_truncated = ?5,
-             stderr_truncated = ?6, result = ?7, error = ?8, finished_at = ?9 WHERE id = ?10",
+             stderr_truncated = ?6, result = ?7, error = ?8, finished_at = ?9, secrets = NULL WHERE id = ?10",
             params![
                 report.status,
                 report.exit_code,
@@ -407,10 +453,10 @@ mod tests {
     fn claim_takes_each_execution_once_in_order() {
         let s = Store::open(":memory:").unwrap();
         let a = s
-            .create_execution("core.noop", &json!({}), None, None)
+            .create_execution("core.noop", &json!({}), None, None, None)
             .unwrap();
         let b = s
-            .create_execution("core.noop", &json!({}), None, None)
+            .create_execution("core.noop", &json!({}), None, None, None)
             .unwrap();
         assert_eq!(s.claim("w1").unwrap().unwrap().id, a.id);
         assert_eq!(s.claim("w2").unwrap().unwrap().id, b.id);
@@ -421,7 +467,7 @@ mod tests {
     fn an_expired_lease_puts_the_execution_back() {
         let s = Store::open(":memory:").unwrap();
         let e = s
-            .create_execution("core.sleep", &json!({}), None, None)
+            .create_execution("core.sleep", &json!({}), None, None, None)
             .unwrap();
         assert_eq!(s.claim("dies").unwrap().unwrap().id, e.id);
         s.lease(e.id, 3600).unwrap();
@@ -439,11 +485,88 @@ mod tests {
         assert_eq!((again.id, again.worker.as_deref()), (e.id, Some("other")));
     }
 
+    /// An api killed between claim and lease left an execution `running` with
+    /// no lease, never requeued. The claim now leases in its own update, and
+    /// opening the store expires lease-less running rows of older versions.
+    #[test]
+    fn a_claimed_execution_always_has_a_lease() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("a.db");
+        let db = db.to_str().unwrap();
+        let s = Store::open(db).unwrap();
+        let e = s
+            .create_execution("core.noop", &json!({}), None, None, None)
+            .unwrap();
+        s.claim("w").unwrap().unwrap();
+        let lease: Option<i64> = s
+            .conn()
+            .query_row(
+                "SELECT lease_until FROM executions WHERE id = ?1",
+                [e.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(lease.is_some_and(|l| l > epoch_now()), "{lease:?}");
+        // A row as an older api left it after a crash:
+        s.conn()
+            .execute(
+                "UPDATE executions SET lease_until = NULL WHERE id = ?1",
+                [e.id],
+            )
+            .unwrap();
+        drop(s);
+        let s = Store::open(db).unwrap();
+        let again = s.claim("w2").unwrap().expect("requeued and claimed again");
+        assert_eq!(again.id, e.id);
+    }
+
+    /// Secret parameters were stored in clear and returned by GET /executions.
+    #[test]
+    fn secrets_are_stored_apart_handed_to_the_claim_and_erased_at_the_end() {
+        let s = Store::open(":memory:").unwrap();
+        let e = s
+            .create_execution(
+                "core.http_request",
+                &json!({"url": "http://x", "auth_token": REDACTED}),
+                Some(&json!({"auth_token": "s3cr3t"})),
+                None,
+                None,
+            )
+            .unwrap();
+        assert_eq!(e.parameters["auth_token"], REDACTED);
+        let c = s.claim("w").unwrap().unwrap();
+        assert_eq!(c.parameters["auth_token"], "s3cr3t");
+        assert_eq!(
+            s.execution(e.id).unwrap().parameters["auth_token"],
+            REDACTED
+        );
+        let ok = Report {
+            status: "succeeded".into(),
+            exit_code: Some(0),
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            error: None,
+        };
+        let done = s.finish(e.id, &ok, None).unwrap();
+        assert_eq!(done.parameters["auth_token"], REDACTED);
+        let left: Option<String> = s
+            .conn()
+            .query_row(
+                "SELECT secrets FROM executions WHERE id = ?1",
+                [e.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, None);
+    }
+
     #[test]
     fn finish_is_idempotent_but_not_rewritable() {
         let s = Store::open(":memory:").unwrap();
         let e = s
-            .create_execution("core.echo", &json!({"message": "hi"}), None, None)
+            .create_execution("core.echo", &json!({"message": "hi"}), None, None, None)
             .unwrap();
         s.claim("w").unwrap();
         let report = Report {

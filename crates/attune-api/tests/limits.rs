@@ -1,0 +1,170 @@
+//! The api under hostile clients: idle and slow connections, oversized and
+//! malformed requests, huge pages. Each test is named after what it guards;
+//! the server runs in-process on 127.0.0.1 with an ephemeral port.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use attune_api::routes::{AppState, router};
+use attune_api::server::{Limits, serve};
+use attune_api::store::Store;
+
+const TOKEN: &str = "t0ken";
+
+/// Starts a server with `limits`; returns its address. It runs until the test ends.
+fn start(limits: Limits) -> SocketAddr {
+    let state = Arc::new(AppState {
+        registry: Default::default(),
+        store: Store::open(":memory:").unwrap(),
+        token: TOKEN.into(),
+        packs_dir: "/nonexistent".into(),
+        dev_dir: "/nonexistent".into(),
+        requested: Default::default(),
+        finished: Default::default(),
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            serve(
+                listener,
+                router(state, limits),
+                limits,
+                std::future::pending(),
+            )
+            .await
+            .unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// Sends `raw` and returns the whole answer (the request asks to close).
+fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        max_connections: 8,
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        body_limit: 1024,
+    }
+}
+
+/// Unauthenticated idle connections exhausted the api's descriptors and
+/// `/health` stopped answering. Idle connections are now closed after the
+/// header timeout, and the number open at once is bounded.
+#[test]
+fn idle_connections_cannot_stop_health() {
+    let addr = start(small_limits());
+    let idle: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let started = Instant::now();
+    let answer = loop {
+        let a = get(addr, "/health");
+        if a.starts_with("HTTP/1.1 200") || started.elapsed() > Duration::from_secs(8) {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The idle ones were closed by the server.
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
+    }
+}
+
+/// A body sent at one byte a second held a connection indefinitely.
+#[test]
+fn a_slow_body_is_cut_off_with_408() {
+    let addr = start(small_limits());
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        format!("POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{")
+            .as_bytes(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// An oversized body was answered 400; it is 413, as JSON.
+#[test]
+fn an_oversized_body_is_413() {
+    let addr = start(small_limits());
+    let body = format!(
+        "{{\"trigger_ref\": \"x\", \"payload\": \"{}\"}}",
+        "a".repeat(4096)
+    );
+    let answer = exchange(
+        addr,
+        format!(
+            "POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+}
+
+/// Query and path errors were plain text, not the documented JSON.
+#[test]
+fn query_and_path_errors_are_json() {
+    let addr = start(Limits::default());
+    for path in [
+        "/api/v1/executions?page=abc",
+        "/api/v1/executions/notanumber",
+    ] {
+        let answer = get(addr, path);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{path}: {answer}"
+        );
+        assert!(answer.contains("\"error\""), "{path}: {answer}");
+    }
+}
+
+/// Huge `page` values overflowed: wrong rows and a wrong `has_next`.
+#[test]
+fn huge_pages_are_past_the_end() {
+    let addr = start(Limits::default());
+    for path in [
+        "/api/v1/executions?page=9223372036854775807&page_size=1000",
+        "/api/v1/events?page=9223372036854775807&page_size=1000",
+        "/api/v1/actions?page=9223372036854775807&page_size=1000",
+    ] {
+        let answer = get(addr, path);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["data"], serde_json::json!([]), "{path}");
+        assert_eq!(v["pagination"]["has_next"], false, "{path}");
+    }
+}
