@@ -11,6 +11,7 @@ import ssl
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 MAX_BODY = 1024 * 1024
@@ -20,6 +21,30 @@ def read_parameters():
     path = os.environ.get("ATTUNE_PARAMETER_FILE")
     raw = open(path, encoding="utf-8").read() if path else sys.stdin.read()
     return json.loads(raw) if raw.strip() else {}
+
+
+def origin(url):
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.scheme, (parts.hostname or "").lower(), parts.port or default)
+
+
+class CredentialsStayWithTheirOrigin(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but sends credentials only to the origin they were given for.
+
+    urllib's own handler copies every header to wherever a redirect points, so
+    an `auth_token` would reach any host the server names.
+    """
+
+    SENSITIVE = ("authorization", "proxy-authorization", "cookie")
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and origin(req.full_url) != origin(new.full_url):
+            for name in list(new.headers):
+                if name.lower() in self.SENSITIVE:
+                    del new.headers[name]
+        return new
 
 
 def fail(code, message, **extra):
@@ -48,10 +73,13 @@ def main():
     context = None
     if params.get("verify_ssl") is False:
         context = ssl._create_unverified_context()  # noqa: S323 - asked for by the caller
+    opener = urllib.request.build_opener(
+        CredentialsStayWithTheirOrigin, urllib.request.HTTPSHandler(context=context)
+    )
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     started = time.monotonic()
     try:
-        response = urllib.request.urlopen(request, timeout=float(params.get("timeout") or 30), context=context)
+        response = opener.open(request, timeout=float(params.get("timeout") or 30))
     except urllib.error.HTTPError as e:
         response = e
     except (urllib.error.URLError, OSError, ValueError) as e:
