@@ -303,6 +303,65 @@ pub(crate) fn components(pack: &Pack, texts: &HashMap<PathBuf, String>, diags: &
         component_ref(name, "rule", &r.file, t, &r.spec.rule_ref, &mut seen, diags);
         reference(&r.file, t, "trigger_ref", &r.spec.trigger_ref, diags);
         reference(&r.file, t, "action_ref", &r.spec.action_ref, diags);
+        if r.spec.trigger_ref == "core.intervaltimer" {
+            interval_params(&r.file, t, &r.spec.trigger_params, diags);
+        }
+    }
+}
+
+/// The longest interval the timer sensor accepts (about 100 years, in seconds).
+pub const MAX_INTERVAL_SECS: u64 = 100 * 366 * 86_400;
+
+/// `core.intervaltimer` parameters the timer sensor would refuse: caught here,
+/// so `check` names the rule instead of the sensor skipping it at run time.
+fn interval_params(
+    file: &Path,
+    text: &str,
+    params: &std::collections::BTreeMap<String, serde_json::Value>,
+    diags: &mut Diagnostics,
+) {
+    let Some(interval) = params.get("interval") else {
+        return;
+    };
+    let scale = match params
+        .get("unit")
+        .and_then(|u| u.as_str())
+        .unwrap_or("seconds")
+    {
+        "seconds" | "second" | "s" => 1,
+        "minutes" | "minute" | "m" => 60,
+        "hours" | "hour" | "h" => 3600,
+        "days" | "day" | "d" => 86_400,
+        other => {
+            diags.push(
+                Diagnostic::error(
+                    file,
+                    format!("`unit` `{other}` is not seconds, minutes, hours or days"),
+                )
+                .at_opt(key_place(text, "unit"))
+                .field("trigger_params.unit"),
+            );
+            return;
+        }
+    };
+    let secs = interval
+        .as_u64()
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_mul(scale));
+    let problem = match secs {
+        None if interval.as_u64().is_some_and(|n| n > 0) => Some("is too large".to_string()),
+        None => Some("must be a whole number of at least 1".to_string()),
+        Some(s) if s > MAX_INTERVAL_SECS => Some(format!(
+            "is {s} seconds; the timer sensor accepts at most {MAX_INTERVAL_SECS} (about 100 years)"
+        )),
+        Some(_) => None,
+    };
+    if let Some(problem) = problem {
+        diags.push(
+            Diagnostic::error(file, format!("`interval` {problem}"))
+                .at_opt(key_place(text, "interval"))
+                .field("trigger_params.interval"),
+        );
     }
 }
 
@@ -420,6 +479,23 @@ mod tests {
         let text = "label: x\nentry_point: ../etc/passwd\n  entry_point: nested\n";
         assert_eq!(key_place(text, "entry_point"), Some((2, 14)));
         assert_eq!(key_place(text, "missing"), None);
+    }
+
+    /// `packs-assemble check` accepted a rule whose interval panicked the sensor.
+    #[test]
+    fn absurd_intervals_are_refused() {
+        let check = |yaml: &str| {
+            let params: std::collections::BTreeMap<String, serde_json::Value> =
+                serde_json::from_str(yaml).unwrap();
+            let mut d = Diagnostics::default();
+            interval_params(Path::new("r.yaml"), "", &params, &mut d);
+            d.iter().map(|d| d.message.clone()).collect::<Vec<_>>()
+        };
+        assert!(check(r#"{"interval": 10000000000000}"#)[0].contains("at most"));
+        assert!(check(r#"{"interval": 4000000000, "unit": "days"}"#)[0].contains("at most"));
+        assert!(check(r#"{"interval": 0}"#)[0].contains("at least 1"));
+        assert!(check(r#"{"interval": 5, "unit": "weeks"}"#)[0].contains("weeks"));
+        assert!(check(r#"{"interval": 5, "unit": "minutes"}"#).is_empty());
     }
 
     #[test]

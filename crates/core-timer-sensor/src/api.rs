@@ -10,6 +10,9 @@ use crate::http::{self, Url};
 /// Requests give up after this long.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Pages of rules read at most in one reconciliation.
+pub const MAX_PAGES: usize = 100;
+
 /// Rules are fetched in pages of this size.
 const PAGE_SIZE: u32 = 100;
 
@@ -79,10 +82,17 @@ impl Api {
         self.call("POST", "/api/v1/events", Some(&body), timeout)
     }
 
-    /// Every enabled rule for `trigger_ref`, following pagination.
+    /// Every enabled rule for `trigger_ref`, following pagination up to
+    /// [`MAX_PAGES`] pages (an API that always says `has_next` cannot grow
+    /// the sensor's memory without bound).
     pub fn rules(&self, trigger_ref: &str) -> Result<Vec<TriggerInstance>, String> {
         let mut out = vec![];
         for page in 1.. {
+            if page > MAX_PAGES {
+                return Err(format!(
+                    "GET /api/v1/rules?trigger_ref={trigger_ref}: still `has_next` after {MAX_PAGES} pages of {PAGE_SIZE}; kept the current timers"
+                ));
+            }
             let path = format!(
                 "/api/v1/rules?trigger_ref={trigger_ref}&enabled=true&page={page}&page_size={PAGE_SIZE}"
             );

@@ -1,13 +1,18 @@
 //! A minimal HTTP/1.1 client over `std::net`: one request per connection,
 //! `Connection: close`, bounded by a timeout. Enough for a JSON API on
 //! `http://`; no TLS, so no C code and nothing to cross-compile but Rust.
+//!
+//! The server is not trusted to be sane: the timeout bounds the whole
+//! exchange (a response trickled a byte at a time ends at it), a response is
+//! at most [`MAX_RESPONSE`] bytes, and a malformed one (a chunk size near
+//! `usize::MAX`, say) is an error, never a panic.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// Responses larger than this are refused.
-const MAX_RESPONSE: u64 = 16 << 20;
+pub const MAX_RESPONSE: u64 = 16 << 20;
 
 /// An `http://host[:port][/base]` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +98,7 @@ pub fn request(
             Err(e) => last = e,
         }
     }
+    let deadline = std::time::Instant::now() + timeout;
     let mut stream = stream.ok_or(last)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -119,8 +125,44 @@ pub fn request(
     req.extend_from_slice(body.unwrap_or_default());
     stream.write_all(&req)?;
 
+    // One deadline for the whole response, however slowly it trickles in.
     let mut raw = Vec::new();
-    stream.take(MAX_RESPONSE).read_to_end(&mut raw)?;
+    let mut chunk = [0u8; 8192];
+    let timed_out = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the response did not complete within {}s",
+                timeout.as_secs_f64()
+            ),
+        )
+    };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&chunk[..n]);
+                if raw.len() as u64 > MAX_RESPONSE {
+                    return Err(bad("response larger than 16 MiB"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out());
+            }
+            Err(e) => return Err(e),
+        }
+    }
     parse_response(&raw)
 }
 
@@ -179,7 +221,7 @@ fn dechunk(mut rest: &[u8]) -> io::Result<Vec<u8>> {
         if size == 0 {
             return Ok(out);
         }
-        if rest.len() < size + 2 {
+        if size.checked_add(2).is_none_or(|need| rest.len() < need) {
             return Err(bad("truncated chunk"));
         }
         out.extend_from_slice(&rest[..size]);
@@ -218,5 +260,40 @@ mod tests {
         let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
         assert_eq!(r.body, b"abcde");
         assert!(parse_response(b"HTTP/1.1 200").is_err());
+    }
+
+    /// A chunk size near `usize::MAX` overflowed `size + 2` and panicked the
+    /// sender thread (with `panic = "abort"`, the whole sensor).
+    #[test]
+    fn a_huge_chunk_size_is_an_error_not_a_panic() {
+        let raw =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc\r\n";
+        assert!(parse_response(raw).is_err());
+    }
+
+    /// A response trickled one byte at a time blocked the sender without bound.
+    #[test]
+    fn a_trickled_response_ends_at_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            for b in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+                .iter()
+                .cycle()
+                .take(200)
+            {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let started = std::time::Instant::now();
+        let err = request(&url, "GET", "/", None, None, Duration::from_millis(500)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 }

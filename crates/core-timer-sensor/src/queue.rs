@@ -18,8 +18,14 @@ struct State {
     events: VecDeque<(u64, Event)>,
     next_seq: u64,
     dropped: u64,
+    /// Dropped since the last warning, and when that was.
+    dropped_unreported: u64,
+    last_drop_warning: Option<Instant>,
     stopping: bool,
 }
+
+/// At most one "queue full" warning per this period, with the count since the last.
+const DROP_WARNING_PERIOD: Duration = Duration::from_secs(10);
 
 /// Events waiting for the API.
 #[derive(Debug)]
@@ -45,11 +51,21 @@ impl Queue {
         if st.events.len() >= self.capacity {
             st.events.pop_front();
             st.dropped += 1;
-            tracing::warn!(
-                dropped_total = st.dropped,
-                capacity = self.capacity,
-                "event queue full (the API has been unreachable too long): dropped the oldest event"
-            );
+            st.dropped_unreported += 1;
+            // Rate-limited: at a high event rate one line per drop would flood the log.
+            if st
+                .last_drop_warning
+                .is_none_or(|t| t.elapsed() >= DROP_WARNING_PERIOD)
+            {
+                tracing::warn!(
+                    dropped = st.dropped_unreported,
+                    dropped_total = st.dropped,
+                    capacity = self.capacity,
+                    "event queue full: dropped the oldest events (the API is unreachable, or slower than the timers fire)"
+                );
+                st.dropped_unreported = 0;
+                st.last_drop_warning = Some(Instant::now());
+            }
         }
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -203,6 +219,19 @@ mod tests {
             .collect();
         assert_eq!(kept, [1, 2]);
         assert_eq!(st.dropped, 1);
+    }
+
+    /// At high rates it logged one warning per dropped event.
+    #[test]
+    fn drop_warnings_are_rate_limited_and_counted() {
+        let q = Queue::new(1);
+        for n in 0..1000 {
+            q.push(event(n));
+        }
+        let st = q.state.lock().unwrap();
+        assert_eq!(st.dropped, 999);
+        // One warning (the first drop); the other 998 wait for the next period.
+        assert_eq!(st.dropped_unreported, 998);
     }
 
     #[test]

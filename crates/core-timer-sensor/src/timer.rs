@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 
 use crate::config::TriggerInstance;
 
+/// The longest interval accepted: about 100 years, far inside what clocks add up.
+pub const MAX_INTERVAL_SECS: u64 = 100 * 366 * 86_400;
+
 /// `core.intervaltimer`.
 pub const INTERVAL: &str = "core.intervaltimer";
 /// `core.crontimer`.
@@ -97,7 +100,10 @@ impl Timer {
                 };
                 let secs = interval
                     .checked_mul(scale)
-                    .ok_or("`interval` is too large")?;
+                    .filter(|s| *s <= MAX_INTERVAL_SECS)
+                    .ok_or_else(|| {
+                        format!("`interval` {interval} {unit} is too large; at most {MAX_INTERVAL_SECS} seconds (about 100 years)")
+                    })?;
                 Schedule::Interval {
                     every: Duration::from_secs(secs),
                 }
@@ -115,6 +121,11 @@ impl Timer {
                 }
                 let schedule = cron::Schedule::from_str(expr)
                     .map_err(|e| format!("`expression` `{expr}`: {e}"))?;
+                if schedule.after(&now).next().is_none() {
+                    return Err(format!(
+                        "`expression` `{expr}` never fires (no such date, for example 31 February)"
+                    ));
+                }
                 let tz = match c.get("timezone").and_then(Value::as_str) {
                     None => Zone::utc(),
                     Some(name) => Zone::parse(name)?,
@@ -235,7 +246,9 @@ pub struct Running {
 /// `Instant` for a wall-clock time, from a pair of readings taken together.
 fn instant_for(wall: DateTime<Utc>, now: Instant, now_wall: DateTime<Utc>) -> Instant {
     match (wall - now_wall).to_std() {
-        Ok(ahead) => now + ahead,
+        Ok(ahead) => now
+            .checked_add(ahead)
+            .unwrap_or_else(|| now + Duration::from_secs(MAX_INTERVAL_SECS)),
         Err(_) => now, // already due
     }
 }
@@ -263,13 +276,15 @@ impl Running {
             Schedule::Interval { every } => {
                 // Deadline k is started + k * every: absolute, so lateness never accumulates.
                 // After a stall, skip to the first deadline still ahead.
+                // Checked throughout: no schedule may panic the sensor (a panic
+                // would stop every other timer with it).
                 let elapsed = now.saturating_duration_since(self.started);
-                let k = (elapsed.as_nanos() / every.as_nanos()) as u32 + 1;
-                let at = self.started + *every * k;
-                Some((
-                    at,
-                    now_wall + chrono::Duration::from_std(at - now).unwrap_or_default(),
-                ))
+                let k = u32::try_from(elapsed.as_nanos() / every.as_nanos())
+                    .ok()?
+                    .checked_add(1)?;
+                let at = self.started.checked_add(every.checked_mul(k)?)?;
+                let ahead = chrono::Duration::from_std(at.saturating_duration_since(now)).ok()?;
+                Some((at, now_wall.checked_add_signed(ahead)?))
             }
             _ => {
                 let wall = self.timer.next_wall(now_wall)?;

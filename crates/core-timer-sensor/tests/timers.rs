@@ -166,3 +166,30 @@ fn waits_for_the_api_to_be_healthy() {
     let (_, _, _, err) = s.terminate();
     assert!(err.contains("API not healthy yet"), "{err}");
 }
+
+/// One rule with an absurd interval (`10000000000000` seconds) panicked the
+/// sensor (`DateTime + TimeDelta overflowed`), and every other timer stopped
+/// with it. A cron that can never fire was accepted silently.
+#[test]
+fn an_absurd_timer_is_refused_and_the_others_keep_firing() {
+    let api = FakeApi::start();
+    let s = Sensor::spawn(Sensor::command(
+        &api,
+        json!([
+            {"id": 1, "trigger_ref": "core.intervaltimer", "config": {"interval": 10_000_000_000_000u64, "unit": "seconds"}},
+            {"id": 2, "trigger_ref": "core.intervaltimer", "config": {"interval": 4_000_000_000u64, "unit": "days"}},
+            {"id": 3, "trigger_ref": "core.crontimer", "config": {"expression": "0 0 0 31 2 *"}},
+            {"id": 4, "trigger_ref": "core.intervaltimer", "config": {"interval": 1}},
+        ]),
+    ));
+    assert!(wait_for(Duration::from_secs(6), || api.delivered().len() >= 2));
+    let (_, code, _, stderr) = s.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        api.delivered()
+            .iter()
+            .all(|e| e["trigger_instance_id"] == "rule_4")
+    );
+    assert!(stderr.contains("is too large"), "{stderr}");
+    assert!(stderr.contains("never fires"), "{stderr}");
+}
