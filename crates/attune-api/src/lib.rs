@@ -83,6 +83,33 @@ pub fn healthcheck(listen: SocketAddr) -> bool {
         && answer.starts_with("HTTP/1.1 200")
 }
 
+/// Refuses paths that cannot work, before anything is created: a database
+/// whose directory is missing (a typo would otherwise silently start an empty
+/// database elsewhere) and a packs volume that does not exist.
+pub fn check_paths(args: &Args) -> Result<(), String> {
+    if args.db != ":memory:" {
+        let parent = std::path::Path::new(&args.db)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !parent.is_dir() {
+            return Err(format!(
+                "--db {}: the directory {} does not exist; create it (or mount the data volume there), or pass --db :memory:",
+                args.db,
+                parent.display()
+            ));
+        }
+    }
+    if !args.packs_dir.is_dir() {
+        return Err(format!(
+            "--packs-dir {} does not exist or is not a directory; assemble the volume first (`packs-assemble assemble --out {}`; in Docker, the packs-init service)",
+            args.packs_dir.display(),
+            args.packs_dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(args: Args) -> Result<(), String> {
     if args.token.trim().is_empty() {
@@ -137,4 +164,35 @@ async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {},
     }
     tracing::info!("stopping");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--db` in a missing directory created it silently; a missing
+    /// `--packs-dir` was only a warning.
+    #[test]
+    fn missing_db_directory_and_packs_dir_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let args = |db: &str, packs: &std::path::Path| {
+            Args::parse_from([
+                "attune-api",
+                "--token",
+                "t",
+                "--db",
+                db,
+                "--packs-dir",
+                packs.to_str().unwrap(),
+            ])
+        };
+        let typo = tmp.path().join("dtaa/attune.db");
+        let e = check_paths(&args(typo.to_str().unwrap(), tmp.path())).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(!tmp.path().join("dtaa").exists(), "nothing created");
+        let e = check_paths(&args(":memory:", &tmp.path().join("novol"))).unwrap_err();
+        assert!(e.contains("--packs-dir") && e.contains("novol"), "{e}");
+        let db = tmp.path().join("attune.db");
+        check_paths(&args(db.to_str().unwrap(), tmp.path())).unwrap();
+    }
 }

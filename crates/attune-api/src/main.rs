@@ -15,6 +15,10 @@ async fn main() -> ExitCode {
         };
     }
     attune_service::init_logging(args.log_format, &args.log_level);
+    if let Err(e) = attune_api::check_paths(&args) {
+        eprintln!("attune-api: {e}");
+        return ExitCode::from(2);
+    }
     match attune_api::serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

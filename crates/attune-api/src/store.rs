@@ -11,7 +11,6 @@
 //!   which holds [`REDACTED`] in their place; they are handed only to the
 //!   worker that claims the execution and erased when it ends.
 
-use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -219,9 +218,6 @@ impl Store {
         let conn = if path == ":memory:" {
             Connection::open_in_memory()?
         } else {
-            if let Some(parent) = Path::new(path).parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
             Connection::open(path)?
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))?;

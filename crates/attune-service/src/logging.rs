@@ -23,6 +23,8 @@ pub fn init_logging(format: LogFormat, level: &str) {
     };
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs written to files stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(level)
         .with_target(false);
     let _ = match format {

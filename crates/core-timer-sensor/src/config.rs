@@ -18,7 +18,7 @@ pub mod keys {
     pub const SENSOR_TRIGGERS: &str = "ATTUNE_SENSOR_TRIGGERS";
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub const LOG_LEVEL: &str = "ATTUNE_LOG_LEVEL";
-    /// `json` or `pretty`.
+    /// `human` (also `pretty`) or `json`.
     pub const LOG_FORMAT: &str = "ATTUNE_LOG_FORMAT";
     /// Seconds between rule reconciliations (0: never).
     pub const RECONCILE_SECONDS: &str = "ATTUNE_SENSOR_RECONCILE_SECONDS";
@@ -138,12 +138,13 @@ impl Config {
             }
         };
         let log_format = match get(keys::LOG_FORMAT).as_deref() {
-            None | Some("pretty") => LogFormat::Pretty,
+            // `human` is what the other services and the README say; `pretty` is kept.
+            None | Some("human") | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
             Some(other) => {
                 return Err(err(
                     keys::LOG_FORMAT,
-                    format!("`{other}` is not `json` or `pretty`"),
+                    format!("`{other}` is not `human` or `json`"),
                 ));
             }
         };
@@ -296,6 +297,21 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.key, keys::RECONCILE_SECONDS);
+    }
+
+    /// The README documents `ATTUNE_LOG_FORMAT=human` for every service; the
+    /// sensor alone refused it.
+    #[test]
+    fn log_format_human_is_accepted() {
+        for (v, want) in [("human", LogFormat::Pretty), ("json", LogFormat::Json)] {
+            let c = Config::from_lookup(lookup(&[
+                (keys::API_URL, "http://a"),
+                (keys::API_TOKEN, "t"),
+                (keys::LOG_FORMAT, v),
+            ]))
+            .unwrap();
+            assert_eq!(c.log_format, want);
+        }
     }
 
     #[test]

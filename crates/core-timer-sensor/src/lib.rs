@@ -58,7 +58,7 @@ Environment (or keys of the stdin object):
   {}  seconds between rule reconciliations, 0 to disable [default: 30]
   {}  events held while the API is unreachable [default: 1000]
   {}  error, warn, info, debug, trace [default: info]
-  {}  json or pretty [default: pretty]
+  {}  human or json [default: human]
 
 Logs go to stderr; events go only to the API. Exit codes: 0 stopped by
 SIGTERM/SIGINT, 2 bad configuration or usage.",

@@ -9,7 +9,7 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  success
   1  the input is wrong (invalid pack, stale or dynamic binary, failed verification); nothing was published
-  2  usage error
+  2  usage error (also a path given on the command line that does not exist)
   3  environment error (I/O, permissions, lock timeout)
 
 Example:

@@ -72,6 +72,10 @@ impl FileReport {
 
 /// Inspects `path`; the verdict is for `arch` (the host's when `None` and the host is one of ours).
 pub fn inspect(path: &Path, arch: Option<Arch>) -> Result<FileReport, Error> {
+    if !crate::volume::exists(path) {
+        // A path on the command line that is not there is a usage error, as for `verify`.
+        return Err(Error::Usage(format!("{} does not exist", path.display())));
+    }
     let bytes = std::fs::read(path).ctx("read", path)?;
     let executable = std::fs::metadata(path)
         .ctx("read", path)?

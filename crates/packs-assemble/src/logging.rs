@@ -14,6 +14,8 @@ pub fn init(format: LogFormat, verbose: u8, quiet: bool) {
     };
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs written to files stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(level)
         .with_target(false);
     let _ = match format {

@@ -46,6 +46,12 @@ pub fn verify(vol: &Volume, arch: Option<Arch>) -> Result<Report, Error> {
         diagnostics: Diagnostics::default(),
     };
     let d = &mut report.diagnostics;
+    if !crate::volume::exists(&vol.root) {
+        return Err(Error::Usage(format!(
+            "{} does not exist",
+            vol.root.display()
+        )));
+    }
     if !vol.root.is_dir() {
         return Err(Error::Usage(format!(
             "{} is not a directory",

@@ -238,3 +238,14 @@ fn control_characters_in_file_names_are_escaped_in_diagnostics() {
     assert!(err.contains("evil\\n\\u{1b}[31mname"), "{err}");
     assert!(f.published(SENSOR).symlink_metadata().is_err());
 }
+
+/// `inspect` exited 3 and `verify` 2 for the same missing path.
+#[test]
+fn a_missing_path_is_a_usage_error_for_inspect_and_verify_alike() {
+    let f = Fixture::new();
+    for cmd in ["inspect", "verify"] {
+        let out = f.cmd().args([cmd, "nowhere"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains("nowhere does not exist"), "{cmd}");
+    }
+}

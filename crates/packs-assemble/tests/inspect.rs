@@ -55,12 +55,14 @@ fn inspect_json_and_exit_0_when_all_run() {
     assert_eq!(v[0]["problems"], serde_json::json!([]));
 }
 
+/// A missing path on the command line is a usage error (2), as for `verify`
+/// and `--packs` (see `hardening::a_missing_path_is_a_usage_error_...`).
 #[test]
-fn inspect_missing_file_is_an_environment_error() {
+fn inspect_missing_file_is_a_usage_error() {
     let f = Fixture::new();
     f.cmd()
         .args(["inspect", "nope"])
         .assert()
-        .code(3)
-        .stderr(predicates::str::contains("nope"));
+        .code(2)
+        .stderr(predicates::str::contains("nope does not exist"));
 }

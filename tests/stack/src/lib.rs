@@ -81,11 +81,20 @@ fn build(release: bool) -> Bins {
         let status = c.status().expect("cargo runs");
         assert!(status.success(), "cargo {args:?} failed");
     };
-    run(&["build", "--quiet", "--workspace", "--bins"], false);
+    // Straight to stderr (libtest captures only the print macros): without a
+    // word and cargo's progress, `cargo test` looks stuck for minutes here.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "stack tests: building the binaries into {} (a first build takes a few minutes)\n",
+            target_dir.display()
+        )
+        .as_bytes(),
+    );
+    run(&["build", "--workspace", "--bins"], false);
     run(
         &[
             "build",
-            "--quiet",
             "-p",
             "core-timer-sensor",
             "--target",

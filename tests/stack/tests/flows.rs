@@ -169,7 +169,9 @@ fn reassembled_volume_is_picked_up_without_restarting_the_api() {
 
 #[test]
 fn refusals_and_timeouts() {
-    let marker = format!("attune-e2e-timeout-{}", std::process::id());
+    // The action's own pids, written by it: nothing looks across the machine.
+    let pid_file =
+        std::env::temp_dir().join(format!("attune-e2e-timeout-{}.pids", std::process::id()));
     let s = Stack::start(&[
         ("slow/pack.yaml", "ref: slow\nlabel: Slow\nversion: 1.0.0\n"),
         (
@@ -178,7 +180,10 @@ fn refusals_and_timeouts() {
         ),
         (
             "slow/actions/hang.sh",
-            &format!("#!/bin/bash\n(exec -a {marker} sleep 60) &\nexec -a {marker} sleep 60\n"),
+            &format!(
+                "#!/bin/bash\nsleep 60 &\necho $$ $! > {}\nexec sleep 60\n",
+                pid_file.display()
+            ),
         ),
     ]);
     // 401 without a token and with a wrong one; /health stays open.
@@ -225,12 +230,18 @@ fn refusals_and_timeouts() {
         .unwrap();
     let done = s.finished(x["id"].as_i64().unwrap());
     assert_eq!(done["status"], "timeout", "{done}");
-    let left = std::process::Command::new("pgrep")
-        .args(["-f", &marker])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
-        "processes survived the timeout"
-    );
+    let pids = std::fs::read_to_string(&pid_file).unwrap();
+    let _ = std::fs::remove_file(&pid_file);
+    assert_eq!(pids.split_whitespace().count(), 2, "{pids}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for pid in pids.split_whitespace() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest.trim_start());
+        assert!(
+            stat.is_empty() || state.starts_with('Z'),
+            "process {pid} survived the timeout: {stat}"
+        );
+    }
 }
