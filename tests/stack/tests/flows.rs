@@ -50,6 +50,15 @@ fn timer_rule_in_a_dev_pack_runs_executions_from_the_volume() {
         log.contains("timer added") || log.contains("API is healthy"),
         "{log}"
     );
+    // Logs written to files are plain text: colour codes made them unreadable.
+    for name in ["api", "worker", "sensor"] {
+        let text = std::fs::read_to_string(s.path(&format!("logs/{name}.log"))).unwrap();
+        assert!(
+            !text.contains('\x1b'),
+            "{name}.log carries ANSI codes:\n{text}"
+        );
+    }
+    assert!(!log.contains('\x1b'), "the sensor's log carries ANSI codes");
 }
 
 #[test]
