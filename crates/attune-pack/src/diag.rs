@@ -145,6 +145,13 @@ impl fmt::Display for Diagnostic {
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
+    /// Makes every warning an error (`--strict`).
+    pub fn promote_warnings(&mut self) {
+        for d in &mut self.0 {
+            d.severity = Severity::Error;
+        }
+    }
+
     /// Adds one.
     pub fn push(&mut self, d: Diagnostic) {
         self.0.push(d);

@@ -48,6 +48,15 @@ pub struct EntryPoint {
     pub declared_in: PathBuf,
 }
 
+impl EntryPoint {
+    /// Whether its absence is only a warning: a native action, which upstream's
+    /// executor may implement itself (`core.ask`). A missing sensor binary, or
+    /// a missing script, is always an error.
+    pub fn may_be_absent(&self) -> bool {
+        self.runner == RunnerType::Native && self.kind == ComponentKind::Action
+    }
+}
+
 impl Pack {
     /// Every entry point of the pack's actions and sensors.
     pub fn entry_points(&self) -> Vec<EntryPoint> {
@@ -56,7 +65,14 @@ impl Pack {
             kind: ComponentKind::Action,
             runner: a.spec.runner_type,
             enabled: a.spec.enabled,
-            path: component_path("actions", &a.spec.entry_point),
+            // A workflow action's file is its workflow definition.
+            path: component_path(
+                "actions",
+                a.spec
+                    .workflow_file
+                    .as_deref()
+                    .unwrap_or(&a.spec.entry_point),
+            ),
             declared_in: a.file.clone(),
         });
         let sensors = self.sensors.iter().map(|s| EntryPoint {

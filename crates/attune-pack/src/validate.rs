@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::model::{PARAMETER_TYPES, Pack, PackMeta, Parameter};
+use crate::model::{PARAMETER_TYPES, Pack, PackMeta, Parameter, RunnerType};
 
 /// Whether `s` is a valid pack ref: `^[a-z][a-z0-9_-]*$`.
 pub fn is_pack_ref(s: &str) -> bool {
@@ -210,12 +210,41 @@ fn parameters<'a>(
     }
 }
 
-fn entry_point(file: &Path, text: &str, entry: &str, diags: &mut Diagnostics) {
-    if let Some(problem) = entry_point_problem(entry) {
+fn entry_point(file: &Path, text: &str, field: &str, entry: &str, diags: &mut Diagnostics) {
+    if entry.is_empty() && key_place(text, field).is_none() {
+        diags.push(
+            Diagnostic::error(file, "is missing")
+                .field(field)
+                .hint("name the file to run, relative to the component's directory"),
+        );
+    } else if let Some(problem) = entry_point_problem(entry) {
         diags.push(
             Diagnostic::error(file, format!("`{entry}` {problem}"))
-                .at_opt(key_place(text, "entry_point"))
-                .field("entry_point"),
+                .at_opt(key_place(text, field))
+                .field(field),
+        );
+    }
+}
+
+/// A runner type this project does not run is carried, with a warning.
+fn runner(file: &Path, text: &str, runner: RunnerType, diags: &mut Diagnostics) {
+    if runner == RunnerType::Other {
+        let place = key_place(text, "runner_type");
+        let value = place
+            .and_then(|(line, col)| text.lines().nth(line as usize - 1)?.get(col as usize - 1..))
+            .map(|v| {
+                v.split('#')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches(['"', '\''])
+            })
+            .unwrap_or("?");
+        diags.push(
+            Diagnostic::warning(file, format!("runner type `{value}` is not one this project's worker runs; carried as it is"))
+                .at_opt(place)
+                .field("runner_type")
+                .hint("shell, bash, sh, python, python3, node, nodejs, native, builtin, standalone, or core.<runtime>"),
         );
     }
 }
@@ -249,7 +278,12 @@ pub(crate) fn components(pack: &Pack, texts: &HashMap<PathBuf, String>, diags: &
             &mut seen,
             diags,
         );
-        entry_point(&a.file, t, &a.spec.entry_point, diags);
+        match &a.spec.workflow_file {
+            // Upstream's executor runs the workflow; the file must stay inside the pack.
+            Some(wf) => entry_point(&a.file, t, "workflow_file", wf, diags),
+            None => entry_point(&a.file, t, "entry_point", &a.spec.entry_point, diags),
+        }
+        runner(&a.file, t, a.spec.runner_type, diags);
         parameters(&a.file, t, &a.spec.parameters, diags);
         if a.spec.timeout == Some(0) {
             diags.push(
@@ -270,7 +304,8 @@ pub(crate) fn components(pack: &Pack, texts: &HashMap<PathBuf, String>, diags: &
             &mut seen,
             diags,
         );
-        entry_point(&s.file, t, &s.spec.entry_point, diags);
+        entry_point(&s.file, t, "entry_point", &s.spec.entry_point, diags);
+        runner(&s.file, t, s.spec.runner_type, diags);
         parameters(&s.file, t, &s.spec.parameters, diags);
         if s.spec.trigger_types.is_empty() {
             diags.push(

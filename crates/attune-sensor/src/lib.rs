@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use attune_pack::RunnerType;
 use attune_service::{Client, LogFormat, ServiceArgs, env};
 use clap::Parser;
 use rustix::process::{Pid, Signal, kill_process_group};
@@ -75,19 +74,12 @@ impl Supervisor {
                 return;
             }
         };
-        let mut cmd = match m.spec.runner {
-            RunnerType::Native => Command::new(&m.spec.path),
-            RunnerType::Python => {
-                let mut c = Command::new("python3");
-                c.arg(&m.spec.path);
-                c
-            }
-            RunnerType::Shell => {
-                let mut c = Command::new("/bin/sh");
-                c.arg(&m.spec.path);
-                c
-            }
+        let Some((program, args)) = m.spec.runner.command_line(&m.spec.path) else {
+            tracing::error!(sensor = %m.spec.sensor_ref, "its runner type is not one this service runs; not started");
+            return;
         };
+        let mut cmd = Command::new(program);
+        cmd.args(args);
         let format = match self.args.service.log_format {
             LogFormat::Human => "pretty",
             LogFormat::Json => "json",

@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use attune_pack::{Action, ParameterDelivery, ParameterFormat, RunnerType};
+use attune_pack::{Action, ParameterDelivery, ParameterFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -256,24 +256,16 @@ impl Runner {
         Ok(real)
     }
 
-    fn command(&self, c: &Claimed, path: &Path) -> Command {
-        match c.action.runner_type {
-            RunnerType::Native => Command::new(path),
-            RunnerType::Python => {
-                let mut cmd = Command::new("python3");
-                cmd.arg(path);
-                cmd
-            }
-            RunnerType::Shell => {
-                let head = std::fs::read(path).unwrap_or_default();
-                let bash = attune_pack::shebang(&head).is_some_and(|i| {
-                    i.ends_with("bash") || head.starts_with(b"#!/usr/bin/env bash")
-                });
-                let mut cmd = Command::new(if bash { "/bin/bash" } else { "/bin/sh" });
-                cmd.arg(path);
-                cmd
-            }
-        }
+    fn command(&self, c: &Claimed, path: &Path) -> Result<Command, String> {
+        let (program, args) = c.action.runner_type.command_line(path).ok_or_else(|| {
+            format!(
+                "action {} has a runner type this worker does not run (shell, python, node, native)",
+                c.action.action_ref
+            )
+        })?;
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Ok(cmd)
     }
 
     /// Runs a claimed execution to its end and reports what happened.
@@ -289,7 +281,10 @@ impl Runner {
             .cloned()
             .unwrap_or_default();
         let encoded = encode(&params, c.action.parameter_format);
-        let mut cmd = self.command(c, &path);
+        let mut cmd = match self.command(c, &path) {
+            Ok(cmd) => cmd,
+            Err(e) => return Report::not_started(e),
+        };
         cmd.current_dir(path.parent().unwrap_or(Path::new("/")))
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")

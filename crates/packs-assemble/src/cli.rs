@@ -80,6 +80,10 @@ pub struct AssembleArgs {
     /// Architecture of the containers that will run the binaries [default: this machine's].
     #[arg(long, value_name = "amd64|arm64")]
     pub arch: Option<Arch>,
+    /// Treat every warning as an error (unknown keys, skipped files, stale
+    /// binaries, ...): a lint for packs meant to be clean.
+    #[arg(long)]
+    pub strict: bool,
     /// The volume directory (created if missing).
     #[arg(long, value_name = "VOL")]
     pub out: PathBuf,
@@ -124,6 +128,10 @@ pub struct CheckArgs {
     /// Architecture to check native binaries for [default: this machine's].
     #[arg(long, value_name = "amd64|arm64")]
     pub arch: Option<Arch>,
+    /// Treat every warning as an error (unknown keys, skipped files, stale
+    /// binaries, ...): a lint for packs meant to be clean.
+    #[arg(long)]
+    pub strict: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,

@@ -74,7 +74,10 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
     };
     let vol = Volume::new(&args.out);
     let cache = HashCache::load(&vol.root);
-    let plan = plan(&inputs, &cache, progress)?;
+    let mut plan = plan(&inputs, &cache, progress)?;
+    if args.strict {
+        plan.diagnostics.promote_warnings();
+    }
     out.diagnostics(&plan.diagnostics);
     let files: Vec<_> = plan
         .manifest
@@ -218,7 +221,10 @@ pub fn check(args: &CheckArgs, out: Output) -> Result<ExitCode, Error> {
         owner: None,
         sources_only: true,
     };
-    let plan = plan(&inputs, &HashCache::default(), &Progress::hidden())?;
+    let mut plan = plan(&inputs, &HashCache::default(), &Progress::hidden())?;
+    if args.strict {
+        plan.diagnostics.promote_warnings();
+    }
     out.diagnostics(&plan.diagnostics);
     let result = CheckResult {
         ok: !plan.diagnostics.has_errors(),

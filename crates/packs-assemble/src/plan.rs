@@ -387,7 +387,14 @@ fn entry_points(
         );
         let Some(node) = nodes.get(&rel) else {
             let expected_path = pack.dir.join(&ep.path);
-            let d = if native && inputs.sources_only && inputs.binaries.is_empty() {
+            let d = if ep.may_be_absent() {
+                // Upstream's executor implements some native actions itself (core.ask).
+                Diagnostic::warning(
+                    &expected_path,
+                    format!("native entry point of {declared} is in neither the sources nor a binaries tree; upstream's executor may implement it (as core.ask), this project's worker will fail it"),
+                )
+                .hint(format!("supply it in a binaries tree (`<pack>/actions/...`) for {arch} if this project's worker should run it"))
+            } else if native && inputs.sources_only && inputs.binaries.is_empty() {
                 Diagnostic::warning(
                     &expected_path,
                     format!("native entry point of {declared} is not in the sources; a binaries tree must supply it"),

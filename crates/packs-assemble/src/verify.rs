@@ -276,6 +276,13 @@ fn check_packs(gen_dir: &Path, manifest: &Manifest, arch: Arch, d: &mut Diagnost
             let path = dir.join(&ep.path);
             let what = format!("entry point of {}", ep.component);
             let Ok(meta) = std::fs::metadata(&path) else {
+                if ep.may_be_absent() {
+                    d.push(Diagnostic::warning(
+                        &path,
+                        format!("native {what} is absent; upstream's executor may implement it (as core.ask), this project's worker will fail it"),
+                    ));
+                    continue;
+                }
                 let p = NativeProblem::Missing;
                 let hint = if ep.runner == RunnerType::Native {
                     p.fix(arch)

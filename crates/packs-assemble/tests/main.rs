@@ -6,5 +6,6 @@ mod hardening;
 mod inspect;
 mod regression;
 mod security;
+mod upstream;
 mod util;
 mod verify;
