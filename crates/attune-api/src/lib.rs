@@ -5,6 +5,7 @@
 //! It does not run actions (`attune-worker` does) or sensors (`attune-sensor`).
 
 pub mod matching;
+pub mod output;
 pub mod params;
 pub mod registry;
 pub mod routes;

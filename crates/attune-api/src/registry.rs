@@ -74,16 +74,17 @@ impl Registry {
         r.problems
             .extend(references(r.packs.values().map(|p| &p.pack)).0);
         for reg in r.packs.values() {
-            for rule in reg
-                .pack
-                .rules
-                .iter()
-                .filter(|rule| rule.spec.conditions.is_some())
-            {
+            for rule in reg.pack.rules.iter().filter(|rule| {
+                serde_json::to_string(&rule.spec.action_params)
+                    .is_ok_and(|t| t.contains("trigger.payload"))
+            }) {
                 r.problems.push(
-                    Diagnostic::warning(&rule.file, "conditions are not evaluated by this API yet: the rule fires on every event of its trigger")
-                        .field("conditions")
-                        .hint("move the condition into the action until conditions are supported"),
+                    Diagnostic::warning(
+                        &rule.file,
+                        "`{{ trigger.payload.* }}` is deprecated; it still renders",
+                    )
+                    .field("action_params")
+                    .hint("write `{{ event.payload.* }}`, as upstream Attune does"),
                 );
             }
         }
@@ -216,21 +217,21 @@ mod tests {
     }
 
     #[test]
-    fn rules_with_conditions_are_flagged_not_silently_ignored() {
+    fn deprecated_trigger_payload_templates_are_flagged() {
         let tmp = tempfile::tempdir().unwrap();
         let (vol, dev) = (tmp.path().join("vol"), tmp.path().join("dev"));
         pack(&vol, "p", "P");
         std::fs::create_dir_all(vol.join("p/rules")).unwrap();
         std::fs::write(
             vol.join("p/rules/r.yaml"),
-            "ref: p.r\nlabel: R\ntrigger_ref: x.t\naction_ref: x.a\nconditions: {n: 3}\n",
+            "ref: p.r\nlabel: R\ntrigger_ref: x.t\naction_ref: x.a\naction_params: {m: '{{ trigger.payload.n }}'}\n",
         )
         .unwrap();
         let r = Registry::load(&vol, &dev);
         assert!(
             r.problems
                 .iter()
-                .any(|d| d.field.as_deref() == Some("conditions")
+                .any(|d| d.field.as_deref() == Some("action_params")
                     && d.path.ends_with("rules/r.yaml")),
             "{:?}",
             r.problems

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
-use crate::matching::{instance_rule, render};
+use crate::matching::{Context, conditions_hold, instance_rule, render};
 use crate::params;
 use crate::registry::Registry;
 use crate::server::Limits;
@@ -205,6 +205,7 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/sensors", get(|s, q| list_components(s, q, "sensors")))
         .route("/rules", get(|s, q| list_components(s, q, "rules")))
         .route("/events", post(post_event).get(list_events))
+        .route("/events/{id}", get(get_event))
         .route("/executions", post(create_execution).get(list_executions))
         .route("/executions/execute", post(execute))
         .route("/executions/claim", post(claim))
@@ -369,7 +370,22 @@ async fn post_event(
             tracing::warn!(rule = %spec.rule_ref, action = %spec.action_ref, "rule names an action that is not registered");
             continue;
         };
-        let rendered = render(&json!(spec.action_params), &e.payload);
+        let ctx = Context::new(
+            event.id,
+            &e.trigger_ref,
+            &e.payload,
+            &event.created_at,
+            reg.pack.meta.config.as_ref(),
+        );
+        match conditions_hold(spec.conditions.as_ref(), &ctx) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(why) => {
+                tracing::warn!(rule = %spec.rule_ref, event = event.id, "the rule's conditions cannot be evaluated, so it does not fire: {why}");
+                continue;
+            }
+        }
+        let rendered = render(&json!(spec.action_params), &ctx);
         match params::check(&action.spec, &rendered) {
             Ok(p) => {
                 let (public, secrets) = params::split_secrets(&action.spec, &p);
@@ -394,6 +410,17 @@ async fn post_event(
         StatusCode::CREATED,
         Json(json!({"id": event.id, "executions": created})),
     ))
+}
+
+async fn get_event(State(s): Shared, P(id): P<i64>) -> ApiResult<Json<Value>> {
+    match s.store.event(id) {
+        Ok(e) => Ok(Json(json!({"data": e}))),
+        Err(StoreError::NotFound) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("event {id} does not exist"),
+        )),
+        Err(other) => Err(other.into()),
+    }
 }
 
 async fn list_events(State(s): Shared, Q(q): Q<ListQuery>) -> ApiResult<Json<Value>> {
@@ -519,7 +546,12 @@ async fn claim(State(s): Shared, Body(c): Body<ClaimIn>) -> ApiResult<Response> 
                     // more covers a brief API outage before the execution is requeued.
                     s.store
                         .lease(x.id, action.spec.timeout.unwrap_or(600) + 60)?;
-                    let body = json!({"execution": x, "action": action.spec, "pack_ref": reg.pack.meta.pack_ref, "source": reg.source});
+                    let mut execution = json!(x);
+                    // The worker names the rule and trigger to the action (ATTUNE_RULE, ATTUNE_TRIGGER).
+                    if let Some(event) = x.event_id.and_then(|id| s.store.event(id).ok()) {
+                        execution["trigger_ref"] = json!(event.trigger_ref);
+                    }
+                    let body = json!({"execution": execution, "action": action.spec, "pack_ref": reg.pack.meta.pack_ref, "source": reg.source});
                     return Ok(Json(body).into_response());
                 }
                 None => {
@@ -549,13 +581,13 @@ async fn report(
     Body(rep): Body<Report>,
 ) -> ApiResult<Json<Execution>> {
     let x = s.store.execution(id)?;
-    let json_output = s
+    let format = s
         .registry()
         .action(&x.action_ref)
-        .is_some_and(|(_, a)| a.spec.output_format == attune_pack::OutputFormat::Json);
-    let result = json_output
-        .then(|| serde_json::from_str::<Value>(rep.stdout.trim()).ok())
-        .flatten();
+        .map_or(attune_pack::OutputFormat::Text, |(_, a)| {
+            a.spec.output_format
+        });
+    let result = crate::output::parse(format, &rep.stdout);
     let done = s.store.finish(id, &rep, result.as_ref())?;
     s.finished.notify_waiters();
     Ok(Json(done))

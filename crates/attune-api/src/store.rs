@@ -196,6 +196,16 @@ fn execution(row: &Row) -> rusqlite::Result<Execution> {
     })
 }
 
+fn event_row(r: &Row) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: r.get(0)?,
+        trigger_ref: r.get(1)?,
+        payload: json_col(r, 2)?.unwrap_or(Value::Null),
+        trigger_instance_id: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
 /// One execution, on a connection already locked.
 fn execution_by_id(conn: &Connection, id: i64) -> Result<Execution, StoreError> {
     conn.query_row(
@@ -272,6 +282,18 @@ impl Store {
         })
     }
 
+    /// One event.
+    pub fn event(&self, id: i64) -> Result<Event, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT id, trigger_ref, payload, trigger_instance_id, created_at FROM events WHERE id = ?1",
+                [id],
+                event_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)
+    }
+
     /// Events, newest first: (page, total).
     pub fn events(&self, offset: i64, limit: i64) -> Result<(Vec<Event>, i64), StoreError> {
         let conn = self.conn();
@@ -280,15 +302,7 @@ impl Store {
             "SELECT id, trigger_ref, payload, trigger_instance_id, created_at FROM events ORDER BY id DESC LIMIT ?1 OFFSET ?2",
         )?;
         let rows = stmt
-            .query_map(params![limit, offset], |r| {
-                Ok(Event {
-                    id: r.get(0)?,
-                    trigger_ref: r.get(1)?,
-                    payload: json_col(r, 2)?.unwrap_or(Value::Null),
-                    trigger_instance_id: r.get(3)?,
-                    created_at: r.get(4)?,
-                })
-            })?
+            .query_map(params![limit, offset], event_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok((rows, total))
     }

@@ -50,6 +50,12 @@ pub struct ClaimedExecution {
     pub action_ref: String,
     /// Parameters, defaults applied.
     pub parameters: Value,
+    /// The rule that requested it, if any (`ATTUNE_RULE`).
+    #[serde(default)]
+    pub rule_ref: Option<String>,
+    /// The trigger of the event that requested it, if any (`ATTUNE_TRIGGER`).
+    #[serde(default)]
+    pub trigger_ref: Option<String>,
 }
 
 /// The result sent back to the API.
@@ -111,26 +117,44 @@ pub struct Runner {
     pub default_timeout: Duration,
 }
 
-/// Encodes parameters in an action's format.
+/// `a.b` keys for nested objects, as upstream flattens dotenv parameters:
+/// arrays as JSON, null as empty, an empty object as nothing.
+fn flatten(prefix: &str, params: &Map<String, Value>, out: &mut Vec<(String, String)>) {
+    for (k, v) in params {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Object(m) => flatten(&key, m, out),
+            Value::String(s) => out.push((key, s.clone())),
+            Value::Null => out.push((key, String::new())),
+            other => out.push((key, other.to_string())),
+        }
+    }
+}
+
+/// Encodes parameters in an action's format, byte for byte as upstream's
+/// worker does (`crates/worker/src/runtime/parameter_passing.rs`): JSON on
+/// one line; dotenv `key='value'` lines, nested keys flattened to `a.b`,
+/// `'` written `'\''`, sorted, joined by newlines; YAML one `key: value`
+/// line per parameter. Stdin delivery adds one newline, as upstream's does.
 pub fn encode(params: &Map<String, Value>, format: ParameterFormat) -> String {
-    let scalar = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     match format {
         ParameterFormat::Json => Value::Object(params.clone()).to_string(),
         // One `key: value` line per parameter, each value as JSON (which is YAML).
         ParameterFormat::Yaml => params.iter().map(|(k, v)| format!("{k}: {v}\n")).collect(),
-        ParameterFormat::Dotenv => params
-            .iter()
-            .map(|(k, v)| {
-                let text = scalar(v)
-                    .replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n");
-                format!("{k}=\"{text}\"\n")
-            })
-            .collect(),
+        ParameterFormat::Dotenv => {
+            let mut flat = vec![];
+            flatten("", params, &mut flat);
+            let mut lines: Vec<String> = flat
+                .into_iter()
+                .map(|(k, v)| format!("{k}='{}'", v.replace('\'', "'\\''")))
+                .collect();
+            lines.sort();
+            lines.join("\n")
+        }
     }
 }
 
@@ -285,7 +309,13 @@ impl Runner {
             Ok(cmd) => cmd,
             Err(e) => return Report::not_started(e),
         };
-        cmd.current_dir(path.parent().unwrap_or(Path::new("/")))
+        // The pack directory, as upstream: entry points find their siblings by relative path.
+        let pack_dir = path
+            .ancestors()
+            .find(|a| a.file_name().is_some_and(|n| n == c.pack_ref.as_str()))
+            .unwrap_or(path.parent().unwrap_or(Path::new("/")))
+            .to_path_buf();
+        cmd.current_dir(&pack_dir)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
@@ -297,6 +327,13 @@ impl Runner {
             .env(
                 "ATTUNE_PARAMETER_FORMAT",
                 format_name(c.action.parameter_format),
+            )
+            .envs(c.execution.rule_ref.as_ref().map(|r| ("ATTUNE_RULE", r)))
+            .envs(
+                c.execution
+                    .trigger_ref
+                    .as_ref()
+                    .map(|t| ("ATTUNE_TRIGGER", t)),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -328,9 +365,16 @@ impl Runner {
                 None
             }
             ParameterDelivery::File => {
+                // Owner read-only (0400), as upstream's.
                 let file = match tempfile::NamedTempFile::new()
                     .and_then(|mut f| f.write_all(encoded.as_bytes()).map(|_| f))
-                {
+                    .and_then(|f| {
+                        std::fs::set_permissions(
+                            f.path(),
+                            std::os::unix::fs::PermissionsExt::from_mode(0o400),
+                        )
+                        .map(|_| f)
+                    }) {
                     Ok(f) => f,
                     Err(e) => {
                         return Report::not_started(format!(
@@ -359,7 +403,8 @@ impl Runner {
             // Its own thread: a full pipe must not stop the output being read.
             // A closed pipe only means the action does not read its parameters.
             std::thread::spawn(move || {
-                let _ = stdin.write_all(encoded.as_bytes());
+                // One line and a newline: `read -r PARAMS` under `set -e` needs it.
+                let _ = stdin.write_all(format!("{encoded}\n").as_bytes());
             });
         }
         let (done, finished) = mpsc::channel();
@@ -466,6 +511,8 @@ mod tests {
                 id: 7,
                 action_ref: "demo.a".into(),
                 parameters: json!({"message": "hello", "token": "s3"}),
+                rule_ref: None,
+                trigger_ref: None,
             },
             action,
             pack_ref: "demo".into(),
@@ -505,14 +552,56 @@ mod tests {
         assert_eq!(rep.stdout, "http://api 7 hi\n");
     }
 
+    /// Upstream's dotenv, byte for byte, in a 0400 file; on stdin, one more newline.
     #[test]
-    fn file_delivery_in_dotenv() {
-        let (_t, r, c) = setup(
-            "#!/bin/sh\ncat \"$ATTUNE_PARAMETER_FILE\"\n",
+    fn dotenv_is_upstreams_format_byte_for_byte() {
+        let (_t, mut r, mut c) = setup(
+            "#!/bin/sh\nstat -c %a \"$ATTUNE_PARAMETER_FILE\"\ncat \"$ATTUNE_PARAMETER_FILE\"\n",
             "parameter_delivery: file\nparameter_format: dotenv\n",
         );
+        r.max_output = 4096;
+        c.execution.parameters = json!({
+            "url": "https://example.com",
+            "message": "It's a test",
+            "headers": {"Content-Type": "application/json", "Authorization": "Bearer token"},
+            "empty": {},
+            "list": [1, "a"],
+            "none": null,
+            "n": 42,
+        });
         let rep = r.run(&c);
-        assert_eq!(rep.stdout, "message=\"hello\"\ntoken=\"s3\"\n");
+        assert_eq!(
+            rep.stdout,
+            "400\nheaders.Authorization='Bearer token'\nheaders.Content-Type='application/json'\nlist='[1,\"a\"]'\nmessage='It'\\''s a test'\nn='42'\nnone=''\nurl='https://example.com'"
+        );
+        let (_t, r, c) = setup("#!/bin/sh\ncat\n", "parameter_format: dotenv\n");
+        assert_eq!(r.run(&c).stdout, "message='hello'\ntoken='s3'\n");
+    }
+
+    /// JSON on stdin had no trailing newline, so upstream's documented
+    /// `read -r PARAMS_JSON` under `set -e` exited 1.
+    #[test]
+    fn read_r_under_set_e_reads_the_json_line() {
+        let (_t, r, c) = setup(
+            "#!/bin/bash\nset -e\nread -r PARAMS_JSON\necho \"got $PARAMS_JSON\"\n",
+            "",
+        );
+        let rep = r.run(&c);
+        assert_eq!(rep.status, "succeeded", "{rep:?}");
+        assert_eq!(rep.stdout, "got {\"message\":\"hello\",\"token\":\"s3\"}\n");
+    }
+
+    /// Upstream runs an action in its pack's directory, with the rule and trigger named.
+    #[test]
+    fn cwd_is_the_pack_directory_and_rule_and_trigger_are_set() {
+        let (_t, r, mut c) = setup(
+            "#!/bin/sh\nbasename \"$PWD\"\necho \"$ATTUNE_RULE $ATTUNE_TRIGGER\"\n",
+            "",
+        );
+        c.execution.rule_ref = Some("demo.every".into());
+        c.execution.trigger_ref = Some("core.intervaltimer".into());
+        let rep = r.run(&c);
+        assert_eq!(rep.stdout, "demo\ndemo.every core.intervaltimer\n");
     }
 
     #[test]

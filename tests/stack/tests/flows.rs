@@ -11,7 +11,7 @@ const TICK_PACK: &[(&str, &str)] = &[
     ("tick/pack.yaml", "ref: tick\nlabel: Tick\nversion: 1.0.0\n"),
     (
         "tick/rules/every_second.yaml",
-        "ref: tick.every_second\nlabel: Every second\ntrigger_ref: core.intervaltimer\ntrigger_params:\n  interval: 1\naction_ref: core.echo\naction_params:\n  message: \"tick {{ trigger.payload.execution_count }}\"\n",
+        "ref: tick.every_second\nlabel: Every second\ntrigger_ref: core.intervaltimer\ntrigger_params:\n  interval: 1\naction_ref: core.echo\naction_params:\n  message: \"tick {{ event.payload.execution_count }}\"\n",
     ),
 ];
 
@@ -51,7 +51,7 @@ fn timer_rule_in_a_dev_pack_runs_executions_from_the_volume() {
         "{log}"
     );
     // Logs written to files are plain text: colour codes made them unreadable.
-    for name in ["api", "worker", "sensor"] {
+    for name in ["attune-api", "attune-worker", "attune-sensor"] {
         let text = std::fs::read_to_string(s.path(&format!("logs/{name}.log"))).unwrap();
         assert!(
             !text.contains('\x1b'),
