@@ -42,6 +42,9 @@ pub struct Registry {
     pub generation: Option<String>,
     /// The directories searched, volume first.
     pub dirs: Vec<PathBuf>,
+    /// Each rule's integer id (stable across reloads and restarts: the
+    /// store keeps them), the sensor contract's rule id.
+    pub rule_ids: BTreeMap<String, i64>,
 }
 
 impl Registry {
@@ -121,8 +124,22 @@ impl Registry {
         reg.pack.meta.enabled && rule.spec.enabled
     }
 
+    /// The rule ref that `rule_<id>` names: an integer id, or (from older
+    /// sensors) the ref itself. An unknown id names no rule (an impossible
+    /// ref), so its event fires nothing rather than every rule of the trigger.
+    pub fn rule_of_instance(&self, id: &str) -> String {
+        match id.parse::<i64>() {
+            Ok(n) => self
+                .rule_ids
+                .iter()
+                .find(|(_, v)| **v == n)
+                .map_or_else(|| format!("<no rule has id {n}>"), |(k, _)| k.clone()),
+            Err(_) => id.to_string(),
+        }
+    }
+
     /// Components of one kind as JSON objects, each with `pack_ref`, `source` and `file`
-    /// (rules also get `id`, their ref, as the sensor contract's rule id).
+    /// (rules also get `id`, their integer id, as the sensor contract's rule id).
     pub fn components(&self, kind: &str) -> Vec<Value> {
         let mut out = vec![];
         for reg in self.packs.values() {
@@ -157,8 +174,12 @@ impl Registry {
                 obj.insert("file".into(), json!(file));
                 obj.insert("enabled".into(), json!(enabled && p.meta.enabled));
                 if kind == "rules" {
-                    let id = obj.get("ref").cloned().unwrap_or(Value::Null);
-                    obj.insert("id".into(), id);
+                    let id = obj
+                        .get("ref")
+                        .and_then(Value::as_str)
+                        .and_then(|r| self.rule_ids.get(r))
+                        .copied();
+                    obj.insert("id".into(), json!(id));
                 }
                 out.push(v);
             }

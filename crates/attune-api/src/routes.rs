@@ -51,7 +51,16 @@ impl AppState {
 
     /// Loads the packs again and swaps the registry in.
     pub fn reload(&self) -> Arc<Registry> {
-        let fresh = Arc::new(Registry::load(&self.packs_dir, &self.dev_dir));
+        let mut fresh = Registry::load(&self.packs_dir, &self.dev_dir);
+        let refs: Vec<String> = fresh
+            .rules()
+            .map(|(_, r)| r.spec.rule_ref.clone())
+            .collect();
+        match self.store.rule_ids(refs.iter().map(String::as_str)) {
+            Ok(ids) => fresh.rule_ids = ids,
+            Err(e) => tracing::error!("cannot assign rule ids: {e:?}"),
+        }
+        let fresh = Arc::new(fresh);
         tracing::info!(packs = fresh.packs.len(), generation = ?fresh.generation, problems = fresh.problems.len(), "packs loaded");
         *self.registry.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
         fresh
@@ -356,13 +365,13 @@ async fn post_event(
         s.store
             .insert_event(&e.trigger_ref, &e.payload, e.trigger_instance_id.as_deref())?;
     let r = s.registry();
-    let only = instance_rule(e.trigger_instance_id.as_deref());
+    let only = instance_rule(e.trigger_instance_id.as_deref()).map(|id| r.rule_of_instance(id));
     let mut created = vec![];
     for (reg, rule) in r.rules() {
         let spec = &rule.spec;
         if spec.trigger_ref != e.trigger_ref
             || !Registry::rule_enabled(reg, rule)
-            || only.is_some_and(|id| id != spec.rule_ref)
+            || only.as_ref().is_some_and(|id| *id != spec.rule_ref)
         {
             continue;
         }

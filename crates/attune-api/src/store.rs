@@ -147,6 +147,7 @@ CREATE TABLE IF NOT EXISTS executions (
     stderr_truncated INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
     created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT);
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions(status, id);
+CREATE TABLE IF NOT EXISTS rule_ids (id INTEGER PRIMARY KEY, rule_ref TEXT NOT NULL UNIQUE);
 ";
 
 /// Added after the first schema; `ALTER TABLE` fails harmlessly when present.
@@ -280,6 +281,25 @@ impl Store {
             trigger_instance_id: instance.map(str::to_string),
             created_at,
         })
+    }
+
+    /// The integer id of each rule ref, assigning new ones as needed: a rule
+    /// keeps its id for as long as the database lives.
+    pub fn rule_ids<'a>(
+        &self,
+        refs: impl IntoIterator<Item = &'a str>,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let conn = self.conn();
+        let mut out = std::collections::BTreeMap::new();
+        for r in refs {
+            conn.execute("INSERT OR IGNORE INTO rule_ids (rule_ref) VALUES (?1)", [r])?;
+            let id: i64 =
+                conn.query_row("SELECT id FROM rule_ids WHERE rule_ref = ?1", [r], |row| {
+                    row.get(0)
+                })?;
+            out.insert(r.to_string(), id);
+        }
+        Ok(out)
     }
 
     /// One event.
@@ -570,6 +590,22 @@ mod tests {
             )
             .unwrap();
         assert_eq!(left, None);
+    }
+
+    /// Upstream's sensor contract gives each rule an integer id; it must not
+    /// change when the packs reload or the api restarts.
+    #[test]
+    fn rule_ids_are_integers_that_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("a.db");
+        let s = Store::open(db.to_str().unwrap()).unwrap();
+        let first = s.rule_ids(["p.a", "p.b"]).unwrap();
+        assert_ne!(first["p.a"], first["p.b"]);
+        drop(s);
+        let s = Store::open(db.to_str().unwrap()).unwrap();
+        let again = s.rule_ids(["p.c", "p.b", "p.a"]).unwrap();
+        assert_eq!((again["p.a"], again["p.b"]), (first["p.a"], first["p.b"]));
+        assert!(again["p.c"] > first["p.b"]);
     }
 
     #[test]

@@ -49,8 +49,9 @@ pub fn sensors(packs_dir: &Path, dev_dir: &Path) -> BTreeMap<String, SensorSpec>
     out
 }
 
-/// `ATTUNE_SENSOR_TRIGGERS` for a sensor: `[{id, trigger_ref, config}]` of the
-/// enabled rules of its trigger types, following pagination.
+/// `ATTUNE_SENSOR_TRIGGERS` for a sensor, in upstream's sensor manager's
+/// shape: `[{id: <rule id, integer>, ref: <rule ref>, config: <trigger
+/// params>}]` of the enabled rules of its trigger types, following pagination.
 pub fn triggers(api: &Client, spec: &SensorSpec) -> Result<String, ApiError> {
     let mut out = vec![];
     for t in &spec.trigger_types {
@@ -59,7 +60,9 @@ pub fn triggers(api: &Client, spec: &SensorSpec) -> Result<String, ApiError> {
                 "/api/v1/rules?trigger_ref={t}&enabled=true&page={page}&page_size=200"
             ))?;
             for rule in v["data"].as_array().into_iter().flatten() {
-                out.push(json!({"id": rule["id"], "trigger_ref": rule["trigger_ref"], "config": rule["trigger_params"]}));
+                out.push(
+                    json!({"id": rule["id"], "ref": rule["ref"], "config": rule["trigger_params"]}),
+                );
             }
             if !v
                 .pointer("/pagination/has_next")

@@ -81,7 +81,7 @@ impl Supervisor {
         let mut cmd = Command::new(program);
         cmd.args(args);
         let format = match self.args.service.log_format {
-            LogFormat::Human => "pretty",
+            LogFormat::Human => "human",
             LogFormat::Json => "json",
         };
         cmd.env_clear()
@@ -90,6 +90,11 @@ impl Supervisor {
             .env(env::API_TOKEN, &self.args.service.token)
             .env("ATTUNE_SENSOR_REF", &m.spec.sensor_ref)
             .env("ATTUNE_SENSOR_TRIGGERS", &m.triggers)
+            // Where a sensor that must restart for a fresh token keeps unsent events.
+            .env(
+                "ATTUNE_SENSOR_SPOOL",
+                log_path.with_extension("spool.jsonl"),
+            )
             .env(env::LOG_LEVEL, &self.args.service.log_level)
             .env(env::LOG_FORMAT, format)
             .stdin(Stdio::null())

@@ -24,7 +24,7 @@ pub struct Api {
 }
 
 /// An event as posted to `/api/v1/events`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// The trigger type.
     pub trigger_ref: String,

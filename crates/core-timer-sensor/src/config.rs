@@ -24,6 +24,9 @@ pub mod keys {
     pub const RECONCILE_SECONDS: &str = "ATTUNE_SENSOR_RECONCILE_SECONDS";
     /// Events held while the API is unreachable.
     pub const QUEUE_CAPACITY: &str = "ATTUNE_SENSOR_QUEUE_CAPACITY";
+    /// A file where unsent events wait for the next start after the API
+    /// refused the token (set by the sensor service).
+    pub const SPOOL: &str = "ATTUNE_SENSOR_SPOOL";
     /// Every key, for `--help` and stdin configuration.
     pub const ALL: &[&str] = &[
         API_URL,
@@ -34,6 +37,7 @@ pub mod keys {
         LOG_FORMAT,
         RECONCILE_SECONDS,
         QUEUE_CAPACITY,
+        SPOOL,
     ];
 }
 
@@ -76,6 +80,8 @@ pub struct Config {
     pub reconcile: Option<Duration>,
     /// Queue capacity (events).
     pub queue_capacity: usize,
+    /// Where unsent events are kept across a restart for a new token.
+    pub spool: Option<std::path::PathBuf>,
 }
 
 /// A setting that is missing or malformed.
@@ -174,6 +180,7 @@ impl Config {
             log_format,
             reconcile,
             queue_capacity: queue_capacity as usize,
+            spool: get(keys::SPOOL).filter(|s| !s.is_empty()).map(Into::into),
         })
     }
 

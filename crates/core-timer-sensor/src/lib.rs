@@ -16,6 +16,7 @@ pub mod config;
 pub mod http;
 pub mod queue;
 pub mod scheduler;
+pub mod spool;
 pub mod timer;
 
 use std::io::{IsTerminal, Read};
@@ -32,6 +33,8 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// A setting is missing or malformed, or the command line is wrong.
     pub const USAGE: u8 = 2;
+    /// The API refused the token (401/403): restart with a fresh one.
+    pub const AUTH: u8 = 4;
 }
 
 /// After SIGTERM the process ends within this long (the flush gets most of it).
@@ -57,11 +60,14 @@ Environment (or keys of the stdin object):
       inferred from the config keys (interval, expression, fire_at) when absent
   {}  seconds between rule reconciliations, 0 to disable [default: 30]
   {}  events held while the API is unreachable [default: 1000]
+  {}  file that keeps unsent events, in order, across a restart after
+      the API refused the token [default: none: they are lost]
   {}  error, warn, info, debug, trace [default: info]
   {}  human or json [default: human]
 
 Logs go to stderr; events go only to the API. Exit codes: 0 stopped by
-SIGTERM/SIGINT, 2 bad configuration or usage.",
+SIGTERM/SIGINT, 2 bad configuration or usage, 4 the API refused the token
+(401/403), so that the sensor manager restarts it with a fresh one.",
         env!("CARGO_PKG_VERSION"),
         keys::API_URL,
         keys::API_TOKEN,
@@ -69,6 +75,7 @@ SIGTERM/SIGINT, 2 bad configuration or usage.",
         keys::SENSOR_TRIGGERS,
         keys::RECONCILE_SECONDS,
         keys::QUEUE_CAPACITY,
+        keys::SPOOL,
         keys::LOG_LEVEL,
         keys::LOG_FORMAT,
     )
@@ -167,12 +174,18 @@ pub fn run(config: Config) -> ExitCode {
         wait = (wait * 2).min(Duration::from_secs(5));
     }
     tracing::info!("API is healthy; timers start");
+    if let Some(spool) = &config.spool {
+        spool::restore(spool, &queue);
+    }
 
     let (done_tx, done_rx) = mpsc::channel::<()>();
     {
-        let (queue, api) = (queue.clone(), api.clone());
+        let (queue, api, sched) = (queue.clone(), api.clone(), sched.clone());
         std::thread::spawn(move || {
             queue.run_sender(&api, STOP_BUDGET - Duration::from_millis(100));
+            if queue.auth_failed().is_some() {
+                sched.stop();
+            }
             let _ = done_tx.send(());
         });
     }
@@ -185,6 +198,20 @@ pub fn run(config: Config) -> ExitCode {
     // Stopped: give the sender its last flush, within the budget.
     let stopped = Instant::now();
     let _ = done_rx.recv_timeout(STOP_BUDGET.saturating_sub(stopped.elapsed()));
+    if let Some(status) = queue.auth_failed() {
+        let pending = queue.pending();
+        match &config.spool {
+            Some(spool) => spool::save(spool, &pending),
+            None if !pending.is_empty() => tracing::warn!(
+                lost = pending.len(),
+                "unsent events are lost: set {} to keep them for the next start",
+                config::keys::SPOOL
+            ),
+            None => {}
+        }
+        tracing::error!(status, "stopped: the API refused the token");
+        return ExitCode::from(exit::AUTH);
+    }
     tracing::info!("stopped");
     ExitCode::from(exit::OK)
 }

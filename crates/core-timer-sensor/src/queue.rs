@@ -22,6 +22,9 @@ struct State {
     dropped_unreported: u64,
     last_drop_warning: Option<Instant>,
     stopping: bool,
+    /// The API refused the token: the sensor exits for its manager to
+    /// restart it with a fresh one, keeping its events.
+    auth_failed: Option<u16>,
 }
 
 /// At most one "queue full" warning per this period, with the count since the last.
@@ -71,6 +74,17 @@ impl Queue {
         st.next_seq += 1;
         st.events.push_back((seq, event));
         self.changed.notify_all();
+    }
+
+    /// The HTTP status with which the API refused the token, if it did.
+    pub fn auth_failed(&self) -> Option<u16> {
+        self.state.lock().expect("queue lock").auth_failed
+    }
+
+    /// Every event still waiting, oldest first.
+    pub fn pending(&self) -> Vec<Event> {
+        let st = self.state.lock().expect("queue lock");
+        st.events.iter().map(|(_, e)| e.clone()).collect()
     }
 
     /// Events waiting.
@@ -123,25 +137,26 @@ impl Queue {
     /// what is left before `flush_deadline` after the stop.
     pub fn run_sender(&self, api: &Api, flush_budget: Duration) {
         let mut backoff = BACKOFF_START;
-        let mut rejected_streak = 0u64;
         while let Some((seq, event)) = self.front() {
             match api.post_event(&event, TIMEOUT) {
                 Outcome::Ok(_) => {
                     self.remove(seq);
                     backoff = BACKOFF_START;
-                    rejected_streak = 0;
                     tracing::debug!(trigger_ref = %event.trigger_ref, instance = %event.trigger_instance_id, "event delivered");
                 }
                 Outcome::Rejected(status @ (401 | 403), _) => {
-                    self.remove(seq);
-                    rejected_streak += 1;
-                    if rejected_streak == 1 || rejected_streak.is_power_of_two() {
-                        tracing::error!(
-                            status,
-                            rejected = rejected_streak,
-                            "the API refused the token (HTTP {status}); events are dropped, not retried. Check ATTUNE_API_TOKEN"
-                        );
-                    }
+                    // Upstream's contract: exit non-zero, so the sensor manager
+                    // restarts the sensor with a fresh token. The event stays queued.
+                    tracing::error!(
+                        status,
+                        queued = self.len(),
+                        "the API refused the token (HTTP {status}); stopping so the sensor manager restarts this sensor with a fresh token"
+                    );
+                    let mut st = self.state.lock().expect("queue lock");
+                    st.auth_failed = Some(status);
+                    st.stopping = true;
+                    self.changed.notify_all();
+                    return;
                 }
                 Outcome::Rejected(status, body) => {
                     self.remove(seq);

@@ -164,6 +164,15 @@ impl Timer {
     }
 
     /// The next wall-clock time the schedule fires after `after` (cron and date-time).
+    /// The `timezone` parameter as given, else `UTC`.
+    fn timezone(&self) -> String {
+        self.config
+            .get("timezone")
+            .and_then(Value::as_str)
+            .unwrap_or("UTC")
+            .to_string()
+    }
+
     fn next_wall(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match &self.schedule {
             Schedule::Interval { .. } => None,
@@ -309,10 +318,14 @@ impl Running {
                 "execution_count": self.count,
                 "sensor_ref": sensor_ref,
             }),
+            // The shapes of upstream's trigger `output` schemas
+            // (packs/core/triggers/{crontimer,datetimetimer}.yaml).
             Schedule::Cron { .. } => {
                 let next = self.timer.next_wall(scheduled).map(rfc3339);
                 json!({
                     "type": "cron",
+                    "expression": self.timer.config.get("expression").cloned().unwrap_or_default(),
+                    "timezone": self.timer.timezone(),
                     "scheduled_at": rfc3339(scheduled),
                     "fired_at": rfc3339(fired),
                     "next_fire_at": next,
@@ -321,9 +334,10 @@ impl Running {
                 })
             }
             Schedule::DateTime { .. } => json!({
-                "type": "datetime",
-                "scheduled_at": rfc3339(scheduled),
+                "type": "one_shot",
+                "fire_at": rfc3339(scheduled),
                 "fired_at": rfc3339(fired),
+                "timezone": self.timer.timezone(),
                 "delay_ms": (fired - scheduled).num_milliseconds().max(0),
                 "sensor_ref": sensor_ref,
             }),

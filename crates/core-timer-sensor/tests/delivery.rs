@@ -44,32 +44,64 @@ fn api_outage_loses_no_event_and_keeps_order() {
     assert_eq!(counts, expected, "events were lost or reordered");
 }
 
+/// Upstream's contract: on 401/403 the sensor exits non-zero so its manager
+/// restarts it with a fresh token (tokens expire); it kept running and
+/// dropped events. Unsent events are kept in order in the spool, and the next
+/// start sends them first.
 #[test]
-fn unauthorized_is_reported_and_not_retried() {
+fn unauthorized_exits_non_zero_and_keeps_its_events_for_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("timer.spool.jsonl");
     let api = FakeApi::start();
     api.set(|b| b.events = 401);
-    let s = Sensor::spawn(Sensor::command(
+    let mut c = Sensor::command(
         &api,
-        json!([{"id": 1, "config": {"interval": 1}}]),
-    ));
-    assert!(wait_for(Duration::from_secs(5), || api
-        .event_attempts()
-        .len()
-        >= 2));
-    std::thread::sleep(Duration::from_millis(300));
-    let (_, _, _, err) = s.terminate();
-    let attempts = api.event_attempts();
-    let counts: Vec<u64> = attempts
-        .iter()
-        .map(|r| r.body["payload"]["execution_count"].as_u64().unwrap())
-        .collect();
-    let mut unique = counts.clone();
-    unique.dedup();
-    assert_eq!(counts, unique, "an event was retried after 401");
-    assert!(
-        err.contains("refused the token (HTTP 401)") && err.contains("ATTUNE_API_TOKEN"),
-        "{err}"
+        json!([{"id": 1, "ref": "demo.r", "config": {"interval": 1}}]),
     );
+    c.env("ATTUNE_SENSOR_SPOOL", &spool);
+    let mut s = Sensor::spawn(c);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the sensor did not exit on 401"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(4));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut s.child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("refused the token (HTTP 401)"), "{err}");
+    let kept = std::fs::read_to_string(&spool).unwrap();
+    let first: serde_json::Value = serde_json::from_str(kept.lines().next().unwrap()).unwrap();
+    assert_eq!(first["payload"]["execution_count"], 1, "{kept}");
+    assert_eq!(first["trigger_instance_id"], "rule_1");
+
+    // A fresh token: the kept event goes first.
+    api.set(|b| b.events = 200);
+    let mut c = Sensor::command(
+        &api,
+        json!([{"id": 1, "ref": "demo.r", "config": {"interval": 1}}]),
+    );
+    c.env("ATTUNE_SENSOR_SPOOL", &spool);
+    let s = Sensor::spawn(c);
+    assert!(wait_for(Duration::from_secs(6), || api.delivered().len() >= 2));
+    let (_, code, _, _) = s.terminate();
+    assert_eq!(code, Some(0));
+    let counts: Vec<u64> = api
+        .delivered()
+        .iter()
+        .map(|e| e["payload"]["execution_count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        counts[..2],
+        [1, 1],
+        "the kept event (count 1 of the first run) came first: {counts:?}"
+    );
+    assert!(!spool.exists());
 }
 
 #[test]

@@ -96,7 +96,7 @@ fn datetime_timer_fires_once() {
     let events = api.delivered();
     assert_eq!(events.len(), 1, "a one-shot fired {} times", events.len());
     let p = &events[0]["payload"];
-    assert_eq!(p["type"], "datetime");
+    assert_eq!(p["type"], "one_shot");
     assert!(p["delay_ms"].as_i64().unwrap() < 250, "{p}");
     assert!(at(p, "fired_at") >= fire_at - chrono::Duration::milliseconds(1));
 }
@@ -192,4 +192,88 @@ fn an_absurd_timer_is_refused_and_the_others_keep_firing() {
     );
     assert!(stderr.contains("is too large"), "{stderr}");
     assert!(stderr.contains("never fires"), "{stderr}");
+}
+
+/// The upstream trigger's `output` schema (flat style: `name: {type, const,
+/// required}`): every required field present, every field of its type.
+fn assert_matches_upstream_output(trigger: &str, payload: &serde_json::Value) {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/attune-upstream/packs/core/triggers")
+        .join(format!("{trigger}.yaml"));
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        eprintln!(
+            "SKIPPED: {} is absent (it sits beside the repository in CI)",
+            file.display()
+        );
+        return;
+    };
+    let yaml: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let output = yaml["output"].as_object().expect("an output schema");
+    for (name, spec) in output {
+        let value = &payload[name];
+        if spec["required"] == true {
+            assert!(
+                !value.is_null(),
+                "{trigger}: `{name}` is required: {payload}"
+            );
+        }
+        if value.is_null() {
+            continue;
+        }
+        let ok = match spec["type"].as_str() {
+            Some("string") => value.is_string(),
+            Some("integer") => value.is_i64() || value.is_u64(),
+            Some("number") => value.is_number(),
+            Some("boolean") => value.is_boolean(),
+            _ => true,
+        };
+        assert!(
+            ok,
+            "{trigger}: `{name}` must be {}: {payload}",
+            spec["type"]
+        );
+        if let Some(c) = spec.get("const") {
+            assert_eq!(value, c, "{trigger}: `{name}`");
+        }
+        if spec["format"] == "date-time" {
+            assert!(
+                DateTime::parse_from_rfc3339(value.as_str().unwrap()).is_ok(),
+                "{name}: {value}"
+            );
+        }
+    }
+}
+
+/// Started as upstream's sensor manager starts it (`[{id: <int>, ref, config}]`,
+/// no trigger_ref), it posts `rule_<id>` and payloads that satisfy the output
+/// schemas of upstream's trigger YAMLs.
+#[test]
+fn upstream_shaped_triggers_and_payloads() {
+    let api = FakeApi::start();
+    let fire_at = Utc::now() + chrono::Duration::milliseconds(1200);
+    let s = Sensor::spawn(Sensor::command(
+        &api,
+        json!([
+            {"id": 11, "ref": "demo.every", "config": {"unit": "seconds", "interval": 1}},
+            {"id": 12, "ref": "demo.cron", "config": {"expression": "* * * * * *", "timezone": "UTC"}},
+            {"id": 13, "ref": "demo.once", "config": {"fire_at": fire_at.to_rfc3339()}},
+        ]),
+    ));
+    assert!(wait_for(Duration::from_secs(8), || {
+        let d = api.delivered();
+        ["rule_11", "rule_12", "rule_13"]
+            .iter()
+            .all(|id| d.iter().any(|e| e["trigger_instance_id"] == *id))
+    }));
+    s.terminate();
+    for e in api.delivered() {
+        let trigger = match e["trigger_instance_id"].as_str().unwrap() {
+            "rule_11" => "intervaltimer",
+            "rule_12" => "crontimer",
+            "rule_13" => "datetimetimer",
+            other => panic!("unexpected instance {other}"),
+        };
+        assert_eq!(e["trigger_ref"], format!("core.{trigger}"));
+        assert_matches_upstream_output(trigger, &e["payload"]);
+    }
 }
