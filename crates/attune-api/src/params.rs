@@ -1,6 +1,8 @@
 //! Parameters of an execution, checked against the action's declared schema:
-//! unknown names, missing required ones, wrong types and values outside `enum`
-//! are refused naming the field; defaults are filled in.
+//! unknown names, missing required ones, wrong types, values outside `enum`,
+//! and the JSON-Schema bounds `minimum`, `maximum`, `minLength`, `maxLength`,
+//! `minItems`, `maxItems` and an array's `items.type` are refused naming the
+//! field; defaults are filled in. Other keywords are carried, not checked.
 
 use attune_pack::Action;
 use serde_json::{Map, Value};
@@ -85,9 +87,56 @@ pub fn check(action: &Action, given: &Value) -> Result<Value, Invalid> {
                 message: format!("must be one of {}, got {value}", list.join(", ")),
             });
         }
+        if let Some(problem) = bounds(&p.schema, &value) {
+            return Err(Invalid {
+                field: name.clone(),
+                message: problem,
+            });
+        }
         out.insert(name.clone(), value);
     }
     Ok(Value::Object(out))
+}
+
+/// The first JSON-Schema bound `value` breaks, if any.
+fn bounds(schema: &std::collections::BTreeMap<String, Value>, value: &Value) -> Option<String> {
+    let num = |k: &str| schema.get(k).and_then(Value::as_f64);
+    let len = |k: &str| schema.get(k).and_then(Value::as_u64);
+    if let Some(x) = value.as_f64() {
+        if let Some(min) = num("minimum").filter(|m| x < *m) {
+            return Some(format!("must be at least {min}, got {value}"));
+        }
+        if let Some(max) = num("maximum").filter(|m| x > *m) {
+            return Some(format!("must be at most {max}, got {value}"));
+        }
+    }
+    if let Some(s) = value.as_str() {
+        let n = s.chars().count() as u64;
+        if let Some(min) = len("minLength").filter(|m| n < *m) {
+            return Some(format!("must be at least {min} characters long"));
+        }
+        if let Some(max) = len("maxLength").filter(|m| n > *m) {
+            return Some(format!("must be at most {max} characters long"));
+        }
+    }
+    if let Some(a) = value.as_array() {
+        let n = a.len() as u64;
+        if let Some(min) = len("minItems").filter(|m| n < *m) {
+            return Some(format!("must have at least {min} items"));
+        }
+        if let Some(max) = len("maxItems").filter(|m| n > *m) {
+            return Some(format!("must have at most {max} items"));
+        }
+        if let Some(t) = schema
+            .get("items")
+            .and_then(|i| i.get("type"))
+            .and_then(Value::as_str)
+            && let Some((i, bad)) = a.iter().enumerate().find(|(_, v)| !type_ok(t, v))
+        {
+            return Some(format!("item {i} must be of type {t}, got {bad}"));
+        }
+    }
+    None
 }
 
 /// Splits checked parameters into what may be stored and shown (secret values
@@ -112,6 +161,25 @@ pub fn split_secrets(action: &Action, checked: &Value) -> (Value, Option<Value>)
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_schema_bounds_are_checked() {
+        let a: Action = serde_saphyr::from_str(
+            "ref: p.a\nentry_point: a.sh\nparameters:\n  n: {type: integer, minimum: 0, maximum: 255}\n  tags: {type: array, items: {type: string}, minItems: 1}\n  s: {type: string, maxLength: 3}\n",
+        )
+        .unwrap();
+        assert!(check(&a, &json!({"n": 3, "tags": ["x"], "s": "abc"})).is_ok());
+        let bad = |v: Value| check(&a, &v).unwrap_err();
+        assert_eq!(bad(json!({"n": 256})).field, "n");
+        assert!(bad(json!({"n": -1})).message.contains("at least 0"));
+        assert!(
+            bad(json!({"tags": []}))
+                .message
+                .contains("at least 1 items")
+        );
+        assert!(bad(json!({"tags": [1]})).message.contains("item 0"));
+        assert!(bad(json!({"s": "abcd"})).message.contains("at most 3"));
+    }
 
     fn action() -> Action {
         serde_saphyr::from_str(

@@ -1,4 +1,11 @@
 //! The HTTP API: routes, the token check, and JSON errors that name the field.
+//!
+//! Envelopes are upstream Attune's (`crates/api/src/dto/common.rs`): a single
+//! object is `{"data": ...}`; a list is `{"items": [...], "pagination":
+//! {page, page_size, total_items, total_pages, has_previous, has_next}}`
+//! (page size at most 100); an error is `{"error", "code", "details"}` (our
+//! `field` also stands at the top level). The worker routes (claim, result)
+//! and reload are this project's own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -67,7 +74,7 @@ impl AppState {
     }
 }
 
-/// An error answer: `{"error": message, "field": name}`.
+/// An error answer: `{"error": message, "code": "NOT_FOUND", "details": {"field": name}}`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -85,14 +92,36 @@ impl ApiError {
     }
 }
 
+/// Upstream's error code for a status.
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "BAD_REQUEST",
+        StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+        StatusCode::FORBIDDEN => "FORBIDDEN",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::CONFLICT => "CONFLICT",
+        StatusCode::UNPROCESSABLE_ENTITY => "VALIDATION_ERROR",
+        StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+        StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        _ => "INTERNAL_SERVER_ERROR",
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": self.message});
+        let mut body = json!({"error": self.message, "code": error_code(self.status)});
         if let Some(f) = self.field {
+            body["details"] = json!({"field": f});
             body["field"] = json!(f);
         }
         (self.status, Json(body)).into_response()
     }
+}
+
+/// `{"data": value}`, upstream's single-object envelope.
+fn data(value: impl serde::Serialize) -> Json<Value> {
+    Json(json!({ "data": value }))
 }
 
 impl From<StoreError> for ApiError {
@@ -213,6 +242,7 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/triggers", get(|s, q| list_components(s, q, "triggers")))
         .route("/sensors", get(|s, q| list_components(s, q, "sensors")))
         .route("/rules", get(|s, q| list_components(s, q, "rules")))
+        .route("/triggers/{trigger_ref}/rules", get(rules_of_trigger))
         .route("/events", post(post_event).get(list_events))
         .route("/events/{id}", get(get_event))
         .route("/executions", post(create_execution).get(list_executions))
@@ -223,6 +253,7 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
+        .route("/api-spec/openapi.json", get(openapi))
         .nest("/api/v1", api)
         .fallback(|| async {
             ApiError::new(
@@ -253,6 +284,18 @@ async fn require_token(State(s): Shared, req: Request, next: Next) -> Response {
     }
 }
 
+/// The OpenAPI document of what this API serves (upstream serves its own,
+/// generated, at the same path).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
 async fn health(State(s): Shared) -> Json<Value> {
     let r = s.registry();
     Json(json!({"status": "ok", "packs": r.packs.len(), "generation": r.generation}))
@@ -272,27 +315,43 @@ impl ListQuery {
     /// simply past the end.
     fn window(&self) -> (i64, i64, i64) {
         let page = self.page.unwrap_or(1).max(1);
-        let size = self.page_size.unwrap_or(50).clamp(1, 1000);
+        let size = self.page_size.unwrap_or(50).clamp(1, MAX_PAGE_SIZE);
         (page, size, (page - 1).saturating_mul(size))
     }
 }
 
+/// The largest page, as upstream.
+const MAX_PAGE_SIZE: i64 = 100;
+
+/// Upstream's pagination block.
+fn pagination(total: i64, page: i64, size: i64) -> Value {
+    let pages = (total + size - 1) / size;
+    json!({
+        "page": page, "page_size": size, "total_items": total, "total_pages": pages,
+        "has_previous": page > 1, "has_next": page < pages,
+    })
+}
+
 fn page_of(items: Vec<Value>, total: i64, page: i64, size: i64) -> Json<Value> {
-    Json(json!({
-        "data": items,
-        "pagination": {"page": page, "page_size": size, "total": total, "has_next": page.saturating_mul(size) < total}
-    }))
+    Json(json!({"items": items, "pagination": pagination(total, page, size)}))
 }
 
 async fn list_packs(State(s): Shared) -> Json<Value> {
     let r = s.registry();
-    Json(json!({"data": r.summaries(), "problems": r.problems, "generation": r.generation}))
+    let items = r.summaries();
+    let total = items.len() as i64;
+    Json(json!({
+        "items": items,
+        "pagination": pagination(total, 1, total.max(1)),
+        "problems": r.problems,
+        "generation": r.generation,
+    }))
 }
 
 async fn get_pack(State(s): Shared, P(pack_ref): P<String>) -> ApiResult<Json<Value>> {
     let r = s.registry();
     match r.packs.get(&pack_ref) {
-        Some(reg) => Ok(Json(json!({"source": reg.source, "pack": reg.pack}))),
+        Some(reg) => Ok(data(json!({"source": reg.source, "pack": reg.pack}))),
         None => {
             let dirs: Vec<String> = r.dirs.iter().map(|d| d.display().to_string()).collect();
             Err(ApiError::new(
@@ -312,12 +371,26 @@ async fn get_pack(State(s): Shared, P(pack_ref): P<String>) -> ApiResult<Json<Va
 async fn reload(State(s): Shared, req: Request) -> ApiResult<Json<Value>> {
     read_body(req, &()).await?;
     let r = s.reload();
-    Ok(Json(
+    Ok(data(
         json!({"packs": r.packs.keys().collect::<Vec<_>>(), "problems": r.problems, "generation": r.generation}),
     ))
 }
 
-async fn list_components(State(s): Shared, Q(q): Q<ListQuery>, kind: &'static str) -> Json<Value> {
+async fn list_components(
+    State(s): Shared,
+    Q(q): Q<ListQuery>,
+    kind: &'static str,
+) -> ApiResult<Json<Value>> {
+    if let Some(v) = q.filters.get("enabled")
+        && v != "true"
+        && v != "false"
+    {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("`enabled` is `{v}`; it is `true` or `false`"),
+            field: Some("enabled".into()),
+        });
+    }
     let (page, size, offset) = q.window();
     let items: Vec<Value> = s
         .registry()
@@ -345,7 +418,17 @@ async fn list_components(State(s): Shared, Q(q): Q<ListQuery>, kind: &'static st
         .skip(usize::try_from(offset).unwrap_or(usize::MAX))
         .take(size as usize)
         .collect();
-    page_of(window, total, page, size)
+    Ok(page_of(window, total, page, size))
+}
+
+/// Upstream's `GET /api/v1/triggers/{ref}/rules`: the rules of one trigger type.
+async fn rules_of_trigger(
+    State(s): Shared,
+    P(trigger_ref): P<String>,
+    Q(mut q): Q<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    q.filters.insert("trigger_ref".into(), trigger_ref);
+    list_components(State(s), Q(q), "rules").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -417,13 +500,13 @@ async fn post_event(
     }
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": event.id, "executions": created})),
+        data(json!({"id": event.id, "executions": created})),
     ))
 }
 
 async fn get_event(State(s): Shared, P(id): P<i64>) -> ApiResult<Json<Value>> {
     match s.store.event(id) {
-        Ok(e) => Ok(Json(json!({"data": e}))),
+        Ok(e) => Ok(data(e)),
         Err(StoreError::NotFound) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("event {id} does not exist"),
@@ -483,15 +566,15 @@ fn request_execution(s: &AppState, body: &ExecutionIn) -> ApiResult<Execution> {
 async fn create_execution(
     State(s): Shared,
     Body(body): Body<ExecutionIn>,
-) -> ApiResult<(StatusCode, Json<Execution>)> {
-    Ok((StatusCode::CREATED, Json(request_execution(&s, &body)?)))
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    Ok((StatusCode::CREATED, data(request_execution(&s, &body)?)))
 }
 
 /// Requests an execution and waits for it to end (up to its timeout and a margin).
 async fn execute(
     State(s): Shared,
     Body(body): Body<ExecutionIn>,
-) -> ApiResult<(StatusCode, Json<Execution>)> {
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let x = request_execution(&s, &body)?;
     let timeout = s
         .registry()
@@ -503,10 +586,10 @@ async fn execute(
         let notified = s.finished.notified();
         let now = s.store.execution(x.id)?;
         if status::FINAL.contains(&now.status.as_str()) {
-            return Ok((StatusCode::OK, Json(now)));
+            return Ok((StatusCode::OK, data(now)));
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return Ok((StatusCode::ACCEPTED, Json(s.store.execution(x.id)?)));
+            return Ok((StatusCode::ACCEPTED, data(s.store.execution(x.id)?)));
         }
     }
 }
@@ -524,8 +607,8 @@ async fn list_executions(State(s): Shared, Q(q): Q<ListQuery>) -> ApiResult<Json
     ))
 }
 
-async fn get_execution(State(s): Shared, P(id): P<i64>) -> ApiResult<Json<Execution>> {
-    s.store.execution(id).map(Json).map_err(|e| match e {
+async fn get_execution(State(s): Shared, P(id): P<i64>) -> ApiResult<Json<Value>> {
+    s.store.execution(id).map(data).map_err(|e| match e {
         StoreError::NotFound => ApiError::new(
             StatusCode::NOT_FOUND,
             format!("execution {id} does not exist"),
@@ -533,6 +616,9 @@ async fn get_execution(State(s): Shared, P(id): P<i64>) -> ApiResult<Json<Execut
         other => other.into(),
     })
 }
+
+/// The longest a claim waits for an execution.
+const MAX_CLAIM_WAIT_MS: u64 = 30_000;
 
 #[derive(Debug, Deserialize)]
 struct ClaimIn {
@@ -544,7 +630,14 @@ struct ClaimIn {
 /// Gives the oldest requested execution to a worker, with what it needs to run
 /// it; waits up to `wait_ms` for one; 204 when there is none.
 async fn claim(State(s): Shared, Body(c): Body<ClaimIn>) -> ApiResult<Response> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms.min(30_000));
+    if c.wait_ms > MAX_CLAIM_WAIT_MS {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("`wait_ms` is at most {MAX_CLAIM_WAIT_MS}"),
+            field: Some("wait_ms".into()),
+        });
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms);
     loop {
         let notified = s.requested.notified();
         while let Some(x) = s.store.claim(&c.worker)? {
@@ -588,7 +681,7 @@ async fn report(
     State(s): Shared,
     P(id): P<i64>,
     Body(rep): Body<Report>,
-) -> ApiResult<Json<Execution>> {
+) -> ApiResult<Json<Value>> {
     let x = s.store.execution(id)?;
     let format = s
         .registry()
@@ -599,5 +692,5 @@ async fn report(
     let result = crate::output::parse(format, &rep.stdout);
     let done = s.store.finish(id, &rep, result.as_ref())?;
     s.finished.notify_waiters();
-    Ok(Json(done))
+    Ok(data(done))
 }

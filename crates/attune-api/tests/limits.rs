@@ -164,7 +164,65 @@ fn huge_pages_are_past_the_end() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
         let body = answer.split("\r\n\r\n").nth(1).unwrap();
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["data"], serde_json::json!([]), "{path}");
+        assert_eq!(v["items"], serde_json::json!([]), "{path}");
         assert_eq!(v["pagination"]["has_next"], false, "{path}");
     }
+}
+
+/// The OpenAPI document is served at upstream's path, without a token, and
+/// names every route.
+#[test]
+fn the_openapi_document_is_served_and_complete() {
+    let addr = start(Limits::default());
+    let answer = exchange(
+        addr,
+        b"GET /api-spec/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(body).unwrap();
+    for path in [
+        "/health",
+        "/api/v1/packs",
+        "/api/v1/packs/reload",
+        "/api/v1/packs/{pack_ref}",
+        "/api/v1/actions",
+        "/api/v1/triggers",
+        "/api/v1/triggers/{trigger_ref}/rules",
+        "/api/v1/sensors",
+        "/api/v1/rules",
+        "/api/v1/events",
+        "/api/v1/events/{id}",
+        "/api/v1/executions",
+        "/api/v1/executions/execute",
+        "/api/v1/executions/claim",
+        "/api/v1/executions/{id}",
+        "/api/v1/executions/{id}/result",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "{path} is not in the document"
+        );
+    }
+}
+
+/// Upstream's envelopes: lists in {items, pagination}, objects in {data},
+/// errors {error, code}.
+#[test]
+fn envelopes_are_upstreams() {
+    let addr = start(Limits::default());
+    let list = get(addr, "/api/v1/executions?page=2&page_size=5");
+    let v: serde_json::Value =
+        serde_json::from_str(list.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(v["items"], serde_json::json!([]));
+    assert_eq!(
+        v["pagination"],
+        serde_json::json!({"page": 2, "page_size": 5, "total_items": 0, "total_pages": 0, "has_previous": true, "has_next": false})
+    );
+    let missing = get(addr, "/api/v1/executions/99");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    let v: serde_json::Value =
+        serde_json::from_str(missing.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(v["code"], "NOT_FOUND");
+    assert!(v["error"].as_str().unwrap().contains("99"));
 }

@@ -57,9 +57,9 @@ pub fn triggers(api: &Client, spec: &SensorSpec) -> Result<String, ApiError> {
     for t in &spec.trigger_types {
         for page in 1.. {
             let v: Value = api.get(&format!(
-                "/api/v1/rules?trigger_ref={t}&enabled=true&page={page}&page_size=200"
+                "/api/v1/rules?trigger_ref={t}&enabled=true&page={page}&page_size=100"
             ))?;
-            for rule in v["data"].as_array().into_iter().flatten() {
+            for rule in v["items"].as_array().into_iter().flatten() {
                 out.push(
                     json!({"id": rule["id"], "ref": rule["ref"], "config": rule["trigger_params"]}),
                 );

@@ -95,3 +95,42 @@ fn the_auth_token_does_not_follow_a_redirect_to_another_origin() {
     let again = origin_heads.recv().unwrap();
     assert!(again.contains("Authorization: Bearer s3cr3t"), "{again}");
 }
+
+/// Upstream's parameters: query_params, basic auth, follow_redirects; and its
+/// output fields `success` and the final `url`.
+#[test]
+fn upstreams_parameters_and_output_fields() {
+    let (port, heads) = server(|path: &str| {
+        if path.starts_with("/away") {
+            "HTTP/1.1 302 Found\r\nLocation: /landed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+        } else {
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_string()
+        }
+    });
+    let r = run_action(&serde_json::json!({
+        "url": format!("http://127.0.0.1:{port}/q"),
+        "query_params": {"a": "1", "b": "x y"},
+        "auth_type": "basic", "auth_username": "u", "auth_password": "p",
+    }));
+    let head = heads.recv().unwrap();
+    assert!(head.starts_with("GET /q?a=1&b=x+y "), "{head}");
+    assert!(head.contains("Authorization: Basic dTpw"), "{head}");
+    assert_eq!(
+        (r["status_code"].clone(), r["success"].clone()),
+        (200.into(), true.into()),
+        "{r}"
+    );
+    assert!(r["elapsed_ms"].is_u64(), "{r}");
+
+    let r = run_action(&serde_json::json!({
+        "url": format!("http://127.0.0.1:{port}/away"), "follow_redirects": false,
+    }));
+    assert_eq!(
+        (r["status_code"].clone(), r["success"].clone()),
+        (302.into(), false.into()),
+        "{r}"
+    );
+    let _ = heads.recv().unwrap();
+    let r = run_action(&serde_json::json!({"url": format!("http://127.0.0.1:{port}/away")}));
+    assert!(r["url"].as_str().unwrap().ends_with("/landed"), "{r}");
+}

@@ -103,10 +103,12 @@ impl Api {
             };
             let v: Value =
                 serde_json::from_slice(&body).map_err(|e| format!("GET {path}: not JSON: {e}"))?;
+            // Upstream's lists are `items`; `data` is accepted too.
             let items = v
-                .get("data")
+                .get("items")
+                .or_else(|| v.get("data"))
                 .and_then(Value::as_array)
-                .ok_or_else(|| format!("GET {path}: no `data` array in the answer"))?;
+                .ok_or_else(|| format!("GET {path}: no `items` array in the answer"))?;
             for item in items {
                 let mut inst =
                     trigger_instance(item).map_err(|e| format!("GET {path}: rule {item}: {e}"))?;

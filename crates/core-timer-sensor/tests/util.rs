@@ -142,7 +142,7 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, behaviour: &Mutex<Be
                 let data: Vec<Value> = all.iter().skip(page - 1).take(1).cloned().collect();
                 (
                     200,
-                    json!({"data": data, "pagination": {"page": page, "page_size": 1, "has_next": page < all.len()}}),
+                    json!({"items": data, "pagination": {"page": page, "page_size": 1, "has_next": page < all.len()}}),
                 )
             }
         },

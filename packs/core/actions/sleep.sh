@@ -1,5 +1,5 @@
 #!/bin/sh
-# core.sleep: waits ATTUNE_SECONDS seconds, then prints ATTUNE_MESSAGE if given.
+# core.sleep: prints ATTUNE_MESSAGE if given, then waits ATTUNE_SECONDS seconds.
 set -eu
 seconds="${ATTUNE_SECONDS-1}"
 case "$seconds" in
@@ -9,7 +9,7 @@ if [ "$seconds" -gt 3600 ]; then
   echo "core.sleep: seconds must be at most 3600, got $seconds" >&2
   exit 2
 fi
-sleep "$seconds"
 if [ -n "${ATTUNE_MESSAGE-}" ]; then
   printf '%s\n' "$ATTUNE_MESSAGE"
 fi
+sleep "$seconds"

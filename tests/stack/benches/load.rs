@@ -72,14 +72,14 @@ fn main() {
             .post("/api/v1/executions", &json!({"action_ref": "core.noop"}))
             .unwrap()
             .unwrap();
-        ids.push(x["id"].as_i64().unwrap());
+        ids.push(x["data"]["id"].as_i64().unwrap());
     }
     let drained = wait_for(Duration::from_secs(600), || {
         let v: Value = s
             .api
             .get("/api/v1/executions?status=succeeded&action_ref=core.noop&page_size=1")
             .unwrap();
-        v["pagination"]["total"].as_u64().unwrap_or(0) >= executions
+        v["pagination"]["total_items"].as_u64().unwrap_or(0) >= executions
     });
     assert!(
         drained,
@@ -100,7 +100,7 @@ fn main() {
             )
             .unwrap()
             .unwrap();
-        assert_eq!(x["status"], "succeeded");
+        assert_eq!(x["data"]["status"], "succeeded");
         rt.push(t.elapsed());
     }
     rt.sort();

@@ -253,17 +253,18 @@ impl Stack {
         let v: Value = self
             .api
             .get(&format!(
-                "/api/v1/executions?action_ref={action_ref}&page_size=200"
+                "/api/v1/executions?action_ref={action_ref}&page_size=100"
             ))
             .unwrap();
-        v["data"].as_array().cloned().unwrap_or_default()
+        v["items"].as_array().cloned().unwrap_or_default()
     }
 
     /// Waits for an execution to end and returns it.
     pub fn finished(&self, id: i64) -> Value {
         let mut last = Value::Null;
         let done = wait_for(Duration::from_secs(20), || {
-            last = self.api.get(&format!("/api/v1/executions/{id}")).unwrap();
+            let v: Value = self.api.get(&format!("/api/v1/executions/{id}")).unwrap();
+            last = v["data"].clone();
             !matches!(last["status"].as_str(), Some("requested" | "running"))
         });
         assert!(done, "execution {id} did not finish: {last}");

@@ -7,11 +7,17 @@ use serde_json::{Value, json};
 
 use attune_stack_tests::{Stack, wait_for, write};
 
+/// Rules as upstream Attune writes them: a bare ref, `unit` and `interval`,
+/// `{{ event.payload.* }}`, and conditions (one that holds, one that never does).
 const TICK_PACK: &[(&str, &str)] = &[
     ("tick/pack.yaml", "ref: tick\nlabel: Tick\nversion: 1.0.0\n"),
     (
         "tick/rules/every_second.yaml",
-        "ref: tick.every_second\nlabel: Every second\ntrigger_ref: core.intervaltimer\ntrigger_params:\n  interval: 1\naction_ref: core.echo\naction_params:\n  message: \"tick {{ event.payload.execution_count }}\"\n",
+        "ref: every_second\nlabel: Every second\ntrigger_ref: core.intervaltimer\ntrigger_params:\n  unit: seconds\n  interval: 1\nconditions:\n  - {field: type, operator: equals, value: interval}\naction_ref: core.echo\naction_params:\n  message: \"tick {{ event.payload.execution_count }}\"\n",
+    ),
+    (
+        "tick/rules/never.yaml",
+        "ref: never\nlabel: Never\ntrigger_ref: core.intervaltimer\ntrigger_params:\n  unit: seconds\n  interval: 1\nconditions:\n  - {field: type, operator: equals, value: cron}\naction_ref: core.noop\n",
     ),
 ];
 
@@ -43,6 +49,11 @@ fn timer_rule_in_a_dev_pack_runs_executions_from_the_volume() {
     assert!(
         outputs.iter().any(|o| o == "tick 1\n"),
         "the payload's execution_count was not rendered: {outputs:?}"
+    );
+    // The rule whose condition never holds fired nothing.
+    assert!(
+        s.executions("core.noop").is_empty(),
+        "a false condition fired"
     );
     // The sensor kept its output in its log file.
     let log = std::fs::read_to_string(s.path("logs/sensors/core.timer_sensor.log")).unwrap();
@@ -92,7 +103,7 @@ fn dev_pack_action_after_reload_like_the_quick_reference() {
         .unwrap()
         .unwrap();
     assert!(
-        reloaded["packs"]
+        reloaded["data"]["packs"]
             .as_array()
             .unwrap()
             .contains(&json!("mypack")),
@@ -106,7 +117,7 @@ fn dev_pack_action_after_reload_like_the_quick_reference() {
         )
         .unwrap()
         .unwrap();
-    let done = s.finished(x["id"].as_i64().unwrap());
+    let done = s.finished(x["data"]["id"].as_i64().unwrap());
     assert_eq!(done["status"], "succeeded", "{done}\n{}", s.logs());
     assert_eq!(done["stdout"], "Message: hello\n");
     // The synchronous variant answers with the finished execution.
@@ -119,7 +130,10 @@ fn dev_pack_action_after_reload_like_the_quick_reference() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (sync["status"].as_str(), sync["stdout"].as_str()),
+        (
+            sync["data"]["status"].as_str(),
+            sync["data"]["stdout"].as_str()
+        ),
         (Some("succeeded"), Some("hi\n")),
         "{sync}"
     );
@@ -145,7 +159,7 @@ fn reassembled_volume_is_picked_up_without_restarting_the_api() {
     Stack::assemble(s.tmp.path(), &src);
     let picked_up = wait_for(Duration::from_secs(10), || {
         let v: Value = s.api.get("/api/v1/actions?pack_ref=core").unwrap();
-        v["data"]
+        v["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -158,7 +172,7 @@ fn reassembled_volume_is_picked_up_without_restarting_the_api() {
     );
     let v: Value = s.api.get("/api/v1/actions?pack_ref=core").unwrap();
     assert!(
-        v["data"]
+        v["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -173,7 +187,7 @@ fn reassembled_volume_is_picked_up_without_restarting_the_api() {
         )
         .unwrap()
         .unwrap();
-    assert_eq!(done["stdout"], "v2: new\n", "{done}");
+    assert_eq!(done["data"]["stdout"], "v2: new\n", "{done}");
 }
 
 #[test]
@@ -237,7 +251,7 @@ fn refusals_and_timeouts() {
         .post("/api/v1/executions", &json!({"action_ref": "slow.hang"}))
         .unwrap()
         .unwrap();
-    let done = s.finished(x["id"].as_i64().unwrap());
+    let done = s.finished(x["data"]["id"].as_i64().unwrap());
     assert_eq!(done["status"], "timeout", "{done}");
     let pids = std::fs::read_to_string(&pid_file).unwrap();
     let _ = std::fs::remove_file(&pid_file);
