@@ -338,6 +338,8 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // Warnings about this execution, put before its stderr in the report.
+        let mut notes = String::new();
         for (name, value) in &params {
             if c.action.parameters.get(name).is_some_and(|p| p.secret) {
                 continue;
@@ -346,7 +348,11 @@ impl Runner {
             let valid = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid || RUNTIME_VARS.contains(&var.as_str()) {
                 // A parameter never changes the runtime's own environment.
-                tracing::warn!(execution = c.execution.id, parameter = %name, "parameter not exported as {var}: the name is the runtime's or not a valid variable name (it is still on stdin or in the file)");
+                let note = format!(
+                    "parameter `{name}` not exported as {var}: the name is the runtime's or not a valid variable name (it is still on stdin or in the file)"
+                );
+                tracing::warn!(execution = c.execution.id, "{note}");
+                notes.push_str(&format!("[attune-worker] warning: {note}\n"));
                 continue;
             }
             let text = match value {
@@ -457,6 +463,7 @@ impl Runner {
         kill();
         let (stdout, stdout_truncated) = out.take();
         let (stderr, stderr_truncated) = err.take();
+        let stderr = notes + &stderr;
         let status = match (timed_out, code) {
             (true, _) => "timeout",
             (false, Some(0)) => "succeeded",
@@ -550,6 +557,13 @@ mod tests {
         let rep = r.run(&c);
         assert_eq!(rep.status, "succeeded", "{rep:?}");
         assert_eq!(rep.stdout, "http://api 7 hi\n");
+        // Said in the execution's own log.
+        assert!(
+            rep.stderr
+                .contains("parameter `api_url` not exported as ATTUNE_API_URL"),
+            "{}",
+            rep.stderr
+        );
     }
 
     /// Upstream's dotenv, byte for byte, in a 0400 file; on stdin, one more newline.
