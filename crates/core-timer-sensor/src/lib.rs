@@ -40,6 +40,13 @@ pub mod exit {
 /// After SIGTERM the process ends within this long (the flush gets most of it).
 const STOP_BUDGET: Duration = Duration::from_millis(900);
 
+/// Prints to stdout; a closed stdout (`--help | head`) is not an error. With
+/// `panic = "abort"`, `println!` on a broken pipe would abort the process.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 fn help() -> String {
     format!(
         "attune-core-timer-sensor {}: fires Attune timer events (core.intervaltimer,
@@ -100,11 +107,14 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
     for a in args {
         match a.as_str() {
             "-h" | "--help" => {
-                println!("{}", help());
+                print_out(&help());
                 return ExitCode::from(exit::OK);
             }
             "-V" | "--version" => {
-                println!("attune-core-timer-sensor {}", env!("CARGO_PKG_VERSION"));
+                print_out(&format!(
+                    "attune-core-timer-sensor {}",
+                    env!("CARGO_PKG_VERSION")
+                ));
                 return ExitCode::from(exit::OK);
             }
             "--stdin-config" => stdin_config = true,

@@ -77,3 +77,24 @@ fn help_and_version() {
         Some(2)
     );
 }
+
+/// `--help | head` aborted with SIGABRT: `println!` panics on a broken pipe,
+/// and the binary is built with `panic = "abort"`.
+#[test]
+fn help_into_a_closed_pipe_is_not_a_crash() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("attune-core-timer-sensor"))
+        .arg("--help")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the help is written
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
