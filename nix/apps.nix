@@ -1,11 +1,13 @@
-# `nix run .#up`, `.#down`, `.#logs`: thin wrappers around docker/stack, which
-# loads only the images whose tag is missing and drives docker compose (v2) or
-# docker-compose (v1). ATTUNE_ARCH picks the images (default: this system's).
+# `nix run .#up` (this system's architecture), `.#up-amd64`, `.#up-arm64`,
+# `.#down`, `.#logs`: thin wrappers around docker/stack, which loads only the
+# images whose tag is missing and drives docker compose (v2) or docker-compose
+# (v1). Each `up` depends on the image streams of its own architecture only, so
+# `nix run .#up` never builds the other one.
 {
   writeShellScript,
   lib,
   stack,
-  defaultArch,
+  hostArch,
   images,
 }:
 let
@@ -14,35 +16,40 @@ let
     lib.concatMapStringsSep " " (
       name: lib.escapeShellArg "attune/${name}:${images.${arch}.tag}=${images.${arch}.${name}}"
     ) [ "packs-init" "api" "worker" "sensor" ];
-  wrapper =
+  # Run from a checkout: packs, packs.dev and docker/.env are the user's.
+  userFiles = ''
+    export ATTUNE_PACKS_SOURCE=''${ATTUNE_PACKS_SOURCE:-$PWD/packs}
+    export ATTUNE_PACKS_DEV=''${ATTUNE_PACKS_DEV:-$PWD/packs.dev}
+    export ATTUNE_ENV_FILE=''${ATTUNE_ENV_FILE:-$PWD/docker/.env}
+  '';
+  up =
+    arch:
+    writeShellScript "attune-up-${arch}" ''
+      set -euo pipefail
+      if [ -n "''${ATTUNE_ARCH:-}" ] && [ "$ATTUNE_ARCH" != ${arch} ]; then
+        echo "ATTUNE_ARCH=$ATTUNE_ARCH, but this app starts the ${arch} images: nix run .#up-$ATTUNE_ARCH" >&2
+        exit 2
+      fi
+      export ATTUNE_ARCH=${arch} ATTUNE_IMAGE_TAG=${images.${arch}.tag}
+      ${userFiles}
+      exec ${stack}/stack up ${specs arch} "$@"
+    '';
+  other =
     command:
     writeShellScript "attune-${command}" ''
       set -euo pipefail
-      arch=''${ATTUNE_ARCH:-${defaultArch}}
-      case $arch in
-        amd64|x86_64) arch=amd64; tag=${images.amd64.tag}; images=(${specs "amd64"}) ;;
-        arm64|aarch64) arch=arm64; tag=${images.arm64.tag}; images=(${specs "arm64"}) ;;
-        *) echo "ATTUNE_ARCH=$arch: expected amd64 or arm64" >&2; exit 2 ;;
-      esac
-      # Run from a checkout: packs, packs.dev and docker/.env are the user's.
-      export ATTUNE_IMAGE_TAG=$tag
-      export ATTUNE_PACKS_SOURCE=''${ATTUNE_PACKS_SOURCE:-$PWD/packs}
-      export ATTUNE_PACKS_DEV=''${ATTUNE_PACKS_DEV:-$PWD/packs.dev}
-      export ATTUNE_ENV_FILE=''${ATTUNE_ENV_FILE:-$PWD/docker/.env}
-      ${
-        if command == "up" then
-          ''exec ${stack}/stack up "''${images[@]}" "$@"''
-        else
-          ''exec ${stack}/stack ${command} "$@"''
-      }
+      ${userFiles}
+      exec ${stack}/stack ${command} "$@"
     '';
-  app = command: {
+  app = program: {
     type = "app";
-    program = "${wrapper command}";
+    program = "${program}";
   };
 in
 {
-  up = app "up";
-  down = app "down";
-  logs = app "logs";
+  up = app (up hostArch);
+  up-amd64 = app (up "amd64");
+  up-arm64 = app (up "arm64");
+  down = app (other "down");
+  logs = app (other "logs");
 }

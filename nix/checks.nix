@@ -11,15 +11,24 @@
 }:
 let
   host = rust;
-  testSrc = lib.fileset.toSource {
-    inherit root;
-    fileset = lib.fileset.unions [
-      (root + "/Cargo.toml")
-      (root + "/Cargo.lock")
-      (root + "/crates")
-      (root + "/tests")
-      (root + "/packs")
-    ];
+  # What nextest reads in the sandbox beyond Cargo files: insta snapshots and
+  # fixtures under crates/ and tests/, and the core pack in packs/.
+  # (cleanSourceWith rather than lib.fileset, which needs Nix >= 2.14's readFileType.)
+  testSrc = lib.cleanSourceWith {
+    src = root;
+    name = "attune-test-source";
+    filter =
+      path: _type:
+      let
+        rel = lib.removePrefix (toString root + "/") (toString path);
+      in
+      lib.any (top: rel == top || lib.hasPrefix (top + "/") rel) [
+        "Cargo.toml"
+        "Cargo.lock"
+        "crates"
+        "tests"
+        "packs"
+      ];
   };
   run =
     name: script:
@@ -48,7 +57,10 @@ packages
       cargoClippyExtraArgs = "--workspace --all-targets --all-features -- --deny warnings";
     }
   );
-  fmt = host.craneLib.cargoFmt { inherit (host) src; };
+  fmt = host.craneLib.cargoFmt {
+    inherit (host) src;
+    inherit (host.commonArgs) pname version;
+  };
   nextest = host.craneLib.cargoNextest (
     host.commonArgs
     // {
@@ -64,6 +76,7 @@ packages
   );
   deny = host.craneLib.cargoDeny {
     inherit (host) src;
+    inherit (host.commonArgs) pname version;
     cargoDenyChecks = "bans licenses sources";
   };
   packs-check = run "packs-check" "${pa} check --arch ${host.docker} ${root + "/packs"}";

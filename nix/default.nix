@@ -5,7 +5,10 @@ let
   pkgs = inputs.nixpkgs.legacyPackages.${system};
   inherit (pkgs) lib;
   root = ../.;
-  targets = import ./targets.nix { inherit pkgs; };
+  targets = import ./targets.nix {
+    inherit pkgs;
+    inherit (inputs) nixpkgs;
+  };
   toolchain = import ./toolchain.nix { fenix = inputs.fenix.packages.${system}; };
   hostArch = if system == "aarch64-linux" then "aarch64" else "x86_64";
 
@@ -71,10 +74,13 @@ in
 {
   inherit packages;
 
-  apps = pkgs.callPackage ./apps.nix {
+  # Imported, not callPackage'd: callPackage adds `override` and
+  # `overrideDerivation` to the set, which are not apps (`nix flake show` fails).
+  apps = import ./apps.nix {
+    inherit (pkgs) writeShellScript lib;
     inherit images;
     stack = root + "/docker";
-    defaultArch = arches.${hostArch}.target.docker;
+    hostArch = arches.${hostArch}.target.docker;
   };
 
   checks = import ./checks.nix {
@@ -82,7 +88,8 @@ in
     rust = arches.${hostArch}.rust // {
       inherit (arches.${hostArch}.target) arch docker;
     };
-    qemuAarch64 = if hostArch == "aarch64" then "${pkgs.coreutils}/bin/env" else "${pkgs.qemu}/bin/qemu-aarch64";
+    # User-mode emulation only (nixpkgs' own choice for running foreign binaries).
+    qemuAarch64 = if hostArch == "aarch64" then "${pkgs.coreutils}/bin/env" else "${pkgs.qemu-user}/bin/qemu-aarch64";
   };
 
   devShells.default = pkgs.mkShell {
@@ -96,5 +103,6 @@ in
     ];
   };
 
-  formatter = pkgs.nixfmt;
+  # `nix fmt` passes no path since Nix 2.25; nixfmt-tree formats the whole tree.
+  formatter = pkgs.nixfmt-tree;
 }

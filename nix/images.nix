@@ -1,6 +1,9 @@
 # Layered images of one architecture, streamed from the build platform with
 # `architecture` set. They hold binaries and configuration, never packs. All
 # four share one tag derived from their contents; services run as uid 1000.
+# The layout is docker/IMAGE-LAYOUT.md's, shared with docker/build-images: the
+# binaries are also at /usr/local/bin (the compose healthcheck calls
+# /usr/local/bin/attune-api), packs-init's tree at /opt/attune/pack-binaries.
 {
   dockerTools,
   target,
@@ -13,7 +16,10 @@ let
   );
   # Mount points owned by uid 1000 (a new named volume takes their ownership).
   skeleton = ''
-    mkdir -p opt/attune/packs opt/attune/packs.dev opt/attune/data opt/attune/logs tmp etc
+    mkdir -p opt/attune/packs opt/attune/packs.dev opt/attune/data opt/attune/logs tmp etc usr/local/bin
+    for bin in ${services}/bin/*; do
+      ln -s "$bin" usr/local/bin/
+    done
     chown -R 1000:1000 opt/attune
     chmod 1777 tmp
     echo 'attune:x:1000:1000::/opt/attune:/sbin/nologin' > etc/passwd
@@ -39,7 +45,7 @@ let
         WorkingDir = "/opt/attune";
         Entrypoint = entrypoint;
         Cmd = cmd;
-        Env = [ "PATH=/bin:/usr/bin:/usr/local/bin" ];
+        Env = [ "PATH=/usr/local/bin:/bin:/usr/bin" ];
         Labels."io.attune.arch" = target.docker;
       };
       passthru = {
@@ -81,7 +87,7 @@ in
       "--packs"
       "/source/packs"
       "--binaries"
-      "${pack-binaries}"
+      "/opt/attune/pack-binaries"
       "--arch"
       target.docker
       "--out"
@@ -91,5 +97,8 @@ in
       services
       pack-binaries
     ];
+    extraCommands = ''
+      ln -s ${pack-binaries} opt/attune/pack-binaries
+    '';
   };
 }

@@ -12,6 +12,7 @@ let
   craneLib = (crane.mkLib pkgs).overrideToolchain (_: toolchain);
   src = craneLib.cleanCargoSource root;
   cc = "${target.cc}/bin/${target.cc.targetPrefix}cc";
+  ar = "${target.cc.bintools}/bin/${target.cc.targetPrefix}ar";
   envTarget = builtins.replaceStrings [ "-" ] [ "_" ] (pkgs.lib.toUpper target.rustTarget);
   commonArgs = {
     inherit src;
@@ -21,27 +22,36 @@ let
     CARGO_BUILD_TARGET = target.rustTarget;
     CARGO_BUILD_RUSTFLAGS = "-C target-feature=+crt-static";
     "CARGO_TARGET_${envTarget}_LINKER" = cc;
+    # The cc crate (rusqlite's bundled SQLite) reads these for the target.
     TARGET_CC = cc;
+    TARGET_AR = ar;
+    "CC_${target.rustTarget}" = cc;
+    "AR_${target.rustTarget}" = ar;
     HOST_CC = "${pkgs.stdenv.cc}/bin/cc";
     depsBuildBuild = [ target.cc ];
-    # Tests run once, in the nextest check; binaries are stripped by cargo.
-    doCheck = false;
     dontStrip = true;
   };
+  # With crane's default doCheck, the dependency build also compiles the
+  # dev-dependencies (`cargo test --no-run`), so clippy --all-targets and
+  # nextest find them in cargoArtifacts instead of rebuilding them.
   cargoArtifacts = craneLib.buildDepsOnly commonArgs;
   # The sensor's size-tuned profile compiles dependencies differently
   # (opt-level, LTO, panic), so release artifacts cannot serve it.
   sensorArgs = {
     CARGO_PROFILE = "pack-binary";
-    cargoExtraArgs = "-p core-timer-sensor";
+    # cargoExtraArgs replaces crane's default `--locked`: keep it.
+    cargoExtraArgs = "--locked -p core-timer-sensor";
   };
-  sensorArtifacts = craneLib.buildDepsOnly (commonArgs // sensorArgs);
+  # It serves only the sensor's own build (no tests in that profile).
+  sensorArtifacts = craneLib.buildDepsOnly (commonArgs // sensorArgs // { doCheck = false; });
   build =
     args:
     craneLib.buildPackage (
       commonArgs
       // {
         inherit cargoArtifacts;
+        # Tests run once, in the nextest check.
+        doCheck = false;
       }
       // args
     );
@@ -66,6 +76,6 @@ in
   # packs-assemble and the services.
   services = build {
     pname = "attune-services";
-    cargoExtraArgs = "-p packs-assemble -p attune-api -p attune-worker -p attune-sensor";
+    cargoExtraArgs = "--locked -p packs-assemble -p attune-api -p attune-worker -p attune-sensor";
   };
 }

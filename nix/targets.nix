@@ -1,6 +1,9 @@
 # The architectures we build for: Rust target, Docker name, Nix system, and the
-# C toolchain (linker, TARGET_CC for the bundled SQLite) of the musl target.
-{ pkgs }:
+# C toolchain (linker, TARGET_CC and TARGET_AR for the bundled SQLite) of the musl
+# target. What the worker image only copies (bash, coreutils, python3) comes from
+# nixpkgs' own package set of that system, which the binary cache holds, not from
+# a cross build.
+{ pkgs, nixpkgs }:
 {
   x86_64 = {
     arch = "x86_64";
@@ -9,7 +12,7 @@
     rustTarget = "x86_64-unknown-linux-musl";
     cc = pkgs.pkgsCross.musl64.stdenv.cc;
     # Packages that run inside the worker image (bash, coreutils, python3).
-    runtime = if pkgs.stdenv.hostPlatform.system == "x86_64-linux" then pkgs else pkgs.pkgsCross.gnu64;
+    runtime = nixpkgs.legacyPackages.x86_64-linux;
   };
   aarch64 = {
     arch = "aarch64";
@@ -17,7 +20,6 @@
     system = "aarch64-linux";
     rustTarget = "aarch64-unknown-linux-musl";
     cc = pkgs.pkgsCross.aarch64-multiplatform-musl.stdenv.cc;
-    runtime =
-      if pkgs.stdenv.hostPlatform.system == "aarch64-linux" then pkgs else pkgs.pkgsCross.aarch64-multiplatform;
+    runtime = nixpkgs.legacyPackages.aarch64-linux;
   };
 }

@@ -57,7 +57,9 @@ want_packages = {
 } | {f"image-{n}-{a}" for n in ("api", "worker", "sensor", "packs-init") for a in ("amd64", "arm64")}
 for system in ("x86_64-linux", "aarch64-linux"):
     check(f"packages.{system} lists every package", want_packages <= set(show["packages"][system]), sorted(want_packages - set(show["packages"][system])))
-    check(f"apps.{system}: up, down, logs", set(show["apps"][system]) == {"up", "down", "logs"})
+    # flake show fails ("not an app definition") if apps come from callPackage, whose
+    # stub adds override/overrideDerivation as the real one does.
+    check(f"apps.{system}: up, up-amd64, up-arm64, down, logs and nothing else", set(show["apps"][system]) == {"up", "up-amd64", "up-arm64", "down", "logs"}, sorted(show["apps"][system]))
     checks = set(show["checks"][system])
     want_checks = {"clippy", "fmt", "nextest", "deny", "packs-check", "verify-volume-amd64", "verify-volume-arm64", "arm64-smoke"} | want_packages
     check(f"checks.{system} include every package and check", want_checks <= checks, sorted(want_checks - checks))
@@ -67,12 +69,14 @@ for system in ("x86_64-linux", "aarch64-linux"):
 P = """p: let
   rd = d: d.recorded;
   img = name: arch: let r = rd p."image-${name}-${arch}"; in {
-    inherit (r) architecture created name tag;
-    user = r.config.User; entrypoint = r.config.Entrypoint; cmd = r.config.Cmd;
+    inherit (r) architecture created name tag fakeRootCommands;
+    user = r.config.User; entrypoint = r.config.Entrypoint; cmd = r.config.Cmd; env = r.config.Env;
     contents = map (c: c.name) r.contents;
+    systems = map (c: c.system) r.contents;
   };
   build = d: let r = rd d; in {
-    inherit (r) CARGO_BUILD_TARGET CARGO_BUILD_RUSTFLAGS TARGET_CC cargoExtraArgs doCheck;
+    inherit (r) CARGO_BUILD_TARGET CARGO_BUILD_RUSTFLAGS TARGET_CC TARGET_AR cargoExtraArgs doCheck;
+    depsDoCheck = (rd r.cargoArtifacts).doCheck or "crane default";
     linker = builtins.head (map (k: r.${k}) (builtins.filter (k: builtins.match "CARGO_TARGET_.*_LINKER" k != null) (builtins.attrNames r)));
     profile = r.CARGO_PROFILE or "release";
     toolchain = r.toolchain.recorded.components;
@@ -97,11 +101,13 @@ check("aarch64 pack binaries: target aarch64-unknown-linux-musl", sa["CARGO_BUIL
 check("aarch64 pack binaries: +crt-static", "target-feature=+crt-static" in sa["CARGO_BUILD_RUSTFLAGS"], sa)
 check("aarch64 pack binaries: aarch64 musl linker and TARGET_CC", sa["linker"].endswith("/bin/aarch64-unknown-linux-musl-cc") and sa["TARGET_CC"] == sa["linker"], sa)
 check("x86_64 pack binaries: target x86_64-unknown-linux-musl, +crt-static", sx["CARGO_BUILD_TARGET"] == "x86_64-unknown-linux-musl" and "+crt-static" in sx["CARGO_BUILD_RUSTFLAGS"], sx)
-check("the sensor builds with the pack-binary profile, alone", sa["profile"] == "pack-binary" and sa["cargoExtraArgs"] == "-p core-timer-sensor", sa)
+check("the sensor builds with the pack-binary profile, alone, --locked", sa["profile"] == "pack-binary" and sa["cargoExtraArgs"] == "--locked -p core-timer-sensor", sa)
+check("aarch64: TARGET_AR is the aarch64 musl ar (rusqlite's bundled SQLite)", sa["TARGET_AR"].endswith("/bin/aarch64-unknown-linux-musl-ar"), sa)
 want_tc = {"stable-cargo", "stable-rustc", "stable-clippy", "stable-rustfmt", "x86_64-unknown-linux-musl-stable-rust-std", "aarch64-unknown-linux-musl-stable-rust-std"}
 check("toolchain: fenix combine of stable cargo/rustc/clippy/rustfmt + both musl rust-std", set(sa["toolchain"]) == want_tc, sa["toolchain"])
 check("dependencies built per target, the sensor's in its own profile", len({sa["deps"], sx["deps"], v["servicesA"]["deps"], v["servicesX"]["deps"]}) == 4 and sa["depsTarget"] == "aarch64-unknown-linux-musl")
-check("services: the four binaries, static, tests left to nextest", v["servicesA"]["cargoExtraArgs"] == "-p packs-assemble -p attune-api -p attune-worker -p attune-sensor" and v["servicesA"]["doCheck"] is False)
+check("services: the four binaries, --locked, tests left to nextest", v["servicesA"]["cargoExtraArgs"] == "--locked -p packs-assemble -p attune-api -p attune-worker -p attune-sensor" and v["servicesA"]["doCheck"] is False, v["servicesA"])
+check("the shared dependency build keeps crane's doCheck (dev-dependencies for clippy and nextest)", v["servicesA"]["depsDoCheck"] == "crane default", v["servicesA"]["depsDoCheck"])
 b = v["binsA"]
 check("pack-binaries-aarch64: no store references, core/sensors layout", b["refs"] == [] and "$out/core/sensors" in b["script"] and "/bin/attune-core-timer-sensor" in b["script"], b)
 check("pack-binaries and default are the host's (x86_64)", v["hostBins"])
@@ -115,9 +121,19 @@ for key, i in imgs.items():
 svc_a = v["servicesAPath"]
 check("arm64 sensor image runs the aarch64 attune-sensor", imgs["sensor-arm64"]["entrypoint"] == [f"{svc_a}/bin/attune-sensor"], imgs["sensor-arm64"])
 check("amd64 api image runs the x86_64 attune-api", imgs["api-amd64"]["entrypoint"] == [v["servicesXPath"] + "/bin/attune-api"])
-check("arm64 worker image: aarch64 bash, coreutils, python3", {"aarch64-unknown-linux-gnu-bash", "aarch64-unknown-linux-gnu-coreutils", "aarch64-unknown-linux-gnu-python3"} <= set(imgs["worker-arm64"]["contents"]), imgs["worker-arm64"]["contents"])
+w = imgs["worker-arm64"]
+runtime = {c: sys_ for c, sys_ in zip(w["contents"], w["systems"]) if c in ("bash", "coreutils", "python3")}
+check("arm64 worker image: bash, coreutils, python3 of nixpkgs' aarch64-linux set (cached, not cross-built)", runtime == {"bash": "aarch64-linux", "coreutils": "aarch64-linux", "python3": "aarch64-linux"}, runtime)
 pi = imgs["packs-init-arm64"]
-check("arm64 packs-init assembles /source/packs with the aarch64 binaries tree", pi["entrypoint"] == [f"{svc_a}/bin/packs-assemble"] and pi["cmd"][:3] == ["assemble", "--packs", "/source/packs"] and b["path"] in pi["cmd"] and "arm64" in pi["cmd"], pi)
+check("arm64 packs-init assembles /source/packs with the aarch64 binaries tree at /opt/attune/pack-binaries", pi["entrypoint"] == [f"{svc_a}/bin/packs-assemble"] and pi["cmd"][:3] == ["assemble", "--packs", "/source/packs"] and "/opt/attune/pack-binaries" in pi["cmd"] and f"ln -s {b['path']} opt/attune/pack-binaries" in pi["fakeRootCommands"] and "arm64" in pi["cmd"], pi)
+# The compose file's healthcheck and docker/IMAGE-LAYOUT.md: binaries at /usr/local/bin.
+compose = open("docker/docker-compose.yaml").read()
+health = [l for l in compose.splitlines() if "healthcheck" in l or "--healthcheck" in l]
+check("compose's healthcheck calls /usr/local/bin/attune-api", any('"/usr/local/bin/attune-api", "--healthcheck"' in l for l in health), health)
+for key, i in imgs.items():
+    svc = v["servicesAPath"] if key.endswith("arm64") else v["servicesXPath"]
+    links = f"for bin in {svc}/bin/*; do" in i["fakeRootCommands"] and 'ln -s "$bin" usr/local/bin/' in i["fakeRootCommands"]
+    check(f"image {key}: every service binary also at /usr/local/bin, first on PATH", links and i["env"][0].startswith("PATH=/usr/local/bin:"), (i["fakeRootCommands"], i["env"]))
 check("images of one arch share one content-derived tag", len({imgs[f"{n}-arm64"]["tag"] for n in ("api", "worker", "sensor", "packs-init")}) == 1 and imgs["api-arm64"]["tag"] != imgs["api-amd64"]["tag"])
 
 # 5. Checks: what each one runs.
@@ -129,6 +145,11 @@ C = """c: let r = d: d.recorded; in {
   nextestSameDeps = (r c.nextest).cargoArtifacts.drvPath == (r c.clippy).cargoArtifacts.drvPath
     && (r c.clippy).cargoArtifacts.drvPath == (r c.services-x86_64).cargoArtifacts.drvPath;
   deny = (r c.deny).cargoDenyChecks;
+  named = map (n: (r c.${n}).pname or null) [ "fmt" "deny" ];
+  testSrcKeeps = let s = (r c.nextest).src; root = toString s.stubCleanSourceWith.src; in
+    map (p: s.filter "${root}/${p}" "regular") [ "crates/packs-assemble/tests/snapshots/x.snap" "packs/core/pack.yaml" "Cargo.lock" ];
+  testSrcDrops = let s = (r c.nextest).src; root = toString s.stubCleanSourceWith.src; in
+    map (p: s.filter "${root}/${p}" "regular") [ "target/x" "docker/stack" ];
   smoke = (r c.arm64-smoke).script;
   packsCheck = (r c.packs-check).script;
   verifyArm = (r c.verify-volume-arm64).script;
@@ -140,27 +161,31 @@ check("clippy, nextest share the host target's cargoArtifacts", c["nextestSameDe
 check("nextest: workspace without the nested-cargo stack tests", "--workspace" in c["nextest"] and "--exclude attune-stack-tests" in c["nextest"], c["nextest"])
 check("nextest: pgrep available in the sandbox", "procps" in c["nextestTools"], c["nextestTools"])
 check("cargo-deny offline checks: bans licenses sources", c["deny"] == "bans licenses sources", c["deny"])
-check("arm64 smoke runs the aarch64 binaries' --version under qemu-aarch64", "qemu-aarch64" in c["smoke"] and "--version" in c["smoke"] and "attune-core-timer-sensor" in c["smoke"], c["smoke"])
+check("fmt and deny carry pname and version (no crane warning)", c["named"] == ["attune", "attune"], c["named"])
+check("nextest's source keeps snapshots, packs and Cargo files, not target/", all(c["testSrcKeeps"]) and not any(c["testSrcDrops"]), (c["testSrcKeeps"], c["testSrcDrops"]))
+check("arm64 smoke runs the aarch64 binaries' --version under qemu-user's qemu-aarch64", "-qemu-user/bin/qemu-aarch64" in c["smoke"] and "--version" in c["smoke"] and "attune-core-timer-sensor" in c["smoke"], c["smoke"])
 check("packs-check runs packs-assemble check on ./packs", " check " in c["packsCheck"] and c["packsCheck"].splitlines()[0].endswith("-packs"), c["packsCheck"])
 check("verify-volume-arm64 runs verify --arch arm64", "verify --arch arm64" in c["verifyArm"], c["verifyArm"])
 check("image architecture check reads the image config", "architecture == $arch" in c["imageArch"] and "arm64" in c["imageArch"], c["imageArch"])
 
-# 6. `up` drives docker/stack with the images of the chosen architecture.
+# 6. `up` drives docker/stack with the images of one architecture only.
 expr = f"""let
-  pkgs = import {ROOT}/tests/nix/nixpkgs/pkgs.nix {{ system = "x86_64-linux"; }};
+  lib = import {ROOT}/tests/nix/nixpkgs/lib.nix;
   img = arch: {{ tag = "tag-${{arch}}"; api = "/api-${{arch}}"; worker = "/worker-${{arch}}"; sensor = "/sensor-${{arch}}"; packs-init = "/init-${{arch}}"; }};
-  apps = pkgs.callPackage {ROOT}/nix/apps.nix {{
+  apps = import {ROOT}/nix/apps.nix {{
+    inherit lib;
     writeShellScript = name: text: text;
     images = {{ amd64 = img "amd64"; arm64 = img "arm64"; }};
     stack = "/the/docker/dir";
-    defaultArch = "amd64";
+    hostArch = "amd64";
   }};
 in builtins.mapAttrs (_: a: {{ inherit (a) type program; }}) apps"""
 apps = json.loads(nix("eval", "--json", "--impure", "--expr", expr))
 up = apps["up"]["program"]
-check("up: type app, runs docker/stack up", apps["up"]["type"] == "app" and 'exec /the/docker/dir/stack up "${images[@]}"' in up, up)
-check("up: loads each image by name:tag=stream", "'attune/api:tag-amd64=/api-amd64'" in up and "'attune/packs-init:tag-arm64=/init-arm64'" in up)
-check("up: ATTUNE_ARCH chooses the architecture, default the system's", "arch=${ATTUNE_ARCH:-amd64}" in up and "arm64|aarch64)" in up)
+check("up: type app, runs docker/stack up", apps["up"]["type"] == "app" and "exec /the/docker/dir/stack up " in up, up)
+check("up: this system's images only (never builds the other architecture)", "'attune/api:tag-amd64=/api-amd64'" in up and "arm64=" not in up, up)
+check("up-arm64: the arm64 images, ATTUNE_ARCH=arm64", "'attune/packs-init:tag-arm64=/init-arm64'" in apps["up-arm64"]["program"] and "ATTUNE_ARCH=arm64" in apps["up-arm64"]["program"] and "amd64=" not in apps["up-arm64"]["program"])
+check("up: another ATTUNE_ARCH is refused with the app to use", "nix run .#up-$ATTUNE_ARCH" in up)
 check("up: the user's packs, packs.dev and docker/.env", "$PWD/packs}" in up and "$PWD/docker/.env}" in up)
 check("down and logs run docker/stack", "stack down" in apps["down"]["program"] and "stack logs" in apps["logs"]["program"])
 

@@ -28,22 +28,38 @@ let
     }
     // (args.passthru or { });
   pkg = name: record "package" name { } // { pname = name; };
-  cc = prefix: record "cc" "${prefix}cc" { } // { targetPrefix = prefix; };
-  runtime = prefix: {
-    bashInteractive = pkg "${prefix}bash";
-    coreutils = pkg "${prefix}coreutils";
-    python3 = pkg "${prefix}python3";
-  };
-  self = runtime "" // {
+  cc =
+    prefix:
+    record "cc" "${prefix}cc" { }
+    // {
+      targetPrefix = prefix;
+      bintools = record "bintools" "${prefix}bintools" { };
+    };
+  self = {
+    bashInteractive = pkg "bash";
+    coreutils = pkg "coreutils";
+    python3 = pkg "python3";
     inherit system;
     lib = import ./lib.nix;
     stubRecord = record;
+    # Like nixpkgs' callPackage (lib.makeOverridable): a returned attribute set
+    # also gets `override` and `overrideDerivation`, which is why apps must not
+    # come from callPackage (they would not be apps).
     callPackage =
       f: overrides:
       let
         fn = if builtins.isFunction f then f else import f;
+        args = builtins.intersectAttrs (builtins.functionArgs fn) self // overrides;
+        result = fn args;
       in
-      fn (builtins.intersectAttrs (builtins.functionArgs fn) self // overrides);
+      if builtins.isAttrs result then
+        result
+        // {
+          override = more: self.callPackage f (overrides // more);
+          overrideDerivation = _: result;
+        }
+      else
+        result;
     stdenv = {
       cc = cc "";
       hostPlatform.system = system;
@@ -51,8 +67,6 @@ let
     pkgsCross = {
       musl64.stdenv.cc = cc "x86_64-unknown-linux-musl-";
       aarch64-multiplatform-musl.stdenv.cc = cc "aarch64-unknown-linux-musl-";
-      gnu64 = runtime "x86_64-unknown-linux-gnu-";
-      aarch64-multiplatform = runtime "aarch64-unknown-linux-gnu-";
     };
     runCommand = name: env: script: record "runCommand" name (env // { inherit script; });
     writeShellScript = name: text: record "writeShellScript" name { inherit text; };
@@ -68,12 +82,14 @@ let
     procps = pkg "procps";
     gnutar = pkg "gnutar";
     qemu = pkg "qemu";
+    qemu-user = pkg "qemu-user";
     cargo-nextest = pkg "cargo-nextest";
     cargo-deny = pkg "cargo-deny";
     skopeo = pkg "skopeo";
     docker-compose = pkg "docker-compose";
     shellcheck = pkg "shellcheck";
     nixfmt = pkg "nixfmt";
+    nixfmt-tree = pkg "nixfmt-tree";
   };
 in
 self
