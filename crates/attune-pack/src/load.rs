@@ -349,17 +349,21 @@ mod tests {
 
     const PACK: &str = "ref: demo\nlabel: Demo\nversion: 1.0.0\n";
 
-    #[test]
-    fn loads_a_minimal_pack() {
+    /// Loads pack `demo` holding only `rel` with `text`.
+    fn load_one(rel: &str, text: &str) -> LoadOutcome {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("demo");
         write(&dir, "pack.yaml", PACK);
-        write(
-            &dir,
+        write(&dir, rel, text);
+        load_pack(&dir)
+    }
+
+    #[test]
+    fn loads_a_minimal_pack() {
+        let out = load_one(
             "actions/hello.yaml",
             "ref: demo.hello\nlabel: Hello\nrunner_type: shell\nentry_point: hello.sh\n",
         );
-        let out = load_pack(&dir);
         assert!(out.diagnostics.is_empty(), "{:?}", out.diagnostics);
         let pack = out.pack.unwrap();
         assert_eq!(pack.meta.pack_ref, "demo");
@@ -369,15 +373,10 @@ mod tests {
 
     #[test]
     fn type_error_names_file_line_and_column() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("demo");
-        write(&dir, "pack.yaml", PACK);
-        write(
-            &dir,
+        let out = load_one(
             "actions/bad.yaml",
             "ref: demo.bad\nlabel: Bad\nrunner_type: shell\nentry_point: x\ntimeout: soon\n",
         );
-        let out = load_pack(&dir);
         assert!(out.pack.is_none());
         let d = out.diagnostics.errors().next().unwrap();
         assert!(d.path.ends_with("actions/bad.yaml"));
@@ -388,15 +387,10 @@ mod tests {
     /// A runtime this project does not run is carried with a warning naming it.
     #[test]
     fn an_unknown_runner_type_is_a_warning_with_its_line() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("demo");
-        write(&dir, "pack.yaml", PACK);
-        write(
-            &dir,
+        let out = load_one(
             "actions/bad.yaml",
             "ref: demo.bad\nlabel: Bad\nrunner_type: cobol\nentry_point: x\n",
         );
-        let out = load_pack(&dir);
         assert!(out.pack.is_some(), "{:?}", out.diagnostics);
         let d = out.diagnostics.iter().next().unwrap();
         assert!(!d.is_error());
@@ -407,15 +401,10 @@ mod tests {
     /// Upstream ignores keys it does not know; a typo is still shown, with its line.
     #[test]
     fn unknown_field_is_a_warning_with_its_line() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("demo");
-        write(&dir, "pack.yaml", PACK);
-        write(
-            &dir,
+        let out = load_one(
             "actions/typo.yaml",
             "ref: demo.typo\nlabel: T\nrunner_type: shell\nentry_point: x.sh\nentrypoint: x.sh\n",
         );
-        let out = load_pack(&dir);
         assert!(out.pack.is_some(), "{:?}", out.diagnostics);
         let d = out.diagnostics.iter().next().unwrap();
         assert!(!d.is_error());
