@@ -108,6 +108,11 @@ pub struct AssembleArgs {
     /// generation that `verify` found damaged.
     #[arg(long)]
     pub force: bool,
+    /// After publishing, verify the volume (as `packs-assemble verify` does) and
+    /// fail, exit 1, if it is not fit for services: for init containers that
+    /// must not let services start on a bad volume.
+    #[arg(long)]
+    pub verify: bool,
     /// Seconds to wait for another run publishing to the same volume.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub lock_timeout: u64,

@@ -139,6 +139,18 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
     result.elapsed_ms = started.elapsed().as_millis();
     result.steps = crate::crashpoint::steps();
     out.result(&result, || human_assemble(&result, &outcome));
+    if args.verify && !args.dry_run {
+        let report = crate::verify::verify(&vol, Some(arch))?;
+        out.diagnostics(&report.diagnostics);
+        let count = report.diagnostics.errors().count();
+        if count > 0 {
+            return Err(Error::Invalid {
+                count,
+                consequence: "the published volume is not fit for services",
+            });
+        }
+        tracing::info!(files = report.files, "verified the published volume");
+    }
     Ok(ExitCode::from(exit::OK))
 }
 

@@ -331,3 +331,20 @@ fn packs_and_binaries_given_through_symlinks() {
     );
     f.assert_verifies();
 }
+
+/// `--verify` re-reads what was published (init containers rely on its exit code).
+#[test]
+fn assemble_verify_checks_the_published_volume() {
+    let f = crate::util::Fixture::new();
+    f.fresh_sensor("v1");
+    let out = f.assemble().arg("--verify").output().unwrap();
+    assert!(out.status.success(), "{}", crate::util::stderr_of(&out));
+    // A damaged file in the current generation: up to date, but verify fails.
+    let g = f.current_generation().unwrap();
+    let victim = f.vol().join(&g).join("core/actions/echo.sh");
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&victim, "tampered").unwrap();
+    let out = f.assemble().arg("--verify").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", crate::util::stderr_of(&out));
+    assert!(crate::util::stderr_of(&out).contains("not fit for services"));
+}
