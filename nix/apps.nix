@@ -2,11 +2,13 @@
 # `.#down`, `.#logs`: thin wrappers around docker/stack, which loads only the
 # images whose tag is missing and drives docker compose (v2) or docker-compose
 # (v1). Each `up` depends on the image streams of its own architecture only, so
-# `nix run .#up` never builds the other one.
+# `nix run .#up` never builds the other one. `.#publish -- REGISTRY/PREFIX`
+# loads every image of both architectures (the packs image included) and runs
+# docker/publish.
 {
   writeShellScript,
   lib,
-  stack,
+  docker,
   hostArch,
   images,
 }:
@@ -32,14 +34,37 @@ let
       fi
       export ATTUNE_ARCH=${arch} ATTUNE_IMAGE_TAG=${images.${arch}.tag}
       ${userFiles}
-      exec ${stack}/stack up ${specs arch} "$@"
+      exec ${docker}/stack up ${specs arch} "$@"
     '';
+  # name:image-tag=stream for one architecture, every image docker/publish sends.
+  published =
+    arch:
+    lib.concatMapStringsSep " " (
+      name: lib.escapeShellArg "${name}:${images.${arch}.${name}.imageTag}=${images.${arch}.${name}}"
+    ) [ "packs-init" "api" "worker" "sensor" "packs" ];
+  publish = writeShellScript "attune-publish" ''
+    set -euo pipefail
+    [ $# -ge 1 ] || { echo "usage: nix run .#publish -- REGISTRY/PREFIX [TAG]" >&2; exit 2; }
+    tag=''${2:-''${ATTUNE_IMAGE_TAG:-latest}}
+    for arch in amd64 arm64; do
+      case $arch in
+        amd64) specs=(${published "amd64"}) ;;
+        arm64) specs=(${published "arm64"}) ;;
+      esac
+      for spec in "''${specs[@]}"; do
+        name=''${spec%%:*}; rest=''${spec#*:}; imagetag=''${rest%%=*}; stream=''${rest#*=}
+        docker image inspect "attune/$name:$imagetag" >/dev/null 2>&1 || "$stream" | docker load >/dev/null
+        docker tag "attune/$name:$imagetag" "attune/$name:$tag-$arch"
+      done
+    done
+    exec ${docker}/publish "$1" "$tag"
+  '';
   other =
     command:
     writeShellScript "attune-${command}" ''
       set -euo pipefail
       ${userFiles}
-      exec ${stack}/stack ${command} "$@"
+      exec ${docker}/stack ${command} "$@"
     '';
   app = program: {
     type = "app";
@@ -52,4 +77,5 @@ in
   up-arm64 = app (up "arm64");
   down = app (other "down");
   logs = app (other "logs");
+  publish = app publish;
 }

@@ -45,9 +45,24 @@ let
       inherit packs-assemble;
       packs = root + "/packs";
     };
+  # The packs of ./packs, by directory name (each becomes a layer of the packs image).
+  packsDir = builtins.readDir (root + "/packs");
+  packNames = builtins.filter (n: packsDir.${n} == "directory") (builtins.attrNames packsDir);
+  packsImage =
+    arch:
+    pkgs.callPackage ./packs-image.nix {
+      inherit (arches.${arch}) target;
+      inherit (arches.${arch}.rust) services;
+      inherit packNames;
+      volume = volume arch;
+    };
   images = {
-    amd64 = arches.x86_64.images;
-    arm64 = arches.aarch64.images;
+    amd64 = arches.x86_64.images // {
+      packs = packsImage "x86_64";
+    };
+    arm64 = arches.aarch64.images // {
+      packs = packsImage "aarch64";
+    };
   };
 
   packages =
@@ -60,6 +75,8 @@ let
       services-aarch64 = arches.aarch64.rust.services;
       packs-volume-amd64 = volume "x86_64";
       packs-volume-arm64 = volume "aarch64";
+      packs-image-amd64 = images.amd64.packs;
+      packs-image-arm64 = images.arm64.packs;
     }
     // lib.listToAttrs (
       lib.concatMap (
@@ -79,7 +96,7 @@ in
   apps = import ./apps.nix {
     inherit (pkgs) writeShellScript lib;
     inherit images;
-    stack = root + "/docker";
+    docker = root + "/docker";
     hostArch = arches.${hostArch}.target.docker;
   };
 

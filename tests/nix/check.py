@@ -53,13 +53,13 @@ check("fenix follows the flake's nixpkgs", lock["nodes"]["fenix"]["inputs"]["nix
 show = json.loads(nix("flake", "show", "--json", *STUBS))
 want_packages = {
     "pack-binaries-x86_64", "pack-binaries-aarch64", "pack-binaries", "default", "services-x86_64", "services-aarch64",
-    "packs-volume-amd64", "packs-volume-arm64",
+    "packs-volume-amd64", "packs-volume-arm64", "packs-image-amd64", "packs-image-arm64",
 } | {f"image-{n}-{a}" for n in ("api", "worker", "sensor", "packs-init") for a in ("amd64", "arm64")}
 for system in ("x86_64-linux", "aarch64-linux"):
     check(f"packages.{system} lists every package", want_packages <= set(show["packages"][system]), sorted(want_packages - set(show["packages"][system])))
     # flake show fails ("not an app definition") if apps come from callPackage, whose
     # stub adds override/overrideDerivation as the real one does.
-    check(f"apps.{system}: up, up-amd64, up-arm64, down, logs and nothing else", set(show["apps"][system]) == {"up", "up-amd64", "up-arm64", "down", "logs"}, sorted(show["apps"][system]))
+    check(f"apps.{system}: up, up-amd64, up-arm64, down, logs, publish and nothing else", set(show["apps"][system]) == {"up", "up-amd64", "up-arm64", "down", "logs", "publish"}, sorted(show["apps"][system]))
     checks = set(show["checks"][system])
     want_checks = {"clippy", "fmt", "nextest", "deny", "packs-check", "verify-volume-amd64", "verify-volume-arm64", "arm64-smoke"} | want_packages
     check(f"checks.{system} include every package and check", want_checks <= checks, sorted(want_checks - checks))
@@ -134,6 +134,14 @@ for key, i in imgs.items():
     svc = v["servicesAPath"] if key.endswith("arm64") else v["servicesXPath"]
     links = f"for bin in {svc}/bin/*; do" in i["fakeRootCommands"] and 'ln -s "$bin" usr/local/bin/' in i["fakeRootCommands"]
     check(f"image {key}: every service binary also at /usr/local/bin, first on PATH", links and i["env"][0].startswith("PATH=/usr/local/bin:"), (i["fakeRootCommands"], i["env"]))
+pk = eval_json("packages.x86_64-linux", """p: let r = p.packs-image-arm64.recorded; in {
+  inherit (r) architecture name; entrypoint = r.config.Entrypoint; cmd = r.config.Cmd; user = r.config.User;
+  contents = map (c: c.name) r.contents; packs = map (c: c.outPath) p.packs-image-arm64.packs;
+}""")
+check("packs-image-arm64: arm64, uid 1000, one store path (layer) per pack, each a --packs, --verify into /opt/attune/packs",
+      pk["architecture"] == "arm64" and pk["user"] == "1000:1000" and "attune-pack-core-arm64" in pk["contents"]
+      and all(p in pk["entrypoint"] for p in pk["packs"]) and pk["entrypoint"].count("--packs") == len(pk["packs"]) >= 1
+      and "--verify" in pk["entrypoint"] and pk["cmd"] == ["--out", "/opt/attune/packs"], pk)
 check("images of one arch share one content-derived tag", len({imgs[f"{n}-arm64"]["tag"] for n in ("api", "worker", "sensor", "packs-init")}) == 1 and imgs["api-arm64"]["tag"] != imgs["api-amd64"]["tag"])
 
 # 5. Checks: what each one runs.
@@ -171,20 +179,23 @@ check("image architecture check reads the image config", "architecture == $arch"
 # 6. `up` drives docker/stack with the images of one architecture only.
 expr = f"""let
   lib = import {ROOT}/tests/nix/nixpkgs/lib.nix;
-  img = arch: {{ tag = "tag-${{arch}}"; api = "/api-${{arch}}"; worker = "/worker-${{arch}}"; sensor = "/sensor-${{arch}}"; packs-init = "/init-${{arch}}"; }};
+  one = name: arch: {{ imageTag = "it-${{name}}-${{arch}}"; outPath = "/${{name}}-${{arch}}"; }};
+  img = arch: {{ tag = "tag-${{arch}}"; api = one "api" arch; worker = one "worker" arch; sensor = one "sensor" arch; packs-init = one "init" arch; packs = one "packs" arch; }};
   apps = import {ROOT}/nix/apps.nix {{
     inherit lib;
     writeShellScript = name: text: text;
     images = {{ amd64 = img "amd64"; arm64 = img "arm64"; }};
-    stack = "/the/docker/dir";
+    docker = "/the/docker/dir";
     hostArch = "amd64";
   }};
 in builtins.mapAttrs (_: a: {{ inherit (a) type program; }}) apps"""
 apps = json.loads(nix("eval", "--json", "--impure", "--expr", expr))
 up = apps["up"]["program"]
 check("up: type app, runs docker/stack up", apps["up"]["type"] == "app" and "exec /the/docker/dir/stack up " in up, up)
-check("up: this system's images only (never builds the other architecture)", "'attune/api:tag-amd64=/api-amd64'" in up and "arm64=" not in up, up)
-check("up-arm64: the arm64 images, ATTUNE_ARCH=arm64", "'attune/packs-init:tag-arm64=/init-arm64'" in apps["up-arm64"]["program"] and "ATTUNE_ARCH=arm64" in apps["up-arm64"]["program"] and "amd64=" not in apps["up-arm64"]["program"])
+check("up: this system's images only (never builds the other architecture)", "'attune/api:tag-amd64=/api-amd64'" in up and "arm64" not in up.split("ATTUNE_IMAGE_TAG")[1], up)
+check("up-arm64: the arm64 images, ATTUNE_ARCH=arm64", "'attune/packs-init:tag-arm64=/init-arm64'" in apps["up-arm64"]["program"] and "ATTUNE_ARCH=arm64" in apps["up-arm64"]["program"] and "-amd64'" not in apps["up-arm64"]["program"])
+pub = apps["publish"]["program"]
+check("publish: loads every image of both architectures, the packs image included, then docker/publish", all(f"'{n}:it-{n2}-{a}=/{n2}-{a}'" in pub for a in ("amd64", "arm64") for n, n2 in (("api", "api"), ("packs", "packs"), ("packs-init", "init"))) and 'exec /the/docker/dir/publish "$1" "$tag"' in pub, pub)
 check("up: another ATTUNE_ARCH is refused with the app to use", "nix run .#up-$ATTUNE_ARCH" in up)
 check("up: the user's packs, packs.dev and docker/.env", "$PWD/packs}" in up and "$PWD/docker/.env}" in up)
 check("down and logs run docker/stack", "stack down" in apps["down"]["program"] and "stack logs" in apps["logs"]["program"])
