@@ -345,6 +345,11 @@ fn assemble_verify_checks_the_published_volume() {
     std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::write(&victim, "tampered").unwrap();
     let out = f.assemble().arg("--verify").output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", crate::util::stderr_of(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::util::stderr_of(&out)
+    );
     assert!(crate::util::stderr_of(&out).contains("not fit for services"));
 }
