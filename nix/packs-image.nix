@@ -12,12 +12,13 @@
   packNames,
 }:
 let
-  # `$out/<pack>`: packs-assemble takes each as a --packs directory holding one pack.
+  # `$out/<pack>`: packs-assemble takes each as a --packs directory holding one pack
+  # (-L: the volume's directories are links into its object store).
   pack =
     name:
     runCommand "attune-pack-${name}-${target.docker}" { } ''
       mkdir -p $out
-      cp -r ${volume}/volume/..data/${name} $out/${name}
+      cp -rL ${volume}/volume/..data/${name} $out/${name}
     '';
   packs = map pack packNames;
 in

@@ -22,7 +22,9 @@ pub mod parallel;
 pub mod plan;
 pub mod progress;
 pub mod publish;
+pub mod remove;
 pub mod scan;
+pub mod store;
 pub mod verify;
 pub mod volume;
 

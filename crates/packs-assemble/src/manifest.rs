@@ -1,6 +1,12 @@
 //! The manifest: every entry of a generation with its type, mode, size and hash,
 //! and a root hash over all of it. Equal inputs give byte-identical manifests.
+//!
+//! On disk it is JSON with one entry per line (format 2), so that it can be
+//! written, compared and read back as a stream: a volume of 100,000 files never
+//! holds its manifest's bytes in memory. Any JSON parser reads it whole.
 
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use attune_pack::Arch;
@@ -13,8 +19,12 @@ use crate::scan::{Kind, Origin};
 /// The manifest's file name, inside each generation (and linked from the volume root).
 pub const MANIFEST_NAME: &str = ".attune-manifest.json";
 
-/// The manifest format this program writes.
-pub const FORMAT: u32 = 1;
+/// The manifest format this program writes: 2 since generations share the
+/// object store (1 was a self-contained tree per generation).
+pub const FORMAT: u32 = 2;
+
+/// The end of a format-2 manifest's first line: entries follow, one a line.
+const ENTRIES_OPEN: &str = "\"entries\":[";
 
 /// Mode of published regular files.
 pub const MODE_FILE: u32 = 0o444;
@@ -98,9 +108,56 @@ impl Manifest {
 
     /// The canonical bytes written to disk.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
-        v.push(b'\n');
+        let mut v = vec![];
+        self.write_to(&mut v)
+            .expect("writing to memory cannot fail");
         v
+    }
+
+    /// Writes the canonical bytes: a first line with everything but the
+    /// entries, then one entry a line, then `]}`.
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Head<'a> {
+            root_hash: &'a str,
+            format: u32,
+            arch: Arch,
+            mtime: i64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            owner: Option<&'a str>,
+        }
+        let c = &self.contents;
+        let head = serde_json::to_string(&Head {
+            root_hash: &self.root_hash,
+            format: c.format,
+            arch: c.arch,
+            mtime: c.mtime,
+            owner: c.owner.as_deref(),
+        })?;
+        w.write_all(&head.as_bytes()[..head.len() - 1])?;
+        writeln!(w, ",{ENTRIES_OPEN}")?;
+        for (i, e) in c.entries.iter().enumerate() {
+            serde_json::to_writer(&mut *w, e)?;
+            w.write_all(if i + 1 < c.entries.len() {
+                b",\n"
+            } else {
+                b"\n"
+            })?;
+        }
+        w.write_all(b"]}\n")
+    }
+
+    /// SHA-256 of the canonical bytes, computed without holding them.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut w = HashWriter(Sha256::new());
+        self.write_to(&mut io::BufWriter::with_capacity(64 * 1024, &mut w))
+            .expect("hashing cannot fail");
+        w.0.finalize().into()
+    }
+
+    /// Whether the file at `path` holds exactly this manifest's bytes.
+    pub fn matches_file(&self, path: &Path) -> bool {
+        file_digest(path).is_ok_and(|d| d == self.digest())
     }
 
     /// Reads a manifest file.
@@ -130,6 +187,87 @@ impl Manifest {
             .binary_search_by(|e| e.path.as_str().cmp(path))
             .ok()
             .map(|i| &entries[i])
+    }
+}
+
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn file_digest(path: &Path) -> io::Result<[u8; 32]> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(h.finalize().into()),
+            n => h.update(&buf[..n]),
+        }
+    }
+}
+
+/// The entries of a manifest file, read one at a time (format 2), or parsed
+/// whole for a manifest of another layout (format 1 was pretty-printed).
+#[derive(Debug)]
+pub enum EntryReader {
+    /// One entry a line.
+    Lines(io::Lines<BufReader<File>>),
+    /// A manifest parsed whole.
+    Whole(std::vec::IntoIter<Entry>),
+}
+
+impl EntryReader {
+    /// Opens the manifest at `path` with its `mtime` and `owner`.
+    pub fn open(path: &Path) -> Result<(EntryReader, i64, Option<String>), Error> {
+        #[derive(Deserialize)]
+        struct Head {
+            mtime: i64,
+            #[serde(default)]
+            owner: Option<String>,
+        }
+        let file = File::open(path).ctx("read manifest", path)?;
+        let mut lines = BufReader::with_capacity(256 * 1024, file).lines();
+        let first = lines
+            .next()
+            .transpose()
+            .ctx("read manifest", path)?
+            .unwrap_or_default();
+        if let Some(head) = first.strip_suffix(&format!(",{ENTRIES_OPEN}"))
+            && let Ok(h) = serde_json::from_str::<Head>(&format!("{head}}}"))
+        {
+            return Ok((EntryReader::Lines(lines), h.mtime, h.owner));
+        }
+        let m = Manifest::read(path)?;
+        let c = m.contents;
+        Ok((EntryReader::Whole(c.entries.into_iter()), c.mtime, c.owner))
+    }
+}
+
+impl Iterator for EntryReader {
+    type Item = Result<Entry, String>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            EntryReader::Whole(it) => it.next().map(Ok),
+            EntryReader::Lines(lines) => {
+                let line = match lines.next()? {
+                    Ok(l) => l,
+                    Err(e) => return Some(Err(e.to_string())),
+                };
+                let line = line.trim_end_matches(',');
+                if line == "]}" {
+                    return None;
+                }
+                Some(serde_json::from_str(line).map_err(|e| e.to_string()))
+            }
+        }
     }
 }
 
@@ -226,5 +364,31 @@ mod tests {
         let back: Manifest = serde_json::from_slice(&m.to_bytes()).unwrap();
         assert_eq!(back, m);
         assert_eq!(root_hash(&back.contents), m.root_hash);
+    }
+
+    #[test]
+    fn streams_one_entry_a_line_and_reads_the_pretty_format_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = contents(vec![file("a", "1"), file("b/c", "2")]);
+        c.owner = Some("1000:1000".into());
+        let m = Manifest::new(c);
+        let bytes = m.to_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.lines().next().unwrap().ends_with("\"entries\":["));
+        let path = tmp.path().join("m.json");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(m.matches_file(&path));
+        let (entries, mtime, owner) = EntryReader::open(&path).unwrap();
+        let back: Vec<Entry> = entries.map(Result::unwrap).collect();
+        assert_eq!(
+            (back, mtime, owner.as_deref()),
+            (m.contents.entries.clone(), 1, Some("1000:1000"))
+        );
+        // A pretty-printed (format 1) manifest is parsed whole.
+        std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        assert!(!m.matches_file(&path));
+        let (entries, _, _) = EntryReader::open(&path).unwrap();
+        assert_eq!(entries.count(), 2);
     }
 }

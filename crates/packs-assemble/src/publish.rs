@@ -1,33 +1,32 @@
-//! Publishing a plan into a volume: write a complete generation beside the
-//! current one (hard-linking unchanged files), commit it by renaming `..data`,
-//! update the per-pack links, and remove old generations.
+//! Publishing a plan into a volume: write the directory objects the store
+//! lacks (see [`crate::store`] for the layout and its crash argument), then a
+//! generation that links to them, commit it by renaming `..data`, update the
+//! per-pack links, and remove old generations and unreachable objects.
 //!
 //! A kill at any moment leaves `..data` pointing at a complete generation:
-//! a generation is renamed into place only once complete, and `..data` is
-//! replaced by rename(2), never rewritten.
+//! objects and generations are renamed into place only once complete, and
+//! `..data` is replaced by rename(2), never rewritten.
 //!
 //! Invariants that make this hold across removals and reuse:
-//! - A name `..<id>` is only ever given to a complete generation. Removal
-//!   first renames a generation to a tombstone `..tmp-trash-*` (one rename(2),
-//!   so it stops being reachable and recognisable at once), then deletes the
-//!   tombstone; a kill half-way through leaves only a tombstone, which the next
-//!   run deletes. A half-deleted tree is never called a generation again.
+//! - A name `..<id>` (or an object's name in the store) is only ever given to
+//!   something complete. Removal renames to a tombstone first
+//!   ([`crate::remove`]).
 //! - Reusing a kept generation (same root hash) first checks it against the
 //!   plan's manifest (its manifest bytes, and every entry's type, size and
 //!   mode); an incomplete one is moved to a tombstone and written afresh.
-//! - The current generation is "up to date" only while its directory and its
-//!   manifest are there and equal to the plan's; otherwise a fresh copy is
-//!   written under a new name and committed.
-//! - Before a new generation is written, generations that would not survive
-//!   this publish's garbage collection are removed (a complete but never
-//!   committed generation left by a full disk among them), so a retry has the
-//!   room the failed run had.
+//! - The current generation is "up to date" only while its directory, its
+//!   manifest and its packs' objects are there and the manifest equals the
+//!   plan's; otherwise a fresh copy is written under a new name and committed.
+//! - Before anything is written, generations that would not survive this
+//!   publish's garbage collection are removed (a complete but never committed
+//!   generation left by a full disk among them), and with them the objects no
+//!   remaining generation reaches, so a retry has the room the failed run had.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,10 +34,14 @@ use serde::Serialize;
 
 use crate::crashpoint::step;
 use crate::error::{Error, IoContext};
-use crate::manifest::{Entry, MANIFEST_NAME, MODE_EXEC, MODE_FILE, Manifest};
+use crate::manifest::{Entry, EntryReader, MANIFEST_NAME, MODE_EXEC, MODE_FILE, Manifest};
 use crate::plan::Plan;
 use crate::progress::Progress;
+use crate::remove::{remove_leftovers, remove_tree, sweep_objects, sync_dir};
 use crate::scan::{Kind, Stamp};
+use crate::store::{
+    Dir, OBJECTS_NAME, STORE_DIR, Tree, base_name, objects_file_bytes, reachable, read_objects_file,
+};
 use crate::volume::{
     DATA_LINK, RootEntry, TMP_PREFIX, Volume, classify, exists, generation_id_of, generation_name,
 };
@@ -86,12 +89,18 @@ pub struct Outcome {
     /// The difference to the previous generation.
     #[serde(flatten)]
     pub diff: Diff,
-    /// Files hard-linked from the previous generation.
+    /// Files of new objects hard-linked from the previous generation.
     pub hardlinked: usize,
-    /// Files copied from the inputs.
+    /// Files of new objects copied from the inputs.
     pub copied: usize,
+    /// Directory objects written to the store.
+    pub objects_written: usize,
+    /// Directory objects the store already held (shared with kept generations).
+    pub objects_shared: usize,
     /// Old generations removed (beyond `--keep`) and leftovers of interrupted runs.
     pub removed_generations: Vec<String>,
+    /// Objects removed from the store (no kept generation reached them).
+    pub removed_objects: usize,
 }
 
 /// Publishes `plan` into `vol`.
@@ -148,10 +157,11 @@ pub fn publish(
         .as_deref()
         .and_then(|c| generation_id_of(c.trim_start_matches("..")))
         == Some(manifest.generation_id());
-    // A current generation whose directory or manifest is gone cannot be "up to date".
+    // A current generation whose directory, manifest or pack objects are gone
+    // cannot be "up to date".
     let current_intact = current
         .as_deref()
-        .is_some_and(|c| manifest_matches(&vol.root.join(c), manifest));
+        .is_some_and(|c| generation_intact(&vol.root.join(c), manifest));
     if same && !current_intact {
         tracing::warn!(
             generation = current.as_deref().unwrap_or_default(),
@@ -167,18 +177,21 @@ pub fn publish(
         }
         return Ok(out);
     }
+    phase("up-to-date check");
     let previous = current
         .as_ref()
         .filter(|_| current_intact || !same)
-        .and_then(|c| Manifest::read(&vol.root.join(c).join(MANIFEST_NAME)).ok());
-    out.diff = diff(previous.as_ref(), manifest);
+        .map(|c| vol.root.join(c).join(MANIFEST_NAME));
+    let linkable;
+    (out.diff, linkable) = diff(previous.as_deref(), manifest, !fresh)?;
     phase("diff");
     if opts.dry_run {
         return Ok(out);
     }
-
     out.removed_generations.extend(remove_leftovers(vol)?);
-    // Make room first: what this publish's GC would remove anyway goes now.
+    // Make room first: what this publish's GC would remove anyway goes now,
+    // and with it every object no remaining generation reaches (among them
+    // any that an interrupted run named but never flushed).
     let protected: Vec<&str> = current.iter().map(String::as_str).collect();
     out.removed_generations.extend(collect_garbage(
         vol,
@@ -186,6 +199,7 @@ pub fn publish(
         &new_name,
         opts.keep.saturating_sub(2),
     )?);
+    out.removed_objects += sweep_objects(vol, &reachable(vol)?)?;
     if fresh {
         // A fresh name beside any damaged copy, which GC then removes.
         let base = new_name.clone();
@@ -201,22 +215,37 @@ pub fn publish(
         out.reused = true;
         tracing::info!(generation = %new_name, "a kept generation has this root hash; making it current again");
     } else {
+        let mut fresh = fresh;
         if exists(&kept) {
             tracing::warn!(generation = %new_name, "a kept generation with this root hash is incomplete; writing it afresh");
             remove_tree(vol, &new_name)?;
             out.removed_generations.push(new_name.clone());
+            // Its objects are suspect: share none of them.
+            fresh = true;
         }
-        let previous = if fresh { None } else { previous.as_ref() };
-        write_generation(
-            vol,
-            plan,
-            &new_name,
-            current.as_deref(),
-            previous,
-            opts,
-            progress,
-            &mut out,
-        )?;
+        // Later runs keep the current salt, so they share its objects; a fresh
+        // copy takes a salt of its own, so it shares nothing with a damaged one.
+        let salt = if fresh {
+            format!(
+                "{:x}-{}",
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+                std::process::id()
+            )
+        } else {
+            current
+                .as_deref()
+                .and_then(|c| read_objects_file(&vol.root.join(c)).ok())
+                .map(|(salt, _)| salt)
+                .unwrap_or_default()
+        };
+        let tree = Tree::new(manifest, &salt);
+        phase("object names");
+        let from = current.as_deref().filter(|_| !fresh);
+        write_objects(vol, plan, &tree, from, &linkable, progress, &mut out)?;
+        phase("objects");
+        write_generation(vol, manifest, &tree, &salt, &new_name, opts)?;
     }
 
     phase("generation");
@@ -249,54 +278,205 @@ pub fn publish(
         &new_name,
         opts.keep.saturating_sub(1),
     )?);
+    out.removed_objects += sweep_objects(vol, &reachable(vol)?)?;
     phase("garbage collection");
     Ok(out)
 }
 
-fn diff(previous: Option<&Manifest>, new: &Manifest) -> Diff {
+/// The difference between the previous manifest (read as a stream) and the
+/// new one, and for each new entry whether the previous generation holds the
+/// same file (contents, mode, mtime and owner) at the same path, so that it
+/// can be hard-linked from there (`link` false: never).
+fn diff(previous: Option<&Path>, new: &Manifest, link: bool) -> Result<(Diff, Vec<bool>), Error> {
+    let entries = &new.contents.entries;
     let mut d = Diff::default();
-    let files = |m: &Manifest| -> Vec<(String, String)> {
-        m.contents
-            .entries
-            .iter()
-            .filter(|e| e.kind == Kind::File)
-            .map(|e| (e.path.clone(), format!("{:?}{}", e.sha256, e.mode)))
-            .collect()
+    let mut linkable = vec![false; entries.len()];
+    let Some(path) = previous else {
+        d.added = files(entries.iter()).map(|e| e.path.clone()).collect();
+        return Ok((d, linkable));
     };
-    let old: std::collections::BTreeMap<String, String> = previous
-        .map(files)
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let new_files = files(new);
-    let new_paths: BTreeSet<&str> = new_files.iter().map(|(p, _)| p.as_str()).collect();
-    for (p, v) in &new_files {
-        match old.get(p) {
-            None => d.added.push(p.clone()),
-            Some(o) if o != v => d.changed.push(p.clone()),
-            Some(_) => {}
+    let (old, mtime, owner) = match EntryReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(
+                "the previous generation's manifest is unreadable ({e}); publishing every file afresh"
+            );
+            d.added = files(entries.iter()).map(|e| e.path.clone()).collect();
+            return Ok((d, linkable));
+        }
+    };
+    // Hard links share the inode, so its mtime and owner must match too.
+    let link = link && mtime == new.contents.mtime && owner == new.contents.owner;
+    let mut old = old.peekable();
+    let mut next_old = |until: Option<&str>, d: &mut Diff| -> Result<Option<Entry>, Error> {
+        // Entries of the old manifest before `until` were removed.
+        while let Some(item) = old.peek() {
+            let e = item.as_ref().map_err(|e| {
+                Error::Environment(format!("{}: {e}; run with --force", path.display()))
+            })?;
+            match until.map(|u| e.path.as_str().cmp(u)) {
+                Some(std::cmp::Ordering::Greater) => return Ok(None),
+                Some(std::cmp::Ordering::Equal) => {
+                    return Ok(old.next().and_then(Result::ok));
+                }
+                _ => {
+                    if e.kind == Kind::File {
+                        d.removed.push(e.path.clone());
+                    }
+                    old.next();
+                }
+            }
+        }
+        Ok(None)
+    };
+    for (i, e) in entries.iter().enumerate() {
+        let prev = next_old(Some(&e.path), &mut d)?;
+        if e.kind != Kind::File {
+            if prev.as_ref().is_some_and(|p| p.kind == Kind::File) {
+                d.removed.push(e.path.clone());
+            }
+            continue;
+        }
+        match prev {
+            Some(p) if p.kind == Kind::File => {
+                if p.sha256 == e.sha256 && p.mode == e.mode {
+                    linkable[i] = link;
+                } else {
+                    d.changed.push(e.path.clone());
+                }
+            }
+            _ => d.added.push(e.path.clone()),
         }
     }
-    d.removed = old
-        .keys()
-        .filter(|p| !new_paths.contains(p.as_str()))
-        .cloned()
-        .collect();
-    d
+    next_old(None, &mut d)?;
+    d.removed.sort();
+    Ok((d, linkable))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_generation(
+fn files<'a>(entries: impl Iterator<Item = &'a Entry>) -> impl Iterator<Item = &'a Entry> {
+    entries.filter(|e| e.kind == Kind::File)
+}
+
+/// Writes the objects of `tree` that the store lacks: each under a temporary
+/// name, its files on all cores (hard-linked from generation `from` where
+/// `linkable` says it holds them, else copied from the inputs), then its
+/// links, then sealed and renamed into place, children before parents.
+fn write_objects(
     vol: &Volume,
     plan: &Plan,
-    name: &str,
-    current: Option<&str>,
-    previous: Option<&Manifest>,
-    opts: &Options,
+    tree: &Tree,
+    from: Option<&str>,
+    linkable: &[bool],
     progress: &Progress,
     out: &mut Outcome,
 ) -> Result<(), Error> {
-    let manifest = &plan.manifest;
+    let entries = &plan.manifest.contents.entries;
+    let contents = &plan.manifest.contents;
+    let store = vol.root.join(STORE_DIR);
+    if !exists(&store) {
+        fs::create_dir(&store).ctx("create", &store)?;
+        step();
+    }
+    let mtime = UNIX_EPOCH + Duration::from_secs(contents.mtime.max(0) as u64);
+    let owner = parse_owner(contents.owner.as_deref());
+    let mut named = BTreeSet::new();
+    let mut todo: Vec<(&Dir, String)> = vec![];
+    for d in tree.dirs.iter().filter(|d| d.is_object()) {
+        let name = d.object();
+        if named.insert(name.clone()) {
+            if exists(&store.join(&name)) {
+                out.objects_shared += 1;
+            } else {
+                todo.push((d, name));
+            }
+        }
+    }
+    out.objects_written = todo.len();
+    todo.sort_by_key(|(d, _)| std::cmp::Reverse(d.depth));
+    let pid = std::process::id();
+    let tmp_of = |name: &str| store.join(format!("{TMP_PREFIX}{name}-{pid}"));
+
+    // Directories: each object's own, and the real subdirectories of deep ones.
+    let mut files: Vec<(usize, PathBuf)> = vec![];
+    let mut links: Vec<(PathBuf, String)> = vec![];
+    let mut dirs: Vec<PathBuf> = vec![];
+    for (d, name) in &todo {
+        let root = tmp_of(name);
+        fs::create_dir(&root).ctx("create", &root)?;
+        step();
+        dirs.push(root.clone());
+        let mut stack = vec![(*d, root)];
+        while let Some((dir, at)) = stack.pop() {
+            for &c in &dir.children {
+                let e = &entries[c];
+                let dst = at.join(base_name(&e.path));
+                match e.kind {
+                    Kind::File => files.push((c, dst)),
+                    Kind::Dir if !dir.inlines_children() => {
+                        links.push((dst, format!("../{}", tree.dir(c).object())));
+                    }
+                    Kind::Dir => {
+                        fs::create_dir(&dst).ctx("create directory", &dst)?;
+                        step();
+                        dirs.push(dst.clone());
+                        stack.push((tree.dir(c), dst));
+                    }
+                }
+            }
+        }
+    }
+
+    let bar = progress.bar("writing", files.len() as u64);
+    let done = AtomicU64::new(0);
+    let linked = crate::parallel::try_map(&files, |(c, dst)| {
+        let e = &entries[*c];
+        let linked = match from {
+            Some(generation) if linkable[*c] => {
+                fs::hard_link(vol.root.join(generation).join(&e.path), dst).is_ok()
+            }
+            _ => false,
+        };
+        if !linked {
+            let node = &plan.nodes[&e.path];
+            copy_file(&node.abs, &node.stamp, dst, e.mode_bits(), mtime, owner)?;
+        }
+        step();
+        bar.set(done.fetch_add(1, Ordering::Relaxed) + 1);
+        Ok(linked)
+    })?;
+    out.hardlinked = linked.iter().filter(|l| **l).count();
+    out.copied = linked.len() - out.hardlinked;
+    bar.finish();
+
+    for (link, target) in &links {
+        symlink(target, link).ctx("create link", link)?;
+        finish_link(link, mtime, owner)?;
+        step();
+    }
+    // Sealed deepest first, so each directory is sealed after its children.
+    for dir in dirs.iter().rev() {
+        finish(dir, MODE_EXEC, mtime, owner)?;
+    }
+    step();
+    for (_, name) in &todo {
+        let target = store.join(name);
+        fs::rename(tmp_of(name), &target).ctx("rename object into place", &target)?;
+        step();
+    }
+    Ok(())
+}
+
+/// Writes the generation directory `name`: the manifest, the objects list
+/// and one link per pack; flushes the filesystem (unless told not to) and
+/// renames it into place.
+fn write_generation(
+    vol: &Volume,
+    manifest: &Manifest,
+    tree: &Tree,
+    salt: &str,
+    name: &str,
+    opts: &Options,
+) -> Result<(), Error> {
     let contents = &manifest.contents;
     let tmp = vol.root.join(format!(
         "{TMP_PREFIX}{}-{}",
@@ -307,56 +487,26 @@ fn write_generation(
     step();
     let mtime = UNIX_EPOCH + Duration::from_secs(contents.mtime.max(0) as u64);
     let owner = parse_owner(contents.owner.as_deref());
-    // Hard links share the inode, so its mode, mtime and owner must match too.
-    let linkable = previous
-        .filter(|p| p.contents.mtime == contents.mtime && p.contents.owner == contents.owner);
-    let bar = progress.bar("writing", contents.entries.len() as u64);
-
-    // Directories first (a parent sorts before its children), then files on all cores.
-    for e in contents.entries.iter().filter(|e| e.kind == Kind::Dir) {
-        let dst = tmp.join(&e.path);
-        fs::create_dir(&dst).ctx("create directory", &dst)?;
-        step();
-    }
-    let files: Vec<&Entry> = contents
-        .entries
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .collect();
-    let done = AtomicU64::new(0);
-    let linked = crate::parallel::try_map(&files, |e| {
-        let dst = tmp.join(&e.path);
-        let prev = linkable
-            .and_then(|p| p.get(&e.path))
-            .filter(|p| p.kind == Kind::File && p.sha256 == e.sha256 && p.mode == e.mode);
-        let linked = match (prev, current) {
-            (Some(_), Some(cur)) => fs::hard_link(vol.root.join(cur).join(&e.path), &dst).is_ok(),
-            _ => false,
-        };
-        if !linked {
-            let node = &plan.nodes[&e.path];
-            copy_file(&node.abs, &node.stamp, &dst, e.mode_bits(), mtime, owner)?;
-        }
-        step();
-        bar.set(done.fetch_add(1, Ordering::Relaxed) + 1);
-        Ok(linked)
-    })?;
-    out.hardlinked = linked.iter().filter(|l| **l).count();
-    out.copied = linked.len() - out.hardlinked;
-    bar.finish();
 
     let mf = tmp.join(MANIFEST_NAME);
-    fs::write(&mf, manifest.to_bytes()).ctx("write manifest", &mf)?;
+    let file = File::create(&mf).ctx("write manifest", &mf)?;
+    let mut w = io::BufWriter::with_capacity(256 * 1024, file);
+    manifest
+        .write_to(&mut w)
+        .and_then(|()| w.flush())
+        .ctx("write manifest", &mf)?;
+    drop(w);
     finish(&mf, MODE_FILE, mtime, owner)?;
     step();
-    // Directories last, deepest first, so each is sealed after its children.
-    for e in contents
-        .entries
-        .iter()
-        .rev()
-        .filter(|e| e.kind == Kind::Dir)
-    {
-        finish(&tmp.join(&e.path), MODE_EXEC, mtime, owner)?;
+    let objects = tmp.join(OBJECTS_NAME);
+    fs::write(&objects, objects_file_bytes(salt, &tree.objects())).ctx("write", &objects)?;
+    finish(&objects, MODE_FILE, mtime, owner)?;
+    step();
+    for (pack, object) in tree.packs(manifest) {
+        let link = tmp.join(pack);
+        symlink(format!("../{STORE_DIR}/{object}"), &link).ctx("create link", &link)?;
+        finish_link(&link, mtime, owner)?;
+        step();
     }
     finish(&tmp, MODE_EXEC, mtime, owner)?;
     step();
@@ -423,8 +573,28 @@ fn parse_owner(owner: Option<&str>) -> Option<(u32, u32)> {
     Some((u.parse().ok()?, g.parse().ok()?))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir).and_then(|f| f.sync_all()).ctx("sync", dir)
+/// Gives a link the owner and times of published entries.
+fn finish_link(path: &Path, mtime: SystemTime, owner: Option<(u32, u32)>) -> Result<(), Error> {
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).ctx("change owner of", path)?;
+    }
+    let secs = mtime.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let t = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)
+    .ctx("set times of", path)
 }
 
 /// The names that should be links in the root: one per pack, and the manifest.
@@ -476,20 +646,25 @@ fn update_links(vol: &Volume, manifest: &Manifest) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether `dir` holds a manifest byte-identical to `manifest`'s.
-fn manifest_matches(dir: &Path, manifest: &Manifest) -> bool {
-    fs::read(dir.join(MANIFEST_NAME)).is_ok_and(|b| b == manifest.to_bytes())
+/// Whether the generation at `dir` holds this manifest byte for byte and each
+/// of its packs resolves to a directory (its object is there).
+fn generation_intact(dir: &Path, manifest: &Manifest) -> bool {
+    manifest.matches_file(&dir.join(MANIFEST_NAME))
+        && manifest
+            .packs()
+            .all(|p| fs::metadata(dir.join(p)).is_ok_and(|m| m.is_dir()))
 }
 
 /// Whether the generation at `dir` holds exactly what `manifest` lists: the
-/// same manifest bytes, and every entry with its type, size and mode.
+/// same manifest bytes, and every entry with its type, size and mode (through
+/// the links into the store).
 fn generation_complete(dir: &Path, manifest: &Manifest) -> bool {
-    if !manifest_matches(dir, manifest) {
+    if !generation_intact(dir, manifest) {
         return false;
     }
     let entries = &manifest.contents.entries;
     crate::parallel::try_map(entries, |e| {
-        let ok = fs::symlink_metadata(dir.join(&e.path)).is_ok_and(|m| {
+        let ok = fs::metadata(dir.join(&e.path)).is_ok_and(|m| {
             let kind_ok = match e.kind {
                 Kind::Dir => m.is_dir(),
                 Kind::File => m.is_file() && Some(m.len()) == e.size,
@@ -499,19 +674,6 @@ fn generation_complete(dir: &Path, manifest: &Manifest) -> bool {
         Ok(ok)
     })
     .is_ok_and(|all| all.into_iter().all(|ok| ok))
-}
-
-/// Removes what an interrupted run left (`..tmp-*`, tombstones included).
-fn remove_leftovers(vol: &Volume) -> Result<Vec<String>, Error> {
-    let mut removed = vec![];
-    for (name, _) in vol.root_entries()? {
-        if classify(&name, false) == Some(RootEntry::Tmp) {
-            delete_tree(&vol.root.join(&name))?;
-            step();
-            removed.push(name);
-        }
-    }
-    Ok(removed)
 }
 
 /// Removes generations other than `current` and those in `protected`, keeping
@@ -539,61 +701,4 @@ fn collect_garbage(
         removed.push(name);
     }
     Ok(removed)
-}
-
-/// Removes the root entry `name`: first renamed to a tombstone (`..tmp-trash-*`),
-/// so that from that instant nothing can take what is left of it for a
-/// generation or a pack, then deleted.
-fn remove_tree(vol: &Volume, name: &str) -> Result<(), Error> {
-    let path = vol.root.join(name);
-    if !exists(&path) {
-        return Ok(());
-    }
-    let tomb = vol.root.join(format!(
-        "{TMP_PREFIX}trash-{}-{}",
-        name.trim_start_matches('.'),
-        std::process::id()
-    ));
-    fs::rename(&path, &tomb).ctx("move aside", &path)?;
-    step();
-    sync_dir(&vol.root)?;
-    delete_tree(&tomb)?;
-    step();
-    Ok(())
-}
-
-/// Deletes a file, link or read-only directory tree in place (only ever a
-/// tombstone or unfinished work: something no reader can take for content).
-fn delete_tree(path: &Path) -> Result<(), Error> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).ctx("read", path),
-    };
-    if !meta.is_dir() {
-        return fs::remove_file(path).ctx("remove", path);
-    }
-    // Published directories are 0555: make them writable, remove the files on
-    // all cores, then the directories, deepest first.
-    let mut dirs = vec![];
-    let mut files = vec![];
-    for entry in walkdir::WalkDir::new(path).follow_links(false) {
-        let entry = entry.map_err(io::Error::from).ctx("read", path)?;
-        if entry.file_type().is_dir() {
-            fs::set_permissions(entry.path(), Permissions::from_mode(0o755))
-                .ctx("set mode of", entry.path())?;
-            dirs.push(entry.into_path());
-        } else {
-            files.push(entry.into_path());
-        }
-    }
-    crate::parallel::try_map(&files, |f| {
-        fs::remove_file(f).ctx("remove", f)?;
-        step();
-        Ok(())
-    })?;
-    for d in dirs.iter().rev() {
-        fs::remove_dir(d).ctx("remove", d)?;
-    }
-    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use attune_pack::{
     Arch, Diagnostic, Diagnostics, NativeProblem, RunnerType, check_native, load_pack,
@@ -14,6 +14,7 @@ use crate::error::{Error, IoContext};
 use crate::hash::hash_file;
 use crate::manifest::{MANIFEST_NAME, Manifest, root_hash};
 use crate::scan::Kind;
+use crate::store::{OBJECTS_NAME, STORE_DIR, is_object_name, read_objects_file};
 use crate::volume::{DATA_LINK, RootEntry, Volume, classify, generation_id_of};
 
 const REASSEMBLE: &str = "run `packs-assemble assemble --force` for this volume: it publishes a fresh copy of every file";
@@ -127,92 +128,198 @@ pub fn verify(vol: &Volume, arch: Option<Arch>) -> Result<Report, Error> {
         );
     }
 
-    report.files = check_tree(&gen_dir, &manifest, d)?;
+    report.files = check_tree(vol, &gen_dir, &manifest, d)?;
     check_root(vol, &manifest, d)?;
     check_packs(&gen_dir, &manifest, arch, d);
     Ok(report)
 }
 
-/// Every entry on disk matches the manifest, and nothing else is there.
-fn check_tree(gen_dir: &Path, manifest: &Manifest, d: &mut Diagnostics) -> Result<usize, Error> {
-    let mut seen = BTreeSet::new();
-    let mut files = 0;
-    for entry in walkdir::WalkDir::new(gen_dir)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let entry = entry.map_err(std::io::Error::from).ctx("read", gen_dir)?;
-        let path = entry.path();
-        let rel = path
-            .strip_prefix(gen_dir)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .into_owned();
-        if rel == MANIFEST_NAME {
-            continue;
-        }
-        let meta = entry
-            .metadata()
-            .map_err(std::io::Error::from)
-            .ctx("read", path)?;
-        let Some(e) = manifest.get(&rel) else {
-            d.push(
-                Diagnostic::error(path, "is a stray file: not in the manifest").hint(format!(
-                    "something wrote into a published generation; {REASSEMBLE}"
-                )),
-            );
-            continue;
-        };
-        seen.insert(rel.clone());
-        let kind = if meta.is_dir() {
-            Kind::Dir
-        } else if meta.is_file() {
-            Kind::File
-        } else {
-            d.push(Diagnostic::error(path, "is neither a file nor a directory").hint(REASSEMBLE));
-            continue;
-        };
-        if kind != e.kind {
-            d.push(
-                Diagnostic::error(
-                    path,
-                    format!("is a {kind:?} but the manifest says {:?}", e.kind),
-                )
-                .hint(REASSEMBLE),
-            );
-            continue;
-        }
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode != e.mode_bits() {
-            d.push(
-                Diagnostic::error(
-                    path,
-                    format!("has mode {mode:04o}, the manifest says {}", e.mode),
-                )
-                .hint(REASSEMBLE),
-            );
-        }
-        if kind == Kind::File {
-            files += 1;
-            let h = hash_file(path).ctx("read", path)?;
-            if Some(meta.size()) != e.size || Some(&h.sha256) != e.sha256.as_ref() {
-                d.push(
-                    Diagnostic::error(path, "contents differ from the manifest (sha256 mismatch)")
-                        .hint(REASSEMBLE),
-                );
-            }
-        }
-    }
+/// Every entry on disk matches the manifest, and nothing else is there; links
+/// lead only to objects of the store, and the generation's objects list names
+/// exactly the objects it reaches (garbage collection trusts it).
+fn check_tree(
+    vol: &Volume,
+    gen_dir: &Path,
+    manifest: &Manifest,
+    d: &mut Diagnostics,
+) -> Result<usize, Error> {
+    let mut w = Walk {
+        gen_dir,
+        store: vol.root.join(STORE_DIR),
+        manifest,
+        seen: BTreeSet::new(),
+        objects: BTreeSet::new(),
+        files: 0,
+    };
+    w.dir(gen_dir, gen_dir, "", 0, d)?;
     for e in &manifest.contents.entries {
-        if !seen.contains(&e.path) {
+        if !w.seen.contains(&e.path) {
             d.push(
                 Diagnostic::error(gen_dir.join(&e.path), "is missing from the generation")
                     .hint(REASSEMBLE),
             );
         }
     }
-    Ok(files)
+    let list = gen_dir.join(OBJECTS_NAME);
+    match read_objects_file(gen_dir) {
+        Ok((_, listed)) => {
+            let listed: BTreeSet<String> = listed.into_iter().collect();
+            if listed != w.objects {
+                d.push(
+                    Diagnostic::error(&list, "does not name exactly the objects the generation links to; garbage collection could free what it uses")
+                        .hint(REASSEMBLE),
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && w.objects.is_empty() => {}
+        Err(e) => d.push(Diagnostic::error(&list, format!("cannot be read: {e}")).hint(REASSEMBLE)),
+    }
+    Ok(w.files)
+}
+
+/// Links deeper than this are a cycle (a published tree resolves through at
+/// most `INLINE_DEPTH` of them).
+const MAX_LINK_DEPTH: usize = 64;
+
+struct Walk<'a> {
+    gen_dir: &'a Path,
+    store: PathBuf,
+    manifest: &'a Manifest,
+    seen: BTreeSet<String>,
+    objects: BTreeSet<String>,
+    files: usize,
+}
+
+impl Walk<'_> {
+    /// Checks the entries of the directory at `disk` (where it really is),
+    /// reached as `logical` (the path through the links) and `rel` in the manifest.
+    fn dir(
+        &mut self,
+        disk: &Path,
+        logical: &Path,
+        rel: &str,
+        links: usize,
+        d: &mut Diagnostics,
+    ) -> Result<(), Error> {
+        let mut names: Vec<_> = std::fs::read_dir(disk)
+            .ctx("read", logical)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .ctx("read", logical)?;
+        names.sort();
+        for name in names {
+            let name_str = name.to_string_lossy();
+            if rel.is_empty() && (name_str == MANIFEST_NAME || name_str == OBJECTS_NAME) {
+                continue;
+            }
+            let child_rel = if rel.is_empty() {
+                name_str.to_string()
+            } else {
+                format!("{rel}/{name_str}")
+            };
+            let path = logical.join(&name);
+            let mut on_disk = disk.join(&name);
+            let mut meta = std::fs::symlink_metadata(&on_disk).ctx("read", &path)?;
+            let mut links = links;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&on_disk).ctx("read link", &path)?;
+                match self.object(disk, &target) {
+                    Some(object) if links < MAX_LINK_DEPTH => {
+                        on_disk = self.store.join(&object);
+                        meta = std::fs::metadata(&on_disk).ctx("read", &path)?;
+                        self.objects.insert(object);
+                        links += 1;
+                    }
+                    Some(_) => {
+                        d.push(Diagnostic::error(&path, "links form a cycle").hint(REASSEMBLE));
+                        continue;
+                    }
+                    None => {
+                        d.push(
+                            Diagnostic::error(
+                                &path,
+                                format!(
+                                    "is a link to {}, not to an object of this volume's store",
+                                    target.display()
+                                ),
+                            )
+                            .hint(REASSEMBLE),
+                        );
+                        continue;
+                    }
+                }
+            }
+            let Some(e) = self.manifest.get(&child_rel) else {
+                d.push(
+                    Diagnostic::error(&path, "is a stray file: not in the manifest").hint(format!(
+                        "something wrote into a published generation; {REASSEMBLE}"
+                    )),
+                );
+                continue;
+            };
+            self.seen.insert(child_rel.clone());
+            let kind = if meta.is_dir() {
+                Kind::Dir
+            } else if meta.is_file() {
+                Kind::File
+            } else {
+                d.push(
+                    Diagnostic::error(&path, "is neither a file nor a directory").hint(REASSEMBLE),
+                );
+                continue;
+            };
+            if kind != e.kind {
+                d.push(
+                    Diagnostic::error(
+                        &path,
+                        format!("is a {kind:?} but the manifest says {:?}", e.kind),
+                    )
+                    .hint(REASSEMBLE),
+                );
+                continue;
+            }
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode != e.mode_bits() {
+                d.push(
+                    Diagnostic::error(
+                        &path,
+                        format!("has mode {mode:04o}, the manifest says {}", e.mode),
+                    )
+                    .hint(REASSEMBLE),
+                );
+            }
+            if kind == Kind::Dir {
+                self.dir(&on_disk, &path, &child_rel, links, d)?;
+                continue;
+            }
+            self.files += 1;
+            let h = hash_file(&on_disk).ctx("read", &path)?;
+            if Some(meta.size()) != e.size || Some(&h.sha256) != e.sha256.as_ref() {
+                d.push(
+                    Diagnostic::error(&path, "contents differ from the manifest (sha256 mismatch)")
+                        .hint(REASSEMBLE),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The object a link in directory `disk` to `target` leads to, if it is
+    /// one a volume may hold: `../..store/<obj>` from the generation,
+    /// `../<obj>` from the top of an object.
+    fn object(&self, disk: &Path, target: &Path) -> Option<String> {
+        let t = target.to_str()?;
+        let name = if disk == self.gen_dir {
+            t.strip_prefix("../")?
+                .strip_prefix(STORE_DIR)?
+                .strip_prefix('/')?
+        } else if disk.parent() == Some(self.store.as_path()) {
+            t.strip_prefix("../")?
+        } else {
+            return None;
+        };
+        (is_object_name(name) && self.store.join(name).is_dir()).then(|| name.to_string())
+    }
 }
 
 /// The root holds only what this tool writes, and its links go through `..data`.

@@ -1,5 +1,6 @@
 //! The volume layout (Kubernetes AtomicWriter): generations `..<id>`, the
-//! `..data` link swapped by rename(2), per-pack links, and the publish lock.
+//! `..data` link swapped by rename(2), per-pack links, the object store
+//! `..store` that generations share (see [`crate::store`]), and the publish lock.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ pub enum RootEntry {
     Generation,
     /// `..tmp-*`: unfinished work of an interrupted run.
     Tmp,
+    /// `..store`: the directory objects that generations link to.
+    Store,
     /// The lock or the hash cache: bookkeeping, not content.
     Bookkeeping,
     /// A pack link or the manifest link.
@@ -35,6 +38,8 @@ pub enum RootEntry {
 pub fn classify(name: &str, is_symlink: bool) -> Option<RootEntry> {
     if name == DATA_LINK {
         Some(RootEntry::Data)
+    } else if name == crate::store::STORE_DIR && !is_symlink {
+        Some(RootEntry::Store)
     } else if name.starts_with(TMP_PREFIX) || name.starts_with(&format!("{CACHE_NAME}.tmp-")) {
         Some(RootEntry::Tmp)
     } else if let Some(id) = name.strip_prefix("..") {
@@ -165,6 +170,8 @@ mod tests {
             Some(RootEntry::Generation)
         );
         assert_eq!(classify("..tmp-abc", false), Some(RootEntry::Tmp));
+        assert_eq!(classify("..store", false), Some(RootEntry::Store));
+        assert_eq!(classify("..store", true), None);
         assert_eq!(classify("core", true), Some(RootEntry::Link));
         assert_eq!(classify("core", false), None);
         assert_eq!(

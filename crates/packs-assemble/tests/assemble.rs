@@ -71,8 +71,10 @@ fn second_run_with_unchanged_inputs_writes_nothing() {
     );
 }
 
+/// Only the objects on the path from the change to the pack are written; the
+/// other directories are shared, and the new objects hard-link unchanged files.
 #[test]
-fn changed_file_makes_a_generation_that_hard_links_the_rest() {
+fn changed_file_makes_a_generation_that_shares_the_rest() {
     let f = Fixture::new();
     f.fresh_sensor("v1");
     let first = f.assemble_ok();
@@ -84,7 +86,37 @@ fn changed_file_makes_a_generation_that_hard_links_the_rest() {
         serde_json::json!(["core/actions/echo.sh"])
     );
     assert_eq!(second["copied"], 1);
-    assert!(second["hardlinked"].as_u64().unwrap() >= 10);
+    // core/ and core/actions/ are new; every other directory is shared.
+    assert_eq!(second["objects_written"], 2, "{second}");
+    assert!(second["objects_shared"].as_u64().unwrap() >= 2, "{second}");
+    let files_in = |dir: &str| {
+        fs::read_dir(f.published(dir))
+            .unwrap()
+            .filter(|e| fs::metadata(e.as_ref().unwrap().path()).unwrap().is_file())
+            .count() as u64
+    };
+    let (actions_files, core_files) = (files_in("core/actions"), files_in("core"));
+    assert_eq!(
+        second["hardlinked"].as_u64().unwrap(),
+        actions_files - 1 + core_files,
+        "{second}"
+    );
+    let sensors = |g: &serde_json::Value| {
+        fs::read_link(f.vol().join(g["generation"].as_str().unwrap()).join("core"))
+            .map(|core| {
+                f.vol()
+                    .join(g["generation"].as_str().unwrap())
+                    .join(core)
+                    .join("sensors")
+            })
+            .and_then(fs::read_link)
+            .unwrap()
+    };
+    assert_eq!(
+        sensors(&first),
+        sensors(&second),
+        "core/sensors is one shared object"
+    );
     let old = f
         .vol()
         .join(first["generation"].as_str().unwrap())

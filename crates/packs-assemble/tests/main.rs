@@ -6,6 +6,7 @@ mod hardening;
 mod inspect;
 mod regression;
 mod security;
+mod store;
 mod upstream;
 mod util;
 mod verify;

@@ -163,7 +163,7 @@ impl Fixture {
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("..") && n != "..data")
+            .filter(|n| n.starts_with("..") && n != "..data" && n != "..store")
             .collect();
         v.sort();
         v
@@ -181,8 +181,9 @@ pub fn remove_tree(path: &Path) {
     fs::remove_dir_all(path).unwrap();
 }
 
+/// The mode of what a reader opens at `path` (published directories are links into the store).
 pub fn mode(path: &Path) -> u32 {
-    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
 pub fn stderr_of(out: &std::process::Output) -> String {
