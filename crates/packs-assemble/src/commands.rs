@@ -125,12 +125,20 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         force: args.force,
     };
     let outcome = publish::publish(&vol, &plan, &opts, progress)?;
-    // The cache changes only when a file had to be read or one disappeared.
-    if !args.dry_run && (plan.hashed > 0 || cache.len() != plan.hashes.len()) {
-        let pairs: Vec<_> = plan
-            .hashes
+    // The cache changes only when a file it will now hold had to be read
+    // (files changed within the racy window are read, never cached), or one
+    // it held disappeared.
+    let cache_stale = plan.cache_unmatched
+        || plan
+            .hashed
             .iter()
-            .map(|(rel, h)| (&plan.nodes[rel], h))
+            .any(|&i| !crate::hash::is_racy(&plan.nodes[i].stamp, scan_started));
+    if !args.dry_run && cache_stale {
+        let pairs: Vec<_> = plan
+            .nodes
+            .iter()
+            .zip(&plan.hashes)
+            .filter_map(|(n, h)| Some((n, h.as_ref()?)))
             .collect();
         HashCache::save(&vol.root, &pairs, scan_started)?;
     }

@@ -1,18 +1,77 @@
 //! Content hashes of input files, computed in parallel and cached by file
 //! identity and change time, so a run over unchanged inputs reads no contents.
+//!
+//! The cache is a text file sorted by path, read as a stream beside the sorted
+//! list of files (a merge join): it costs no memory per file.
 
-use std::collections::HashMap;
+use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
-use std::path::Path;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext};
-use crate::manifest::hex;
 use crate::scan::{Node, Stamp};
+
+/// A SHA-256 digest; written as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Sha256Digest(pub [u8; 32]);
+
+impl Sha256Digest {
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Sha256Digest> {
+        let b = s.as_bytes();
+        if b.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in b.chunks(2).enumerate() {
+            let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+            out[i] = d(pair[0])? << 4 | d(pair[1])?;
+        }
+        Some(Sha256Digest(out))
+    }
+
+    /// Writes the 64 hex digits into `out`.
+    pub fn write_hex(&self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for b in self.0 {
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 15) as usize]);
+        }
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut v = Vec::with_capacity(64);
+        self.write_hex(&mut v);
+        f.write_str(std::str::from_utf8(&v).expect("hex is ASCII"))
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Sha256Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Sha256Digest::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected 64 lowercase hex digits"))
+    }
+}
 
 /// The cache file's name in the volume root (not part of any generation).
 pub const CACHE_NAME: &str = ".attune-assemble-cache";
@@ -25,10 +84,10 @@ const CACHE_HEADER: &str = "attune-assemble-cache 1";
 const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
 /// What is known of one file's contents.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileHash {
-    /// Lowercase hex SHA-256.
-    pub sha256: String,
+    /// SHA-256 of the contents.
+    pub sha256: Sha256Digest,
     /// Whether it starts with the ELF magic.
     pub elf: bool,
 }
@@ -36,91 +95,87 @@ pub struct FileHash {
 /// Hashes of input files by volume path, valid while the file's identity and
 /// change stamp are the same (another source directory has other inodes).
 ///
-/// One line per file: `sha256 elf dev ino size mtime_ns ctime_ns path`.
+/// One line per file, sorted by path: `sha256 elf dev ino size mtime_ns ctime_ns path`.
 #[derive(Debug, Default)]
 pub struct HashCache {
-    files: HashMap<String, (Stamp, FileHash)>,
+    path: Option<PathBuf>,
 }
 
 impl HashCache {
-    /// Loads the cache from the volume root; a missing or unreadable cache is empty.
+    /// The cache in the volume root; a missing or unreadable cache is empty.
     pub fn load(volume: &Path) -> HashCache {
-        let path = volume.join(CACHE_NAME);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return HashCache::default();
-        };
-        let mut lines = text.lines();
-        if lines.next() != Some(CACHE_HEADER) {
-            tracing::warn!(path = %path.display(), "ignoring a hash cache of another format");
-            return HashCache::default();
+        HashCache {
+            path: Some(volume.join(CACHE_NAME)),
         }
-        let files = lines.filter_map(parse_line).collect();
-        HashCache { files }
     }
 
-    /// How many files it knows.
-    pub fn len(&self) -> usize {
-        self.files.len()
+    /// A reader of the cache's lines after its header, or none when there is
+    /// no cache of this format.
+    fn reader(&self) -> Option<BufReader<File>> {
+        let mut r = BufReader::with_capacity(256 * 1024, File::open(self.path.as_ref()?).ok()?);
+        let mut first = String::new();
+        r.read_line(&mut first).ok()?;
+        if first.trim_end() != CACHE_HEADER {
+            tracing::warn!("ignoring a hash cache of another format");
+            return None;
+        }
+        Some(r)
     }
 
-    /// Whether it knows none.
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-
-    fn lookup(&self, node: &Node) -> Option<&FileHash> {
-        let (stamp, hash) = self.files.get(node.rel.as_str())?;
-        (*stamp == node.stamp).then_some(hash)
-    }
-
-    /// Replaces the cache with `files`' hashes, leaving out racy ones, and writes it
-    /// atomically into the volume root (unless it is unchanged).
+    /// Replaces the cache with `files`' hashes (sorted by path), leaving out
+    /// racy ones, and writes it atomically into the volume root.
     pub fn save(
         volume: &Path,
         files: &[(&Node, &FileHash)],
         scan_started_ns: i64,
     ) -> Result<(), Error> {
-        use std::fmt::Write;
-        let mut text = String::with_capacity(files.len() * 160);
-        text.push_str(CACHE_HEADER);
-        text.push('\n');
-        for (n, h) in files {
-            let s = &n.stamp;
-            if s.ctime_ns.max(s.mtime_ns) + RACY_WINDOW_NS >= scan_started_ns
-                || n.rel.contains('\n')
-            {
-                continue;
-            }
-            let _ = writeln!(
-                text,
-                "{} {} {} {} {} {} {} {}",
-                h.sha256,
-                u8::from(h.elf),
-                s.dev,
-                s.ino,
-                s.size,
-                s.mtime_ns,
-                s.ctime_ns,
-                n.rel
-            );
-        }
         let path = volume.join(CACHE_NAME);
-        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
-            return Ok(()); // unchanged inputs write nothing, not even the cache
-        }
         let tmp = volume.join(format!("{CACHE_NAME}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, text).ctx("write hash cache", &tmp)?;
+        let file = File::create(&tmp).ctx("write hash cache", &tmp)?;
+        let mut w = io::BufWriter::with_capacity(256 * 1024, file);
+        let mut line = Vec::with_capacity(256);
+        let mut write = || -> io::Result<()> {
+            writeln!(w, "{CACHE_HEADER}")?;
+            for (n, h) in files {
+                let s = &n.stamp;
+                if is_racy(s, scan_started_ns) || n.rel.contains('\n') {
+                    continue;
+                }
+                line.clear();
+                h.sha256.write_hex(&mut line);
+                writeln!(
+                    line,
+                    " {} {} {} {} {} {} {}",
+                    u8::from(h.elf),
+                    s.dev,
+                    s.ino,
+                    s.size,
+                    s.mtime_ns,
+                    s.ctime_ns,
+                    n.rel
+                )?;
+                w.write_all(&line)?;
+            }
+            w.flush()
+        };
+        write().ctx("write hash cache", &tmp)?;
         std::fs::rename(&tmp, &path).ctx("write hash cache", &path)
     }
 }
 
-fn parse_line(line: &str) -> Option<(String, (Stamp, FileHash))> {
+/// Whether a file changed so close to the scan that a later write could keep
+/// its stamp: such a file is never cached.
+pub fn is_racy(stamp: &Stamp, scan_started_ns: i64) -> bool {
+    stamp.ctime_ns.max(stamp.mtime_ns) + RACY_WINDOW_NS >= scan_started_ns
+}
+
+fn parse_line(line: &str) -> Option<(&str, Stamp, FileHash)> {
     let mut f = line.splitn(8, ' ');
-    let sha256 = f.next()?.to_string();
+    let sha256 = Sha256Digest::from_hex(f.next()?)?;
     let elf = f.next()? == "1";
     let mut num = || f.next()?.parse::<i64>().ok();
     let (dev, ino, size, mtime_ns, ctime_ns) = (num()?, num()?, num()?, num()?, num()?);
-    let rel = f.next()?.to_string();
+    let rel = f.next()?;
     let stamp = Stamp {
         dev: dev as u64,
         ino: ino as u64,
@@ -128,7 +183,7 @@ fn parse_line(line: &str) -> Option<(String, (Stamp, FileHash))> {
         mtime_ns,
         ctime_ns,
     };
-    Some((rel, (stamp, FileHash { sha256, elf })))
+    Some((rel, stamp, FileHash { sha256, elf }))
 }
 
 /// Reads a file and returns its hash and whether it is an ELF.
@@ -150,26 +205,76 @@ pub fn hash_file(path: &Path) -> io::Result<FileHash> {
         hasher.update(&buf[..n]);
     }
     Ok(FileHash {
-        sha256: hex(&hasher.finalize()),
+        sha256: Sha256Digest(hasher.finalize().into()),
         elf,
     })
 }
 
-/// Hashes of `nodes` (regular files), in order, and how many had to be read:
-/// from the cache where the stamp matches, read in parallel otherwise.
-/// `progress` is called with each finished count.
+/// What hashing found.
+#[derive(Debug)]
+pub struct Hashed {
+    /// The hashes of the files, in order.
+    pub hashes: Vec<FileHash>,
+    /// The indices of those that had to be read.
+    pub read: Vec<usize>,
+    /// Whether the cache knows a file that is gone (or a line it cannot parse).
+    pub cache_unmatched: bool,
+}
+
+/// Hashes of `nodes` (regular files, sorted by path), in order: from the
+/// cache where the stamp matches, read in parallel otherwise. `progress` is
+/// called with each finished count.
 pub fn hash_all(
     nodes: &[&Node],
     cache: &HashCache,
     progress: &(dyn Fn(usize) + Sync),
-) -> Result<(Vec<FileHash>, usize), Error> {
-    let mut out: Vec<Option<FileHash>> = nodes.iter().map(|n| cache.lookup(n).cloned()).collect();
+) -> Result<Hashed, Error> {
+    let mut out: Vec<Option<FileHash>> = vec![None; nodes.len()];
+    let mut reader = cache.reader();
+    // The next line into `line`; false at the end (or on an error: no cache).
+    let mut line = String::with_capacity(256);
+    let mut next = |line: &mut String| {
+        line.clear();
+        reader
+            .as_mut()
+            .is_some_and(|r| r.read_line(line).is_ok_and(|n| n > 0))
+    };
+    let mut cached = 0;
+    let mut unmatched = false;
+    let mut more = next(&mut line);
+    for (i, n) in nodes.iter().enumerate() {
+        while more {
+            let Some((rel, stamp, hash)) = parse_line(line.trim_end_matches('\n')) else {
+                unmatched = true;
+                more = next(&mut line);
+                continue;
+            };
+            match rel.cmp(n.rel.as_str()) {
+                std::cmp::Ordering::Less => unmatched = true,
+                std::cmp::Ordering::Equal => {
+                    cached += 1;
+                    if stamp == n.stamp {
+                        out[i] = Some(hash);
+                    }
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+            more = next(&mut line);
+        }
+    }
+    unmatched |= more;
     let misses: Vec<usize> = (0..nodes.len()).filter(|i| out[*i].is_none()).collect();
-    tracing::debug!(files = nodes.len(), to_read = misses.len(), "hashing");
+    tracing::debug!(
+        files = nodes.len(),
+        cached,
+        to_read = misses.len(),
+        "hashing"
+    );
     let done = AtomicUsize::new(nodes.len() - misses.len());
     progress(done.load(Ordering::Relaxed));
     let read = crate::parallel::try_map(&misses, |&i| {
-        let h = hash_file(&nodes[i].abs).ctx("read", &nodes[i].abs)?;
+        let abs = nodes[i].abs();
+        let h = hash_file(&abs).ctx("read", &abs)?;
         progress(done.fetch_add(1, Ordering::Relaxed) + 1);
         Ok(h)
     })?;
@@ -180,7 +285,11 @@ pub fn hash_all(
         .into_iter()
         .map(|h| h.expect("every file hashed"))
         .collect();
-    Ok((hashes, misses.len()))
+    Ok(Hashed {
+        hashes,
+        read: misses,
+        cache_unmatched: unmatched,
+    })
 }
 
 #[cfg(test)]
@@ -191,7 +300,7 @@ mod tests {
     fn node(path: &Path) -> Node {
         Node {
             rel: "p/f".into(),
-            abs: path.to_path_buf(),
+            base: crate::scan::Base::new(path.parent().unwrap(), "p"),
             kind: Kind::File,
             executable: false,
             setid: false,
@@ -207,9 +316,14 @@ mod tests {
         std::fs::write(&f, "abc").unwrap();
         let h = hash_file(&f).unwrap();
         assert_eq!(
-            h.sha256,
+            h.sha256.to_string(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+        assert_eq!(
+            Sha256Digest::from_hex(&h.sha256.to_string()),
+            Some(h.sha256)
+        );
+        assert_eq!(Sha256Digest::from_hex("xy"), None);
         assert!(!h.elf);
     }
 
@@ -218,9 +332,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let f = tmp.path().join("f");
         std::fs::write(&f, "abc").unwrap();
+        std::fs::rename(&f, tmp.path().join("p")).ok();
+        let f = tmp.path().join("f");
+        std::fs::write(&f, "abc").unwrap();
         let n = node(&f);
         let fake = FileHash {
-            sha256: "cached".into(),
+            sha256: Sha256Digest([7; 32]),
             elf: false,
         };
         // A scan that started well after the file changed: the entry is kept.
@@ -232,15 +349,15 @@ mod tests {
         .unwrap();
         let cache = HashCache::load(tmp.path());
         assert_eq!(
-            hash_all(&[&n], &cache, &|_| {}).unwrap().0[0].sha256,
-            "cached"
+            hash_all(&[&n], &cache, &|_| {}).unwrap().hashes[0].sha256,
+            Sha256Digest([7; 32])
         );
         // The file changes: its stamp differs and it is read again.
         std::fs::write(&f, "abcd").unwrap();
         let n2 = node(&f);
         assert_ne!(
-            hash_all(&[&n2], &cache, &|_| {}).unwrap().0[0].sha256,
-            "cached"
+            hash_all(&[&n2], &cache, &|_| {}).unwrap().hashes[0].sha256,
+            Sha256Digest([7; 32])
         );
     }
 
@@ -249,16 +366,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let f = tmp.path().join("f");
         std::fs::write(&f, "abc").unwrap();
+        std::fs::rename(&f, tmp.path().join("p")).ok();
+        let f = tmp.path().join("f");
+        std::fs::write(&f, "abc").unwrap();
         let n = node(&f);
         let fake = FileHash {
-            sha256: "cached".into(),
+            sha256: Sha256Digest([7; 32]),
             elf: false,
         };
         HashCache::save(tmp.path(), &[(&n, &fake)], n.stamp.ctime_ns).unwrap();
         let cache = HashCache::load(tmp.path());
         assert_ne!(
-            hash_all(&[&n], &cache, &|_| {}).unwrap().0[0].sha256,
-            "cached"
+            hash_all(&[&n], &cache, &|_| {}).unwrap().hashes[0].sha256,
+            Sha256Digest([7; 32])
         );
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext};
+use crate::hash::Sha256Digest;
 use crate::scan::{Kind, Origin};
 
 /// The manifest's file name, inside each generation (and linked from the volume root).
@@ -40,13 +41,13 @@ pub struct Entry {
     #[serde(rename = "type")]
     pub kind: Kind,
     /// Octal mode, `0444` or `0555`.
-    pub mode: String,
+    pub mode: Mode,
     /// Size in bytes (files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
-    /// Lowercase hex SHA-256 of the contents (files).
+    /// SHA-256 of the contents (files), in lowercase hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub sha256: Option<Sha256Digest>,
     /// Which input supplied it.
     pub origin: Origin,
 }
@@ -54,13 +55,46 @@ pub struct Entry {
 impl Entry {
     /// The mode as a number.
     pub fn mode_bits(&self) -> u32 {
-        u32::from_str_radix(&self.mode, 8).unwrap_or(0)
+        self.mode.0
     }
 }
 
-/// The mode string for a mode.
-pub fn mode_string(mode: u32) -> String {
-    format!("{mode:04o}")
+/// A permission mode; written as four octal digits (`"0444"`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mode(pub u32);
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl std::fmt::Debug for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        u32::from_str_radix(&s, 8)
+            .ok()
+            .filter(|m| s.len() == 4 && *m <= 0o7777)
+            .map(Mode)
+            .ok_or_else(|| serde::de::Error::custom("expected four octal digits"))
+    }
+}
+
+/// The mode of a mode number.
+pub fn mode_string(mode: u32) -> Mode {
+    Mode(mode)
 }
 
 /// Everything the root hash covers.
@@ -147,17 +181,23 @@ impl Manifest {
         w.write_all(b"]}\n")
     }
 
-    /// SHA-256 of the canonical bytes, computed without holding them.
-    pub fn digest(&self) -> [u8; 32] {
-        let mut w = HashWriter(Sha256::new());
-        self.write_to(&mut io::BufWriter::with_capacity(64 * 1024, &mut w))
-            .expect("hashing cannot fail");
-        w.0.finalize().into()
-    }
-
-    /// Whether the file at `path` holds exactly this manifest's bytes.
+    /// Whether the file at `path` holds exactly this manifest's bytes
+    /// (compared as they are produced, never held whole).
     pub fn matches_file(&self, path: &Path) -> bool {
-        file_digest(path).is_ok_and(|d| d == self.digest())
+        let Ok(file) = File::open(path) else {
+            return false;
+        };
+        let cmp = CompareWriter {
+            file: BufReader::with_capacity(256 * 1024, file),
+            buf: vec![],
+        };
+        let mut w = io::BufWriter::with_capacity(256 * 1024, cmp);
+        let same = self.write_to(&mut w).is_ok() && w.flush().is_ok();
+        // Equal so far, and the file holds nothing more.
+        let Ok(mut cmp) = w.into_inner() else {
+            return false;
+        };
+        same && cmp.file.fill_buf().is_ok_and(|rest| rest.is_empty())
     }
 
     /// Reads a manifest file.
@@ -190,27 +230,62 @@ impl Manifest {
     }
 }
 
-struct HashWriter(Sha256);
-
-impl Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+impl Entry {
+    /// Appends the entry as compact JSON, keys in declaration order (what
+    /// serde writes, without its per-field overhead: 100,000 of these are
+    /// written or compared on every publish of a large volume).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"path\":");
+        json_string(&self.path, out);
+        out.extend_from_slice(match self.kind {
+            Kind::Dir => b",\"type\":\"dir\",\"mode\":",
+            Kind::File => b",\"type\":\"file\",\"mode\":",
+        });
+        let _ = write!(out, "\"{}\"", self.mode);
+        if let Some(size) = self.size {
+            out.extend_from_slice(b",\"size\":");
+            out.extend_from_slice(size.to_string().as_bytes());
+        }
+        if let Some(sha) = &self.sha256 {
+            out.extend_from_slice(b",\"sha256\":\"");
+            sha.write_hex(out);
+            out.push(b'"');
+        }
+        out.extend_from_slice(match self.origin {
+            Origin::Source => b",\"origin\":\"source\"}",
+            Origin::Binaries => b",\"origin\":\"binaries\"}",
+        });
     }
 }
 
-fn file_digest(path: &Path) -> io::Result<[u8; 32]> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match f.read(&mut buf)? {
-            0 => return Ok(h.finalize().into()),
-            n => h.update(&buf[..n]),
+/// Appends `s` as a JSON string.
+fn json_string(s: &str, out: &mut Vec<u8>) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, s).expect("a string always serializes");
+    }
+}
+
+/// Compares what is written with a file's next bytes; fails at the first difference.
+struct CompareWriter {
+    file: BufReader<File>,
+    buf: Vec<u8>,
+}
+
+impl Write for CompareWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.resize(data.len(), 0);
+        self.file.read_exact(&mut self.buf)?;
+        if self.buf != data {
+            return Err(io::Error::other("differs"));
         }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -284,6 +359,7 @@ pub fn root_hash(contents: &Contents) -> String {
         contents.mtime,
         contents.owner.as_deref().unwrap_or("-")
     ));
+    let mut line = Vec::with_capacity(256);
     for e in &contents.entries {
         let kind = match e.kind {
             Kind::Dir => "dir",
@@ -293,19 +369,26 @@ pub fn root_hash(contents: &Contents) -> String {
             Origin::Source => "source",
             Origin::Binaries => "binaries",
         };
-        let size = e.size.map_or_else(|| "-".to_string(), |s| s.to_string());
-        for field in [
-            e.path.as_str(),
-            kind,
-            &e.mode,
-            &size,
-            e.sha256.as_deref().unwrap_or("-"),
-        ] {
-            h.update(field.as_bytes());
-            h.update(b"\0");
+        line.clear();
+        for field in [e.path.as_str(), kind] {
+            line.extend_from_slice(field.as_bytes());
+            line.push(0);
         }
-        h.update(origin.as_bytes());
-        h.update(b"\n");
+        let _ = write!(line, "{}", e.mode);
+        line.push(0);
+        match e.size {
+            Some(s) => line.extend_from_slice(s.to_string().as_bytes()),
+            None => line.push(b'-'),
+        }
+        line.push(0);
+        match &e.sha256 {
+            Some(sha) => sha.write_hex(&mut line),
+            None => line.push(b'-'),
+        }
+        line.push(0);
+        line.extend_from_slice(origin.as_bytes());
+        line.push(b'\n');
+        h.update(&line);
     }
     format!("sha256:{}", hex(&h.finalize()))
 }
@@ -341,7 +424,7 @@ mod tests {
             kind: Kind::File,
             mode: mode_string(MODE_FILE),
             size: Some(1),
-            sha256: Some(sha.into()),
+            sha256: Sha256Digest::from_hex(&sha.repeat(64)),
             origin: Origin::Source,
         }
     }
@@ -354,8 +437,34 @@ mod tests {
         assert_eq!(a.to_bytes(), b.to_bytes());
         assert_ne!(a.root_hash, c.root_hash);
         assert_eq!(a.generation_id().len(), 32);
-        assert_eq!(a.get("b").unwrap().sha256.as_deref(), Some("2"));
+        assert_eq!(
+            a.get("b").unwrap().sha256,
+            Sha256Digest::from_hex(&"2".repeat(64))
+        );
         assert!(a.get("c").is_none());
+    }
+
+    #[test]
+    fn writes_what_serde_writes() {
+        let mut odd = file("dir/a \"quoted\" \\ name\t", "a");
+        odd.origin = Origin::Binaries;
+        for e in [
+            file("a", "1"),
+            odd,
+            Entry {
+                size: None,
+                sha256: None,
+                kind: Kind::Dir,
+                ..file("d", "0")
+            },
+        ] {
+            let mut ours = vec![];
+            e.write_json(&mut ours);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&e).unwrap()
+            );
+        }
     }
 
     #[test]

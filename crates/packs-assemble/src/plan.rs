@@ -46,14 +46,17 @@ pub struct FoundPack {
 pub struct Plan {
     /// The manifest of the generation to publish.
     pub manifest: Manifest,
-    /// Where each published file comes from, by volume path.
-    pub nodes: BTreeMap<String, Node>,
-    /// Content hashes of the files, by volume path.
-    pub hashes: BTreeMap<String, FileHash>,
+    /// Where each manifest entry comes from, in the manifest's order.
+    pub nodes: Vec<Node>,
+    /// Content hashes of the files (`None` for directories), in the same order.
+    pub hashes: Vec<Option<FileHash>>,
     /// The packs, by name.
     pub packs: Vec<Pack>,
-    /// Files whose contents had to be read (not in the hash cache).
-    pub hashed: usize,
+    /// Files whose contents had to be read (not in the hash cache), as
+    /// indices into `nodes`.
+    pub hashed: Vec<usize>,
+    /// Whether the hash cache knows files that are gone.
+    pub cache_unmatched: bool,
     /// Everything found wrong or worth knowing.
     pub diagnostics: Diagnostics,
 }
@@ -201,13 +204,13 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
     diags.extend(references(&packs));
     phase("load packs");
 
-    // 3. Source trees.
-    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    // 3. Source trees, sorted by path (packs come in name order, so this is
+    // nearly sorted already).
+    let mut nodes: Vec<Node> = vec![];
     for fp in found.values() {
-        for n in scan(&fp.dir, &fp.name, Origin::Source, false, &mut diags)? {
-            nodes.insert(n.rel.clone(), n);
-        }
+        nodes.extend(scan(&fp.dir, &fp.name, Origin::Source, false, &mut diags)?);
     }
+    nodes.sort_by(|a, b| a.rel.cmp(&b.rel));
 
     // 4. Binaries trees overlay the sources.
     let mut from_binaries: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -225,12 +228,26 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
     phase("scan");
 
     // 5. Hash every file.
-    let files: Vec<&Node> = nodes.values().filter(|n| n.kind == Kind::File).collect();
+    let files: Vec<&Node> = nodes.iter().filter(|n| n.kind == Kind::File).collect();
     let bar = progress.bar("hashing", files.len() as u64);
-    let (hashed, read) = hash_all(&files, cache, &|done| bar.set(done as u64))?;
+    let hashed = hash_all(&files, cache, &|done| bar.set(done as u64))?;
     bar.finish();
-    let hashes: BTreeMap<String, FileHash> =
-        files.iter().map(|n| n.rel.clone()).zip(hashed).collect();
+    let file_index: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.kind == Kind::File)
+        .map(|(i, _)| i)
+        .collect();
+    drop(files);
+    let read: Vec<usize> = hashed.read.iter().map(|&f| file_index[f]).collect();
+    let mut file_hashes = hashed.hashes.into_iter();
+    let hashes: Vec<Option<FileHash>> = nodes
+        .iter()
+        .map(|n| match n.kind {
+            Kind::File => file_hashes.next(),
+            Kind::Dir => None,
+        })
+        .collect();
 
     phase("hash");
 
@@ -249,16 +266,16 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
 
     // 7. The manifest.
     let entries = nodes
-        .values()
-        .map(|n| {
+        .iter()
+        .zip(&hashes)
+        .map(|(n, hash)| {
             let exec = n.kind == Kind::Dir || n.executable || force_exec.contains(&n.rel);
-            let hash = hashes.get(&n.rel);
             Entry {
                 path: n.rel.clone(),
                 kind: n.kind,
                 mode: mode_string(if exec { MODE_EXEC } else { MODE_FILE }),
                 size: hash.map(|_| n.stamp.size),
-                sha256: hash.map(|h| h.sha256.clone()),
+                sha256: hash.map(|h| h.sha256),
                 origin: n.origin,
             }
         })
@@ -277,18 +294,29 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
         hashes,
         packs,
         hashed: read,
+        cache_unmatched: hashed.cache_unmatched,
         diagnostics: diags,
     })
 }
 
+/// The node at volume path `rel` in `nodes` (sorted by path).
+fn find<'a>(nodes: &'a [Node], rel: &str) -> Option<&'a Node> {
+    nodes
+        .binary_search_by(|n| n.rel.as_str().cmp(rel))
+        .ok()
+        .map(|i| &nodes[i])
+}
+
+/// Lays the binaries tree `root` over `nodes` (sorted by path, and still sorted after).
 fn overlay(
     root: &Path,
     arch: Arch,
     found: &BTreeMap<String, FoundPack>,
-    nodes: &mut BTreeMap<String, Node>,
+    nodes: &mut Vec<Node>,
     from_binaries: &mut BTreeMap<String, PathBuf>,
     diags: &mut Diagnostics,
 ) -> Result<(), Error> {
+    let mut added = vec![];
     for e in sorted_entries(root, "read binaries tree")? {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
@@ -308,13 +336,17 @@ fn overlay(
             continue;
         }
         for n in scan(&path, &name, Origin::Binaries, true, diags)? {
+            let at = nodes.binary_search_by(|o| o.rel.cmp(&n.rel));
             if n.kind == Kind::Dir {
-                nodes.entry(n.rel.clone()).or_insert(n);
+                if at.is_err() {
+                    added.push(n);
+                }
                 continue;
             }
+            let abs = n.abs();
             if let Some(first) = from_binaries.get(&n.rel) {
                 diags.push(Diagnostic::error(
-                    &n.abs,
+                    &abs,
                     format!(
                         "is also supplied by {}; two binaries trees give the same path",
                         first.display()
@@ -322,45 +354,54 @@ fn overlay(
                 ));
                 continue;
             }
-            let bytes = std::fs::read(&n.abs).ctx("read", &n.abs)?;
+            let bytes = std::fs::read(&abs).ctx("read", &abs)?;
             for p in check_native(&bytes, true, arch) {
                 diags.push(
-                    Diagnostic::error(&n.abs, format!("binary {}", p.cause())).hint(p.fix(arch)),
+                    Diagnostic::error(&abs, format!("binary {}", p.cause())).hint(p.fix(arch)),
                 );
             }
-            match nodes.get(&n.rel) {
-                Some(old) if old.kind == Kind::Dir => {
+            match at.map(|i| &nodes[i]) {
+                Ok(old) if old.kind == Kind::Dir => {
                     diags.push(Diagnostic::error(
-                        &old.abs,
+                        old.abs(),
                         format!(
                             "is a directory in the sources, but {} is a file at the same path",
-                            n.abs.display()
+                            abs.display()
                         ),
                     ));
                     continue;
                 }
-                Some(old) => diags.push(stale(old, &n)?),
-                None => {}
+                Ok(old) => diags.push(stale(old, &n)?),
+                Err(_) => {}
             }
-            from_binaries.insert(n.rel.clone(), n.abs.clone());
-            nodes.insert(n.rel.clone(), n);
+            from_binaries.insert(n.rel.clone(), abs);
+            match at {
+                Ok(i) => nodes[i] = n,
+                Err(_) => added.push(n),
+            }
         }
+    }
+    if !added.is_empty() {
+        nodes.extend(added);
+        nodes.sort_by(|a, b| a.rel.cmp(&b.rel));
+        nodes.dedup_by(|b, a| a.rel == b.rel);
     }
     Ok(())
 }
 
 /// The warning for a source file that a binaries tree replaces.
 fn stale(old: &Node, new: &Node) -> Result<Diagnostic, Error> {
-    let bytes = std::fs::read(&old.abs).ctx("read", &old.abs)?;
+    let old_abs = old.abs();
+    let bytes = std::fs::read(&old_abs).ctx("read", &old_abs)?;
     let what = match ElfFacts::parse(&bytes) {
         Ok(f) => format!("is a stale binary ({})", f.summary()),
         Err(_) => "is shadowed".to_string(),
     };
     Ok(Diagnostic::warning(
-        &old.abs,
+        &old_abs,
         format!(
             "{what}; the fresh binary {} is published instead",
-            new.abs.display()
+            new.abs().display()
         ),
     )
     .hint(
@@ -371,7 +412,7 @@ fn stale(old: &Node, new: &Node) -> Result<Diagnostic, Error> {
 fn entry_points(
     pack: &Pack,
     inputs: &Inputs,
-    nodes: &BTreeMap<String, Node>,
+    nodes: &[Node],
     from_binaries: &BTreeMap<String, PathBuf>,
     force_exec: &mut BTreeSet<String>,
     diags: &mut Diagnostics,
@@ -385,7 +426,7 @@ fn entry_points(
             ep.component,
             ep.declared_in.display()
         );
-        let Some(node) = nodes.get(&rel) else {
+        let Some(node) = find(nodes, &rel) else {
             let expected_path = pack.dir.join(&ep.path);
             let d = if ep.may_be_absent() {
                 // Upstream's executor implements some native actions itself (core.ask).
@@ -414,9 +455,10 @@ fn entry_points(
             diags.push(d);
             continue;
         };
+        let node_abs = node.abs();
         if node.kind == Kind::Dir {
             diags.push(Diagnostic::error(
-                &node.abs,
+                &node_abs,
                 format!("entry point of {declared} is a directory"),
             ));
             continue;
@@ -428,11 +470,11 @@ fn entry_points(
         if from_binaries.contains_key(&rel) {
             continue; // checked when overlaid
         }
-        let bytes = std::fs::read(&node.abs).ctx("read", &node.abs)?;
+        let bytes = std::fs::read(&node_abs).ctx("read", &node_abs)?;
         for p in check_native(&bytes, true, arch) {
             diags.push(
                 Diagnostic::error(
-                    &node.abs,
+                    &node_abs,
                     format!("native entry point of {declared} {}", p.cause()),
                 )
                 .hint(p.fix(arch)),
@@ -440,7 +482,7 @@ fn entry_points(
         }
         if !node.executable {
             diags.push(
-                Diagnostic::warning(&node.abs, format!("native entry point of {declared} is not executable in the sources; published as 0555"))
+                Diagnostic::warning(&node_abs, format!("native entry point of {declared} is not executable in the sources; published as 0555"))
                     .hint("run `chmod +x` on it in the sources"),
             );
         }

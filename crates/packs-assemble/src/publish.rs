@@ -437,8 +437,8 @@ fn write_objects(
             _ => false,
         };
         if !linked {
-            let node = &plan.nodes[&e.path];
-            copy_file(&node.abs, &node.stamp, dst, e.mode_bits(), mtime, owner)?;
+            let node = &plan.nodes[*c];
+            copy_file(&node.abs(), &node.stamp, dst, e.mode_bits(), mtime, owner)?;
         }
         step();
         bar.set(done.fetch_add(1, Ordering::Relaxed) + 1);

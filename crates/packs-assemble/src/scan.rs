@@ -6,7 +6,7 @@
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, openat, statat};
 
@@ -80,13 +80,31 @@ pub enum Kind {
     File,
 }
 
+/// The directory a scan started from and the volume path it is published as;
+/// shared by every node of the scan, so that a node holds no path of its own.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Base {
+    dir: PathBuf,
+    prefix_len: usize,
+}
+
+impl Base {
+    /// `dir`, published as `prefix`.
+    pub fn new(dir: &Path, prefix: &str) -> Arc<Base> {
+        Arc::new(Base {
+            dir: dir.to_path_buf(),
+            prefix_len: prefix.len(),
+        })
+    }
+}
+
 /// One accepted entry of an input tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     /// Path inside the volume, `/`-separated, starting with the pack name.
     pub rel: String,
-    /// Where it is on disk.
-    pub abs: PathBuf,
+    /// Where its scan started.
+    pub base: Arc<Base>,
     /// Directory or file.
     pub kind: Kind,
     /// Whether any execute bit is set in the source.
@@ -97,6 +115,16 @@ pub struct Node {
     pub stamp: Stamp,
     /// Which input it came from.
     pub origin: Origin,
+}
+
+impl Node {
+    /// Where it is on disk.
+    pub fn abs(&self) -> PathBuf {
+        match self.rel.get(self.base.prefix_len + 1..) {
+            Some(below) if !below.is_empty() => self.base.dir.join(below),
+            _ => self.base.dir.clone(),
+        }
+    }
 }
 
 /// Whether a name is skipped (see [`EXCLUDED_NAMES`], [`EXCLUDED_EXTENSIONS`]).
@@ -131,9 +159,10 @@ pub fn scan(
         .map_err(io)
         .ctx("open", root)?;
     let st = rustix::fs::fstat(&fd).map_err(io).ctx("read", root)?;
+    let base = Base::new(root, prefix);
     let root_node = Node {
         rel: prefix.to_string(),
-        abs: root.to_path_buf(),
+        base: base.clone(),
         kind: Kind::Dir,
         executable: true,
         setid: false,
@@ -152,6 +181,7 @@ pub fn scan(
             .map(|_| {
                 s.spawn(|| {
                     let mut w = Walker {
+                        base: base.clone(),
                         origin,
                         allow_hard_links,
                         nodes: vec![],
@@ -230,6 +260,7 @@ impl Queue {
 }
 
 struct Walker {
+    base: Arc<Base>,
     origin: Origin,
     allow_hard_links: bool,
     nodes: Vec<Node>,
@@ -246,10 +277,10 @@ impl Walker {
             if name == b"." || name == b".." {
                 continue;
             }
-            let path = abs.join(std::ffi::OsStr::from_bytes(name));
+            let path = || abs.join(std::ffi::OsStr::from_bytes(name));
             let Ok(name) = std::str::from_utf8(name) else {
                 self.diags.push(
-                    Diagnostic::error(&path, "file name is not valid UTF-8")
+                    Diagnostic::error(path(), "file name is not valid UTF-8")
                         .hint("rename it; volume paths are recorded in a JSON manifest"),
                 );
                 continue;
@@ -259,34 +290,37 @@ impl Walker {
             }
             let st = statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(io)
-                .ctx("read", &path)?;
+                .ctx("read", &path())?;
             let kind = match FileType::from_raw_mode(st.st_mode as _) {
                 FileType::Directory => Kind::Dir,
                 FileType::RegularFile => Kind::File,
                 other => {
-                    self.diags.push(refusal(&path, other));
+                    self.diags.push(refusal(&path(), other));
                     continue;
                 }
             };
             if kind == Kind::File && !self.allow_hard_links && st.st_nlink > 1 {
                 self.diags.push(
-                    Diagnostic::error(&path, format!("has {} hard links", st.st_nlink)).hint(
+                    Diagnostic::error(path(), format!("has {} hard links", st.st_nlink)).hint(
                         "pack sources must not share inodes with other files; copy the tree with `cp -r` first",
                     ),
                 );
                 continue;
             }
-            let child_rel = format!("{rel}/{name}");
+            let mut child_rel = String::with_capacity(rel.len() + 1 + name.len());
+            child_rel.push_str(rel);
+            child_rel.push('/');
+            child_rel.push_str(name);
             if kind == Kind::Dir {
                 let child = openat(fd, name, dir_flags(), Mode::empty())
                     .map_err(io)
-                    .ctx("open", &path)?;
-                queue.push((child, path.clone(), child_rel.clone()));
+                    .ctx("open", &path())?;
+                queue.push((child, path(), child_rel.clone()));
             }
             let mode = st.st_mode as u32;
             self.nodes.push(Node {
                 rel: child_rel,
-                abs: path,
+                base: self.base.clone(),
                 kind,
                 executable: mode & 0o111 != 0,
                 setid: mode & 0o6000 != 0,

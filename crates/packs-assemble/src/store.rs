@@ -156,11 +156,14 @@ impl Tree {
                 let e = &entries[child];
                 let name = base_name(&e.path);
                 match e.kind {
-                    Kind::File => h.update(format!(
-                        "f\0{name}\0{}\0{}\n",
-                        e.mode,
-                        e.sha256.as_deref().unwrap_or("-")
-                    )),
+                    Kind::File => {
+                        let sha = e.sha256.map(|s| s.to_string());
+                        h.update(format!(
+                            "f\0{name}\0{}\0{}\n",
+                            e.mode,
+                            sha.as_deref().unwrap_or("-")
+                        ))
+                    }
                     Kind::Dir => {
                         let sub = &dirs[dir_index[child] as usize];
                         h.update(format!("d\0{name}\0{}\n", hex(&sub.hash)));
@@ -302,7 +305,7 @@ mod tests {
             kind: Kind::File,
             mode: mode_string(MODE_FILE),
             size: Some(1),
-            sha256: Some(sha.into()),
+            sha256: crate::hash::Sha256Digest::from_hex(&sha.repeat(64)),
             origin: Origin::Source,
         }
     }
