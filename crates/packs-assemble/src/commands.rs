@@ -138,7 +138,8 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
             .nodes
             .iter()
             .zip(&plan.hashes)
-            .filter_map(|(n, h)| Some((n, h.as_ref()?)))
+            .zip(&plan.manifest.contents.entries)
+            .filter_map(|((n, h), e)| Some((e.path.as_str(), &n.stamp, h.as_ref()?)))
             .collect();
         HashCache::save(&vol.root, &pairs, scan_started)?;
     }

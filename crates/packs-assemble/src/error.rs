@@ -60,6 +60,8 @@ impl Error {
 pub trait IoContext<T> {
     /// Wraps the error as [`Error::Io`].
     fn ctx(self, action: &'static str, path: &Path) -> Result<T, Error>;
+    /// The same, with the path computed only on error (for hot loops).
+    fn ctx_with(self, action: &'static str, path: impl FnOnce() -> PathBuf) -> Result<T, Error>;
 }
 
 impl<T> IoContext<T> for io::Result<T> {
@@ -67,6 +69,13 @@ impl<T> IoContext<T> for io::Result<T> {
         self.map_err(|source| Error::Io {
             action,
             path: path.to_path_buf(),
+            source,
+        })
+    }
+    fn ctx_with(self, action: &'static str, path: impl FnOnce() -> PathBuf) -> Result<T, Error> {
+        self.map_err(|source| Error::Io {
+            action,
+            path: path(),
             source,
         })
     }

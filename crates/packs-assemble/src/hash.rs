@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -76,8 +76,8 @@ impl<'de> Deserialize<'de> for Sha256Digest {
 /// The cache file's name in the volume root (not part of any generation).
 pub const CACHE_NAME: &str = ".attune-assemble-cache";
 
-/// First line of the cache file; another first line means "no cache".
-const CACHE_HEADER: &str = "attune-assemble-cache 1";
+/// First bytes of the cache file; others mean "no cache".
+const CACHE_MAGIC: &[u8; 24] = b"attune-assemble-cache 2\n";
 
 /// Files changed this close (in ns) to the start of the scan are not cached:
 /// timestamps are coarse, so a write just after hashing could keep the same ctime.
@@ -95,11 +95,22 @@ pub struct FileHash {
 /// Hashes of input files by volume path, valid while the file's identity and
 /// change stamp are the same (another source directory has other inodes).
 ///
-/// One line per file, sorted by path: `sha256 elf dev ino size mtime_ns ctime_ns path`.
+/// After [`CACHE_MAGIC`], one record per file, sorted by path, little-endian:
+/// sha256 (32 bytes), elf (1), dev, ino, size, mtime_ns, ctime_ns (8 each),
+/// the path's length (2) and the path. Fixed fields parse in nanoseconds;
+/// at 100,000 files a text format cost 45 ms a run.
 #[derive(Debug, Default)]
 pub struct HashCache {
     path: Option<PathBuf>,
 }
+
+/// One record of the cache.
+struct Record {
+    stamp: Stamp,
+    hash: FileHash,
+}
+
+const FIXED: usize = 32 + 1 + 5 * 8 + 2;
 
 impl HashCache {
     /// The cache in the volume root; a missing or unreadable cache is empty.
@@ -109,13 +120,11 @@ impl HashCache {
         }
     }
 
-    /// A reader of the cache's lines after its header, or none when there is
-    /// no cache of this format.
+    /// A reader positioned after the magic, or none when there is no cache of this format.
     fn reader(&self) -> Option<BufReader<File>> {
         let mut r = BufReader::with_capacity(256 * 1024, File::open(self.path.as_ref()?).ok()?);
-        let mut first = String::new();
-        r.read_line(&mut first).ok()?;
-        if first.trim_end() != CACHE_HEADER {
+        let mut magic = [0u8; CACHE_MAGIC.len()];
+        if r.read_exact(&mut magic).is_err() || &magic != CACHE_MAGIC {
             tracing::warn!("ignoring a hash cache of another format");
             return None;
         }
@@ -126,35 +135,32 @@ impl HashCache {
     /// racy ones, and writes it atomically into the volume root.
     pub fn save(
         volume: &Path,
-        files: &[(&Node, &FileHash)],
+        files: &[(&str, &Stamp, &FileHash)],
         scan_started_ns: i64,
     ) -> Result<(), Error> {
         let path = volume.join(CACHE_NAME);
         let tmp = volume.join(format!("{CACHE_NAME}.tmp-{}", std::process::id()));
         let file = File::create(&tmp).ctx("write hash cache", &tmp)?;
         let mut w = io::BufWriter::with_capacity(256 * 1024, file);
-        let mut line = Vec::with_capacity(256);
         let mut write = || -> io::Result<()> {
-            writeln!(w, "{CACHE_HEADER}")?;
-            for (n, h) in files {
-                let s = &n.stamp;
-                if is_racy(s, scan_started_ns) || n.rel.contains('\n') {
+            w.write_all(CACHE_MAGIC)?;
+            let mut rec = Vec::with_capacity(FIXED + 256);
+            for (rel, s, h) in files {
+                let Ok(len) = u16::try_from(rel.len()) else {
+                    continue;
+                };
+                if is_racy(s, scan_started_ns) {
                     continue;
                 }
-                line.clear();
-                h.sha256.write_hex(&mut line);
-                writeln!(
-                    line,
-                    " {} {} {} {} {} {} {}",
-                    u8::from(h.elf),
-                    s.dev,
-                    s.ino,
-                    s.size,
-                    s.mtime_ns,
-                    s.ctime_ns,
-                    n.rel
-                )?;
-                w.write_all(&line)?;
+                rec.clear();
+                rec.extend_from_slice(&h.sha256.0);
+                rec.push(u8::from(h.elf));
+                for v in [s.dev, s.ino, s.size, s.mtime_ns as u64, s.ctime_ns as u64] {
+                    rec.extend_from_slice(&v.to_le_bytes());
+                }
+                rec.extend_from_slice(&len.to_le_bytes());
+                rec.extend_from_slice(rel.as_bytes());
+                w.write_all(&rec)?;
             }
             w.flush()
         };
@@ -163,27 +169,33 @@ impl HashCache {
     }
 }
 
+/// Reads the next record into `rel` and returns it; `None` at the end or on damage.
+fn read_record(r: &mut impl Read, rel: &mut Vec<u8>) -> Option<Record> {
+    let mut fixed = [0u8; FIXED];
+    r.read_exact(&mut fixed).ok()?;
+    let u64_at = |i: usize| u64::from_le_bytes(fixed[33 + 8 * i..41 + 8 * i].try_into().unwrap());
+    let len = u16::from_le_bytes([fixed[FIXED - 2], fixed[FIXED - 1]]) as usize;
+    rel.resize(len, 0);
+    r.read_exact(rel).ok()?;
+    Some(Record {
+        stamp: Stamp {
+            dev: u64_at(0),
+            ino: u64_at(1),
+            size: u64_at(2),
+            mtime_ns: u64_at(3) as i64,
+            ctime_ns: u64_at(4) as i64,
+        },
+        hash: FileHash {
+            sha256: Sha256Digest(fixed[..32].try_into().unwrap()),
+            elf: fixed[32] == 1,
+        },
+    })
+}
+
 /// Whether a file changed so close to the scan that a later write could keep
 /// its stamp: such a file is never cached.
 pub fn is_racy(stamp: &Stamp, scan_started_ns: i64) -> bool {
     stamp.ctime_ns.max(stamp.mtime_ns) + RACY_WINDOW_NS >= scan_started_ns
-}
-
-fn parse_line(line: &str) -> Option<(&str, Stamp, FileHash)> {
-    let mut f = line.splitn(8, ' ');
-    let sha256 = Sha256Digest::from_hex(f.next()?)?;
-    let elf = f.next()? == "1";
-    let mut num = || f.next()?.parse::<i64>().ok();
-    let (dev, ino, size, mtime_ns, ctime_ns) = (num()?, num()?, num()?, num()?, num()?);
-    let rel = f.next()?;
-    let stamp = Stamp {
-        dev: dev as u64,
-        ino: ino as u64,
-        size: size as u64,
-        mtime_ns,
-        ctime_ns,
-    };
-    Some((rel, stamp, FileHash { sha256, elf }))
 }
 
 /// Reads a file and returns its hash and whether it is an ELF.
@@ -231,38 +243,27 @@ pub fn hash_all(
 ) -> Result<Hashed, Error> {
     let mut out: Vec<Option<FileHash>> = vec![None; nodes.len()];
     let mut reader = cache.reader();
-    // The next line into `line`; false at the end (or on an error: no cache).
-    let mut line = String::with_capacity(256);
-    let mut next = |line: &mut String| {
-        line.clear();
-        reader
-            .as_mut()
-            .is_some_and(|r| r.read_line(line).is_ok_and(|n| n > 0))
-    };
+    let mut rel = Vec::with_capacity(256);
+    let mut next = |rel: &mut Vec<u8>| reader.as_mut().and_then(|r| read_record(r, rel));
     let mut cached = 0;
     let mut unmatched = false;
-    let mut more = next(&mut line);
+    let mut record = next(&mut rel);
     for (i, n) in nodes.iter().enumerate() {
-        while more {
-            let Some((rel, stamp, hash)) = parse_line(line.trim_end_matches('\n')) else {
-                unmatched = true;
-                more = next(&mut line);
-                continue;
-            };
-            match rel.cmp(n.rel.as_str()) {
+        while let Some(r) = &record {
+            match rel.as_slice().cmp(n.rel.as_bytes()) {
                 std::cmp::Ordering::Less => unmatched = true,
                 std::cmp::Ordering::Equal => {
                     cached += 1;
-                    if stamp == n.stamp {
-                        out[i] = Some(hash);
+                    if r.stamp == n.stamp {
+                        out[i] = Some(r.hash);
                     }
                 }
                 std::cmp::Ordering::Greater => break,
             }
-            more = next(&mut line);
+            record = next(&mut rel);
         }
     }
-    unmatched |= more;
+    unmatched |= record.is_some();
     let misses: Vec<usize> = (0..nodes.len()).filter(|i| out[*i].is_none()).collect();
     tracing::debug!(
         files = nodes.len(),
@@ -343,7 +344,7 @@ mod tests {
         // A scan that started well after the file changed: the entry is kept.
         HashCache::save(
             tmp.path(),
-            &[(&n, &fake)],
+            &[(&n.rel, &n.stamp, &fake)],
             n.stamp.ctime_ns + 10 * RACY_WINDOW_NS,
         )
         .unwrap();
@@ -374,7 +375,7 @@ mod tests {
             sha256: Sha256Digest([7; 32]),
             elf: false,
         };
-        HashCache::save(tmp.path(), &[(&n, &fake)], n.stamp.ctime_ns).unwrap();
+        HashCache::save(tmp.path(), &[(&n.rel, &n.stamp, &fake)], n.stamp.ctime_ns).unwrap();
         let cache = HashCache::load(tmp.path());
         assert_ne!(
             hash_all(&[&n], &cache, &|_| {}).unwrap().hashes[0].sha256,

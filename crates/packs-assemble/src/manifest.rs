@@ -92,6 +92,31 @@ impl<'de> Deserialize<'de> for Mode {
     }
 }
 
+impl Mode {
+    /// Appends the four octal digits.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        for shift in [9, 6, 3, 0] {
+            out.push(b'0' + ((self.0 >> shift) & 7) as u8);
+        }
+    }
+}
+
+/// Appends `v` in decimal (without the formatting machinery: this runs for
+/// every entry of every manifest written or compared).
+fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// The mode of a mode number.
 pub fn mode_string(mode: u32) -> Mode {
     Mode(mode)
@@ -127,6 +152,12 @@ impl Manifest {
     /// Seals `contents` with its root hash (entries are sorted first).
     pub fn new(mut contents: Contents) -> Manifest {
         contents.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Manifest::from_sorted(contents)
+    }
+
+    /// Seals `contents`, whose entries are sorted by path already.
+    pub fn from_sorted(contents: Contents) -> Manifest {
+        debug_assert!(contents.entries.is_sorted_by(|a, b| a.path < b.path));
         let root_hash = root_hash(&contents);
         Manifest {
             root_hash,
@@ -170,13 +201,16 @@ impl Manifest {
         })?;
         w.write_all(&head.as_bytes()[..head.len() - 1])?;
         writeln!(w, ",{ENTRIES_OPEN}")?;
+        let mut line = Vec::with_capacity(256);
         for (i, e) in c.entries.iter().enumerate() {
-            serde_json::to_writer(&mut *w, e)?;
-            w.write_all(if i + 1 < c.entries.len() {
+            line.clear();
+            e.write_json(&mut line);
+            line.extend_from_slice(if i + 1 < c.entries.len() {
                 b",\n"
             } else {
                 b"\n"
-            })?;
+            });
+            w.write_all(&line)?;
         }
         w.write_all(b"]}\n")
     }
@@ -241,10 +275,12 @@ impl Entry {
             Kind::Dir => b",\"type\":\"dir\",\"mode\":",
             Kind::File => b",\"type\":\"file\",\"mode\":",
         });
-        let _ = write!(out, "\"{}\"", self.mode);
+        out.push(b'"');
+        self.mode.write_to(out);
+        out.push(b'"');
         if let Some(size) = self.size {
             out.extend_from_slice(b",\"size\":");
-            out.extend_from_slice(size.to_string().as_bytes());
+            push_u64(out, size);
         }
         if let Some(sha) = &self.sha256 {
             out.extend_from_slice(b",\"sha256\":\"");
@@ -374,10 +410,10 @@ pub fn root_hash(contents: &Contents) -> String {
             line.extend_from_slice(field.as_bytes());
             line.push(0);
         }
-        let _ = write!(line, "{}", e.mode);
+        e.mode.write_to(&mut line);
         line.push(0);
         match e.size {
-            Some(s) => line.extend_from_slice(s.to_string().as_bytes()),
+            Some(s) => push_u64(&mut line, s),
             None => line.push(b'-'),
         }
         line.push(0);
@@ -442,6 +478,19 @@ mod tests {
             Sha256Digest::from_hex(&"2".repeat(64))
         );
         assert!(a.get("c").is_none());
+    }
+
+    #[test]
+    fn writes_numbers_and_modes() {
+        for v in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut out = vec![];
+            push_u64(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes());
+        }
+        let mut out = vec![];
+        Mode(0o4755).write_to(&mut out);
+        assert_eq!(out, b"4755");
+        assert_eq!(Mode(0o444).to_string(), "0444");
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub struct FoundPack {
 pub struct Plan {
     /// The manifest of the generation to publish.
     pub manifest: Manifest,
-    /// Where each manifest entry comes from, in the manifest's order.
+    /// Where each manifest entry comes from, in the manifest's order (their
+    /// paths moved into the manifest: see [`Plan::source`]).
     pub nodes: Vec<Node>,
     /// Content hashes of the files (`None` for directories), in the same order.
     pub hashes: Vec<Option<FileHash>>,
@@ -59,6 +60,13 @@ pub struct Plan {
     pub cache_unmatched: bool,
     /// Everything found wrong or worth knowing.
     pub diagnostics: Diagnostics,
+}
+
+impl Plan {
+    /// Where manifest entry `i` comes from on disk.
+    pub fn source(&self, i: usize) -> PathBuf {
+        self.nodes[i].abs_of(&self.manifest.contents.entries[i].path)
+    }
 }
 
 /// The packs in `dir`: `dir` itself when it holds `pack.yaml`, else each
@@ -264,14 +272,16 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
         )?;
     }
 
-    // 7. The manifest.
+    phase("entry points");
+
+    // 7. The manifest (sorted already: nodes are).
     let entries = nodes
-        .iter()
+        .iter_mut()
         .zip(&hashes)
         .map(|(n, hash)| {
             let exec = n.kind == Kind::Dir || n.executable || force_exec.contains(&n.rel);
             Entry {
-                path: n.rel.clone(),
+                path: std::mem::take(&mut n.rel),
                 kind: n.kind,
                 mode: mode_string(if exec { MODE_EXEC } else { MODE_FILE }),
                 size: hash.map(|_| n.stamp.size),
@@ -280,7 +290,7 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
             }
         })
         .collect();
-    let manifest = Manifest::new(Contents {
+    let manifest = Manifest::from_sorted(Contents {
         format: FORMAT,
         arch: inputs.arch,
         mtime: inputs.mtime,

@@ -438,7 +438,14 @@ fn write_objects(
         };
         if !linked {
             let node = &plan.nodes[*c];
-            copy_file(&node.abs(), &node.stamp, dst, e.mode_bits(), mtime, owner)?;
+            copy_file(
+                &plan.source(*c),
+                &node.stamp,
+                dst,
+                e.mode_bits(),
+                mtime,
+                owner,
+            )?;
         }
         step();
         bar.set(done.fetch_add(1, Ordering::Relaxed) + 1);

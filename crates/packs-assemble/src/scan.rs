@@ -120,7 +120,13 @@ pub struct Node {
 impl Node {
     /// Where it is on disk.
     pub fn abs(&self) -> PathBuf {
-        match self.rel.get(self.base.prefix_len + 1..) {
+        self.abs_of(&self.rel)
+    }
+
+    /// Where the entry at volume path `rel` is on disk, given that it came
+    /// from this node's scan (for nodes whose `rel` moved into a manifest).
+    pub fn abs_of(&self, rel: &str) -> PathBuf {
+        match rel.get(self.base.prefix_len + 1..) {
             Some(below) if !below.is_empty() => self.base.dir.join(below),
             _ => self.base.dir.clone(),
         }
@@ -290,7 +296,7 @@ impl Walker {
             }
             let st = statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(io)
-                .ctx("read", &path())?;
+                .ctx_with("read", path)?;
             let kind = match FileType::from_raw_mode(st.st_mode as _) {
                 FileType::Directory => Kind::Dir,
                 FileType::RegularFile => Kind::File,
