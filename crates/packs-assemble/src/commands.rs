@@ -7,7 +7,7 @@ use attune_pack::{Arch, Diagnostics};
 use serde::Serialize;
 
 use crate::cli::{AssembleArgs, CheckArgs, InspectArgs, VerifyArgs};
-use crate::error::{Error, exit};
+use crate::error::{Error, IoContext, exit};
 use crate::hash::HashCache;
 use crate::output::{Output, counts, human_bytes, plural};
 use crate::plan::{Inputs, plan};
@@ -41,6 +41,30 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// The directory `..tmp-stage-<pid>` in the volume that files are copied into
+/// while they are hashed; removed when dropped (what a killed run leaves is a
+/// `..tmp-*` leftover, which the next run removes).
+struct StageDir(std::path::PathBuf);
+
+impl StageDir {
+    fn create(vol: &Volume) -> Result<StageDir, Error> {
+        let dir = vol.root.join(crate::remove::stage_name());
+        // A leftover of a run that had this pid: we hold the lock, so it is dead.
+        crate::remove::delete_tree(&dir)?;
+        std::fs::create_dir(&dir).ctx("create", &dir)?;
+        crate::crashpoint::step();
+        Ok(StageDir(dir))
+    }
+}
+
+impl Drop for StageDir {
+    fn drop(&mut self) {
+        if let Err(e) = crate::remove::delete_tree(&self.0) {
+            tracing::warn!("{e}; the next run removes it");
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct AssembleResult<'a> {
     ok: bool,
@@ -64,15 +88,31 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
     let started = Instant::now();
     let scan_started = now_ns();
     let arch = arch_or_host(args.arch)?;
+    let mtime = source_date_epoch()?;
+    let vol = Volume::new(&args.out);
+    // The lock is held from before the first byte is written into the volume
+    // (staged copies included) until the publish ends.
+    let created = !args.dry_run && !crate::volume::exists(&vol.root);
+    let lock = if args.dry_run {
+        None
+    } else {
+        std::fs::create_dir_all(&vol.root).ctx("create volume", &vol.root)?;
+        Some(vol.lock(Duration::from_secs(args.lock_timeout))?)
+    };
+    // Into a cold volume every file is copied: copy each as it is hashed.
+    let stage = match &lock {
+        Some(_) if vol.current()?.is_none() => Some(StageDir::create(&vol)?),
+        _ => None,
+    };
     let inputs = Inputs {
         packs: args.packs.clone(),
         binaries: args.binaries.clone(),
         arch,
-        mtime: source_date_epoch()?,
+        mtime,
         owner: args.chown,
+        stage: stage.as_ref().map(|s| s.0.clone()),
         sources_only: false,
     };
-    let vol = Volume::new(&args.out);
     let cache = HashCache::load(&vol.root);
     let mut plan = plan(&inputs, &cache, progress)?;
     if args.strict {
@@ -102,6 +142,13 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         diagnostics: &plan.diagnostics,
     };
     if plan.diagnostics.has_errors() {
+        // Nothing is published: a volume this run created goes again.
+        drop(stage);
+        drop(lock);
+        if created {
+            let _ = std::fs::remove_file(vol.root.join(crate::volume::LOCK_NAME));
+            let _ = std::fs::remove_dir(&vol.root);
+        }
         let count = plan.diagnostics.errors().count();
         result.elapsed_ms = started.elapsed().as_millis();
         out.result(&result, || {
@@ -120,11 +167,11 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         keep: usize::from(args.keep),
         adopt: args.adopt,
         sync: !args.no_sync,
-        lock_timeout: Duration::from_secs(args.lock_timeout),
         dry_run: args.dry_run,
         force: args.force,
     };
-    let outcome = publish::publish(&vol, &plan, &opts, progress)?;
+    let outcome = publish::publish(&vol, lock.as_ref(), &plan, &opts, progress)?;
+    drop(stage);
     // The cache changes only when a file it will now hold had to be read
     // (files changed within the racy window are read, never cached), or one
     // it held disappeared.
@@ -240,6 +287,7 @@ pub fn check(args: &CheckArgs, out: Output) -> Result<ExitCode, Error> {
         arch,
         mtime: 1,
         owner: None,
+        stage: None,
         sources_only: true,
     };
     let mut plan = plan(&inputs, &HashCache::default(), &Progress::hidden())?;

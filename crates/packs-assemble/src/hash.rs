@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext};
 use crate::scan::{Node, Stamp};
+use crate::write::{Seal, copy_hashing};
 
 /// A SHA-256 digest; written as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -233,12 +234,27 @@ pub struct Hashed {
     pub cache_unmatched: bool,
 }
 
+/// Where files that must be read are copied as they are hashed.
+#[derive(Debug)]
+pub struct Stage<'a> {
+    /// The directory (inside the volume, so a rename moves a copy into place).
+    pub dir: &'a Path,
+    /// Mtime and owner of the copies.
+    pub seal: &'a Seal,
+    /// For each file, its copy's path in `dir` (whose directory exists).
+    pub names: &'a [String],
+    /// For each file, its published mode.
+    pub modes: &'a [u32],
+}
+
 /// Hashes of `nodes` (regular files, sorted by path), in order: from the
-/// cache where the stamp matches, read in parallel otherwise. `progress` is
-/// called with each finished count.
+/// cache where the stamp matches, read in parallel otherwise (and, with a
+/// `stage`, copied there as they are read). `progress` is called with each
+/// finished count.
 pub fn hash_all(
     nodes: &[&Node],
     cache: &HashCache,
+    stage: Option<&Stage>,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Hashed, Error> {
     let mut out: Vec<Option<FileHash>> = vec![None; nodes.len()];
@@ -275,7 +291,13 @@ pub fn hash_all(
     progress(done.load(Ordering::Relaxed));
     let read = crate::parallel::try_map(&misses, |&i| {
         let abs = nodes[i].abs();
-        let h = hash_file(&abs).ctx("read", &abs)?;
+        let h = match stage {
+            Some(st) => {
+                let dst = st.dir.join(&st.names[i]);
+                copy_hashing(&abs, &nodes[i].stamp, &dst, st.modes[i], st.seal)?
+            }
+            None => hash_file(&abs).ctx("read", &abs)?,
+        };
         progress(done.fetch_add(1, Ordering::Relaxed) + 1);
         Ok(h)
     })?;
@@ -350,14 +372,14 @@ mod tests {
         .unwrap();
         let cache = HashCache::load(tmp.path());
         assert_eq!(
-            hash_all(&[&n], &cache, &|_| {}).unwrap().hashes[0].sha256,
+            hash_all(&[&n], &cache, None, &|_| {}).unwrap().hashes[0].sha256,
             Sha256Digest([7; 32])
         );
         // The file changes: its stamp differs and it is read again.
         std::fs::write(&f, "abcd").unwrap();
         let n2 = node(&f);
         assert_ne!(
-            hash_all(&[&n2], &cache, &|_| {}).unwrap().hashes[0].sha256,
+            hash_all(&[&n2], &cache, None, &|_| {}).unwrap().hashes[0].sha256,
             Sha256Digest([7; 32])
         );
     }
@@ -378,7 +400,7 @@ mod tests {
         HashCache::save(tmp.path(), &[(&n.rel, &n.stamp, &fake)], n.stamp.ctime_ns).unwrap();
         let cache = HashCache::load(tmp.path());
         assert_ne!(
-            hash_all(&[&n], &cache, &|_| {}).unwrap().hashes[0].sha256,
+            hash_all(&[&n], &cache, None, &|_| {}).unwrap().hashes[0].sha256,
             Sha256Digest([7; 32])
         );
     }

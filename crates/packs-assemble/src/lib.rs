@@ -27,6 +27,7 @@ pub mod scan;
 pub mod store;
 pub mod verify;
 pub mod volume;
+pub mod write;
 
 use std::process::ExitCode;
 

@@ -9,10 +9,11 @@ use attune_pack::{
 };
 
 use crate::error::{Error, IoContext};
-use crate::hash::{FileHash, HashCache, hash_all};
+use crate::hash::{FileHash, HashCache, Stage, hash_all};
 use crate::manifest::{Contents, Entry, FORMAT, MODE_EXEC, MODE_FILE, Manifest, mode_string};
 use crate::progress::Progress;
 use crate::scan::{Kind, Node, Origin, scan};
+use crate::write::Seal;
 
 /// What to plan from.
 #[derive(Clone, Debug)]
@@ -27,6 +28,9 @@ pub struct Inputs {
     pub mtime: i64,
     /// `UID:GID` for every published entry.
     pub owner: Option<(u32, u32)>,
+    /// A directory inside the volume to copy files into while they are hashed
+    /// (a cold volume: every file will be copied, so each byte is read once).
+    pub stage: Option<PathBuf>,
     /// `check` mode: a native entry point absent from the sources is expected
     /// to come from a binaries tree when none is given.
     pub sources_only: bool,
@@ -58,11 +62,51 @@ pub struct Plan {
     pub hashed: Vec<usize>,
     /// Whether the hash cache knows files that are gone.
     pub cache_unmatched: bool,
+    /// Which files were copied into `Inputs::stage` while hashed, aligned with `nodes`.
+    staged: Vec<bool>,
+    stage: Option<PathBuf>,
     /// Everything found wrong or worth knowing.
     pub diagnostics: Diagnostics,
 }
 
+/// Creates `stage/<i>` for every directory node `i`, and returns each file's
+/// path in the stage: `<index of its directory>/<name>`.
+fn stage_layout(stage: &Path, nodes: &[Node], files: &[usize]) -> Result<Vec<String>, Error> {
+    for (i, n) in nodes.iter().enumerate() {
+        if n.kind == Kind::Dir {
+            let dir = stage.join(i.to_string());
+            std::fs::create_dir(&dir).ctx("create", &dir)?;
+            crate::crashpoint::step();
+        }
+    }
+    Ok(files
+        .iter()
+        .map(|&f| {
+            let (parent, name) = nodes[f].rel.rsplit_once('/').unwrap_or(("", &nodes[f].rel));
+            let dir = nodes
+                .binary_search_by(|n| n.rel.as_str().cmp(parent))
+                .expect("a file's directory is a node");
+            format!("{dir}/{name}")
+        })
+        .collect())
+}
+
+fn owner_string(owner: Option<(u32, u32)>) -> Option<String> {
+    owner.map(|(u, g)| format!("{u}:{g}"))
+}
+
 impl Plan {
+    /// Whether file `i` was copied (and sealed) into the stage while it was
+    /// hashed: into [`Plan::stage_dir`] of its directory, under its name.
+    pub fn staged(&self, i: usize) -> bool {
+        self.staged[i]
+    }
+
+    /// The stage directory holding the staged files of directory entry `i`.
+    pub fn stage_dir(&self, i: usize) -> Option<PathBuf> {
+        Some(self.stage.as_ref()?.join(i.to_string()))
+    }
+
     /// Where manifest entry `i` comes from on disk.
     pub fn source(&self, i: usize) -> PathBuf {
         self.nodes[i].abs_of(&self.manifest.contents.entries[i].path)
@@ -235,31 +279,8 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
 
     phase("scan");
 
-    // 5. Hash every file.
-    let files: Vec<&Node> = nodes.iter().filter(|n| n.kind == Kind::File).collect();
-    let bar = progress.bar("hashing", files.len() as u64);
-    let hashed = hash_all(&files, cache, &|done| bar.set(done as u64))?;
-    bar.finish();
-    let file_index: Vec<usize> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.kind == Kind::File)
-        .map(|(i, _)| i)
-        .collect();
-    drop(files);
-    let read: Vec<usize> = hashed.read.iter().map(|&f| file_index[f]).collect();
-    let mut file_hashes = hashed.hashes.into_iter();
-    let hashes: Vec<Option<FileHash>> = nodes
-        .iter()
-        .map(|n| match n.kind {
-            Kind::File => file_hashes.next(),
-            Kind::Dir => None,
-        })
-        .collect();
-
-    phase("hash");
-
-    // 6. Entry points: present, and native ones runnable on the target.
+    // 5. Entry points: present, and native ones runnable on the target (this
+    // decides the published modes, which staged copies get at once).
     let mut force_exec = BTreeSet::new();
     for pack in &packs {
         entry_points(
@@ -271,19 +292,67 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
             &mut diags,
         )?;
     }
-
+    let mode_of =
+        |n: &Node| match n.kind == Kind::Dir || n.executable || force_exec.contains(&n.rel) {
+            true => MODE_EXEC,
+            false => MODE_FILE,
+        };
     phase("entry points");
+
+    // 6. Hash every file; into a cold volume, copy each one read while hashing it.
+    let file_index: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.kind == Kind::File)
+        .map(|(i, _)| i)
+        .collect();
+    let files: Vec<&Node> = file_index.iter().map(|&i| &nodes[i]).collect();
+    let modes: Vec<u32> = files.iter().map(|n| mode_of(n)).collect();
+    let seal = Seal::new(inputs.mtime, owner_string(inputs.owner).as_deref());
+    // Staged as `<index of its directory>/<name>`: a directory whose files were
+    // all read is then moved into the store whole, by one rename.
+    let stage_names = match &inputs.stage {
+        Some(dir) => stage_layout(dir, &nodes, &file_index)?,
+        None => vec![],
+    };
+    let stage = inputs.stage.as_deref().map(|dir| Stage {
+        dir,
+        seal: &seal,
+        names: &stage_names,
+        modes: &modes,
+    });
+    let bar = progress.bar("hashing", files.len() as u64);
+    let hashed = hash_all(&files, cache, stage.as_ref(), &|done| bar.set(done as u64))?;
+    bar.finish();
+    drop(files);
+    let read: Vec<usize> = hashed.read.iter().map(|&f| file_index[f]).collect();
+    let mut staged = vec![false; nodes.len()];
+    if stage.is_some() {
+        for &i in &read {
+            staged[i] = true;
+        }
+    }
+    let mut file_hashes = hashed.hashes.into_iter();
+    let hashes: Vec<Option<FileHash>> = nodes
+        .iter()
+        .map(|n| match n.kind {
+            Kind::File => file_hashes.next(),
+            Kind::Dir => None,
+        })
+        .collect();
+
+    phase("hash");
 
     // 7. The manifest (sorted already: nodes are).
     let entries = nodes
         .iter_mut()
         .zip(&hashes)
         .map(|(n, hash)| {
-            let exec = n.kind == Kind::Dir || n.executable || force_exec.contains(&n.rel);
+            let mode = mode_string(mode_of(n));
             Entry {
                 path: std::mem::take(&mut n.rel),
                 kind: n.kind,
-                mode: mode_string(if exec { MODE_EXEC } else { MODE_FILE }),
+                mode,
                 size: hash.map(|_| n.stamp.size),
                 sha256: hash.map(|h| h.sha256),
                 origin: n.origin,
@@ -294,7 +363,7 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
         format: FORMAT,
         arch: inputs.arch,
         mtime: inputs.mtime,
-        owner: inputs.owner.map(|(u, g)| format!("{u}:{g}")),
+        owner: owner_string(inputs.owner),
         entries,
     });
     phase("manifest");
@@ -305,6 +374,8 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
         packs,
         hashed: read,
         cache_unmatched: hashed.cache_unmatched,
+        staged,
+        stage: inputs.stage.clone(),
         diagnostics: diags,
     })
 }

@@ -23,12 +23,12 @@
 //!   remaining generation reaches, so a retry has the room the failed run had.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -43,8 +43,10 @@ use crate::store::{
     Dir, OBJECTS_NAME, STORE_DIR, Tree, base_name, objects_file_bytes, reachable, read_objects_file,
 };
 use crate::volume::{
-    DATA_LINK, RootEntry, TMP_PREFIX, Volume, classify, exists, generation_id_of, generation_name,
+    DATA_LINK, RootEntry, TMP_PREFIX, Volume, VolumeLock, classify, exists, generation_id_of,
+    generation_name,
 };
+use crate::write::{Seal, copy_file};
 
 /// How to publish.
 #[derive(Clone, Debug)]
@@ -55,8 +57,6 @@ pub struct Options {
     pub adopt: bool,
     /// Flush the filesystem before the commit point.
     pub sync: bool,
-    /// How long to wait for another run's lock.
-    pub lock_timeout: Duration,
     /// Compute the difference only; write nothing.
     pub dry_run: bool,
     /// Publish a fresh copy of every file even when the root hash is unchanged
@@ -103,9 +103,10 @@ pub struct Outcome {
     pub removed_objects: usize,
 }
 
-/// Publishes `plan` into `vol`.
+/// Publishes `plan` into `vol`, whose lock the caller holds (`None` only for a dry run).
 pub fn publish(
     vol: &Volume,
+    lock: Option<&VolumeLock>,
     plan: &Plan,
     opts: &Options,
     progress: &Progress,
@@ -119,14 +120,10 @@ pub fn publish(
     };
     let manifest = &plan.manifest;
     let mut new_name = generation_name(manifest.generation_id());
-    if !opts.dry_run {
-        fs::create_dir_all(&vol.root).ctx("create volume", &vol.root)?;
-    }
-    let _lock = if opts.dry_run || !vol.root.exists() {
-        None
-    } else {
-        Some(vol.lock(opts.lock_timeout)?)
-    };
+    assert!(
+        opts.dry_run || lock.is_some(),
+        "publishing without the volume lock"
+    );
     let exists_now = vol.root.exists();
     let current = if exists_now { vol.current()? } else { None };
     let mut out = Outcome {
@@ -377,8 +374,7 @@ fn write_objects(
         fs::create_dir(&store).ctx("create", &store)?;
         step();
     }
-    let mtime = UNIX_EPOCH + Duration::from_secs(contents.mtime.max(0) as u64);
-    let owner = parse_owner(contents.owner.as_deref());
+    let seal = Seal::new(contents.mtime, contents.owner.as_deref());
     let mut named = BTreeSet::new();
     let mut todo: Vec<(&Dir, String)> = vec![];
     for d in tree.dirs.iter().filter(|d| d.is_object()) {
@@ -396,30 +392,40 @@ fn write_objects(
     let pid = std::process::id();
     let tmp_of = |name: &str| store.join(format!("{TMP_PREFIX}{name}-{pid}"));
 
-    // Directories: each object's own, and the real subdirectories of deep ones.
+    // Directories: each object's own, and the real subdirectories of deep
+    // ones; a directory whose files were staged while hashed is moved whole.
     let mut files: Vec<(usize, PathBuf)> = vec![];
     let mut links: Vec<(PathBuf, String)> = vec![];
     let mut dirs: Vec<PathBuf> = vec![];
+    let place = |entry: usize, at: &Path| -> Result<bool, Error> {
+        if let Some(staged) = plan.stage_dir(entry).filter(|p| exists(p)) {
+            fs::rename(&staged, at).ctx("move staged directory to", at)?;
+            step();
+            return Ok(true);
+        }
+        fs::create_dir(at).ctx("create directory", at)?;
+        step();
+        Ok(false)
+    };
     for (d, name) in &todo {
         let root = tmp_of(name);
-        fs::create_dir(&root).ctx("create", &root)?;
-        step();
+        let moved = place(d.entry, &root)?;
         dirs.push(root.clone());
-        let mut stack = vec![(*d, root)];
-        while let Some((dir, at)) = stack.pop() {
+        let mut stack = vec![(*d, root, moved)];
+        while let Some((dir, at, moved)) = stack.pop() {
             for &c in &dir.children {
                 let e = &entries[c];
                 let dst = at.join(base_name(&e.path));
                 match e.kind {
+                    Kind::File if moved && plan.staged(c) => out.copied += 1,
                     Kind::File => files.push((c, dst)),
                     Kind::Dir if !dir.inlines_children() => {
                         links.push((dst, format!("../{}", tree.dir(c).object())));
                     }
                     Kind::Dir => {
-                        fs::create_dir(&dst).ctx("create directory", &dst)?;
-                        step();
+                        let moved = place(c, &dst)?;
                         dirs.push(dst.clone());
-                        stack.push((tree.dir(c), dst));
+                        stack.push((tree.dir(c), dst, moved));
                     }
                 }
             }
@@ -438,31 +444,24 @@ fn write_objects(
         };
         if !linked {
             let node = &plan.nodes[*c];
-            copy_file(
-                &plan.source(*c),
-                &node.stamp,
-                dst,
-                e.mode_bits(),
-                mtime,
-                owner,
-            )?;
+            copy_file(&plan.source(*c), &node.stamp, dst, e.mode_bits(), &seal)?;
         }
         step();
         bar.set(done.fetch_add(1, Ordering::Relaxed) + 1);
         Ok(linked)
     })?;
     out.hardlinked = linked.iter().filter(|l| **l).count();
-    out.copied = linked.len() - out.hardlinked;
+    out.copied += linked.len() - out.hardlinked;
     bar.finish();
 
     for (link, target) in &links {
         symlink(target, link).ctx("create link", link)?;
-        finish_link(link, mtime, owner)?;
+        seal.link(link)?;
         step();
     }
     // Sealed deepest first, so each directory is sealed after its children.
     for dir in dirs.iter().rev() {
-        finish(dir, MODE_EXEC, mtime, owner)?;
+        seal.path(dir, MODE_EXEC)?;
     }
     step();
     for (_, name) in &todo {
@@ -492,8 +491,7 @@ fn write_generation(
     ));
     fs::create_dir(&tmp).ctx("create generation", &tmp)?;
     step();
-    let mtime = UNIX_EPOCH + Duration::from_secs(contents.mtime.max(0) as u64);
-    let owner = parse_owner(contents.owner.as_deref());
+    let seal = Seal::new(contents.mtime, contents.owner.as_deref());
 
     let mf = tmp.join(MANIFEST_NAME);
     let file = File::create(&mf).ctx("write manifest", &mf)?;
@@ -502,20 +500,23 @@ fn write_generation(
         .write_to(&mut w)
         .and_then(|()| w.flush())
         .ctx("write manifest", &mf)?;
-    drop(w);
-    finish(&mf, MODE_FILE, mtime, owner)?;
+    let file = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .ctx("write manifest", &mf)?;
+    seal.file(&file, MODE_FILE, &mf)?;
     step();
     let objects = tmp.join(OBJECTS_NAME);
     fs::write(&objects, objects_file_bytes(salt, &tree.objects())).ctx("write", &objects)?;
-    finish(&objects, MODE_FILE, mtime, owner)?;
+    seal.path(&objects, MODE_FILE)?;
     step();
     for (pack, object) in tree.packs(manifest) {
         let link = tmp.join(pack);
         symlink(format!("../{STORE_DIR}/{object}"), &link).ctx("create link", &link)?;
-        finish_link(&link, mtime, owner)?;
+        seal.link(&link)?;
         step();
     }
-    finish(&tmp, MODE_EXEC, mtime, owner)?;
+    seal.path(&tmp, MODE_EXEC)?;
     step();
     if opts.sync {
         let dir = File::open(&tmp).ctx("open", &tmp)?;
@@ -527,81 +528,6 @@ fn write_generation(
     fs::rename(&tmp, &target).ctx("rename generation into place", &target)?;
     step();
     Ok(())
-}
-
-/// Copies `src` to a new file `dst` (never following or replacing anything),
-/// then fails if `src` changed while being copied.
-fn copy_file(
-    src: &Path,
-    stamp: &Stamp,
-    dst: &Path,
-    mode: u32,
-    mtime: SystemTime,
-    owner: Option<(u32, u32)>,
-) -> Result<(), Error> {
-    let mut from = File::open(src).ctx("open", src)?;
-    let mut to = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(dst)
-        .ctx("create", dst)?;
-    step();
-    io::copy(&mut from, &mut to).ctx("copy", src)?;
-    if Stamp::read(src).ctx("read", src)? != *stamp {
-        return Err(Error::Environment(format!(
-            "{} changed while it was being published; nothing was committed. Run again once the sources are still",
-            src.display()
-        )));
-    }
-    drop(to);
-    finish(dst, mode, mtime, owner)
-}
-
-/// Sets the final mode, mtime and owner of a published path.
-fn finish(
-    path: &Path,
-    mode: u32,
-    mtime: SystemTime,
-    owner: Option<(u32, u32)>,
-) -> Result<(), Error> {
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).ctx("change owner of", path)?;
-    }
-    fs::set_permissions(path, Permissions::from_mode(mode)).ctx("set mode of", path)?;
-    let f = File::open(path).ctx("open", path)?;
-    f.set_times(fs::FileTimes::new().set_modified(mtime).set_accessed(mtime))
-        .ctx("set times of", path)
-}
-
-fn parse_owner(owner: Option<&str>) -> Option<(u32, u32)> {
-    let (u, g) = owner?.split_once(':')?;
-    Some((u.parse().ok()?, g.parse().ok()?))
-}
-
-/// Gives a link the owner and times of published entries.
-fn finish_link(path: &Path, mtime: SystemTime, owner: Option<(u32, u32)>) -> Result<(), Error> {
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).ctx("change owner of", path)?;
-    }
-    let secs = mtime.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let t = rustix::fs::Timespec {
-        tv_sec: secs,
-        tv_nsec: 0,
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: t,
-        last_modification: t,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &times,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(io::Error::from)
-    .ctx("set times of", path)
 }
 
 /// The names that should be links in the root: one per pack, and the manifest.

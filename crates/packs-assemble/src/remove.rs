@@ -14,12 +14,18 @@ use crate::error::{Error, IoContext};
 use crate::store::{STORE_DIR, is_object_name};
 use crate::volume::{RootEntry, TMP_PREFIX, Volume, classify, exists};
 
+/// The name of this run's staging directory in the volume root.
+pub fn stage_name() -> String {
+    format!("{TMP_PREFIX}stage-{}", std::process::id())
+}
+
 /// Removes what an interrupted run left: `..tmp-*` in the root (tombstones
-/// included) and in the store.
+/// included, this run's staging directory not) and in the store.
 pub fn remove_leftovers(vol: &Volume) -> Result<Vec<String>, Error> {
     let mut removed = vec![];
+    let ours = stage_name();
     for (name, _) in vol.root_entries()? {
-        if classify(&name, false) == Some(RootEntry::Tmp) {
+        if classify(&name, false) == Some(RootEntry::Tmp) && name != ours {
             delete_tree(&vol.root.join(&name))?;
             step();
             removed.push(name);

@@ -10,11 +10,16 @@ use attune_pack::fixtures::ElfSpec;
 use crate::util::{Fixture, SENSOR, mode, stderr_of};
 
 fn refused(f: &Fixture, needle: &str) -> String {
+    let existed = f.vol().exists();
     let out = f.assemble().output().unwrap();
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(needle), "expected `{needle}` in:\n{err}");
     assert!(!f.vol().join("..data").exists(), "nothing may be published");
+    assert!(
+        existed || !f.vol().exists(),
+        "a refused run leaves no volume behind"
+    );
     err
 }
 

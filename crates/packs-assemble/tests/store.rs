@@ -235,3 +235,41 @@ fn a_tree_deeper_than_the_link_limit_is_published_and_readable() {
     );
     f.assert_verifies();
 }
+
+/// A cold volume copies files while hashing them; one whose hash cache
+/// survived (its generations were deleted) copies the cached files instead,
+/// beside the staged ones in the same directory.
+#[test]
+fn a_cold_volume_with_a_warm_cache_mixes_staged_and_copied_files() {
+    let f = Fixture::new();
+    f.fresh_sensor("v1");
+    let first = f.assemble_ok();
+    assert_eq!(first["copied"], first["files"], "{first}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    f.assemble_ok(); // the cache now holds every file
+    for e in fs::read_dir(f.vol()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() == ".attune-assemble-cache" {
+            continue;
+        }
+        if fs::symlink_metadata(&p).unwrap().is_dir() {
+            crate::util::remove_tree(&p);
+        } else {
+            fs::remove_file(&p).unwrap();
+        }
+    }
+    f.write("packs/core/actions/echo.sh", "#!/bin/sh\necho staged\n");
+    let r = f.assemble_ok();
+    assert_eq!(r["copied"], r["files"], "{r}");
+    f.assert_verifies();
+    assert_eq!(
+        fs::read(f.published("core/actions/echo.sh")).unwrap(),
+        b"#!/bin/sh\necho staged\n"
+    );
+    let leftovers: Vec<_> = fs::read_dir(f.vol())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("..tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
