@@ -1,9 +1,11 @@
 //! `packs-assemble`: pack sources + fresh static binaries -> a packs volume.
 //!
 //! The volume follows the Kubernetes AtomicWriter layout: complete generations
-//! `..<id>`, a `..data` link swapped by rename(2), and one link per pack. This
-//! crate scans untrusted inputs ([`scan`]), plans the generation and its
-//! manifest ([`plan`], [`manifest`]), publishes it ([`publish`]) and checks
+//! `..<id>`, a `..data` link swapped by rename(2), and one link per pack; the
+//! generations share a content-addressed store of directories ([`store`], which
+//! also gives the crash argument). This crate scans untrusted inputs ([`scan`]),
+//! hashes them ([`hash`]), plans the generation and its manifest ([`plan`],
+//! [`manifest`]), publishes it ([`publish`], [`write`], [`remove`]) and checks
 //! published volumes ([`verify`]). The pack format itself (YAML model,
 //! validation, ELF rules) belongs to `attune-pack`.
 //!

@@ -12,7 +12,7 @@ use crate::error::{Error, IoContext};
 use crate::hash::{FileHash, HashCache, Stage, hash_all};
 use crate::manifest::{Contents, Entry, FORMAT, MODE_EXEC, MODE_FILE, Manifest, mode_string};
 use crate::progress::Progress;
-use crate::scan::{Kind, Node, Origin, scan};
+use crate::scan::{Kind, Node, Origin, scan, scan_all};
 use crate::write::Seal;
 
 /// What to plan from.
@@ -256,13 +256,12 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
     diags.extend(references(&packs));
     phase("load packs");
 
-    // 3. Source trees, sorted by path (packs come in name order, so this is
-    // nearly sorted already).
-    let mut nodes: Vec<Node> = vec![];
-    for fp in found.values() {
-        nodes.extend(scan(&fp.dir, &fp.name, Origin::Source, false, &mut diags)?);
-    }
-    nodes.sort_by(|a, b| a.rel.cmp(&b.rel));
+    // 3. Source trees, in one walk, sorted by path.
+    let roots: Vec<(&Path, &str)> = found
+        .values()
+        .map(|fp| (fp.dir.as_path(), fp.name.as_str()))
+        .collect();
+    let mut nodes = scan_all(&roots, Origin::Source, false, &mut diags)?;
 
     // 4. Binaries trees overlay the sources.
     let mut from_binaries: BTreeMap<String, PathBuf> = BTreeMap::new();

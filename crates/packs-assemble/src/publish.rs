@@ -407,9 +407,20 @@ fn write_objects(
         step();
         Ok(false)
     };
+    let mut roots = Vec::with_capacity(todo.len());
     for (d, name) in &todo {
-        let root = tmp_of(name);
-        let moved = place(d.entry, &root)?;
+        // A staged directory is finished where it is (it has a temporary name
+        // already) and renamed into the store from there.
+        let (root, moved) = match plan.stage_dir(d.entry).filter(|p| exists(p)) {
+            Some(staged) => (staged, true),
+            None => {
+                let root = tmp_of(name);
+                fs::create_dir(&root).ctx("create", &root)?;
+                step();
+                (root, false)
+            }
+        };
+        roots.push((root.clone(), name));
         dirs.push(root.clone());
         let mut stack = vec![(*d, root, moved)];
         while let Some((dir, at, moved)) = stack.pop() {
@@ -464,9 +475,9 @@ fn write_objects(
         seal.path(dir, MODE_EXEC)?;
     }
     step();
-    for (_, name) in &todo {
+    for (root, name) in roots {
         let target = store.join(name);
-        fs::rename(tmp_of(name), &target).ctx("rename object into place", &target)?;
+        fs::rename(&root, &target).ctx("rename object into place", &target)?;
         step();
     }
     Ok(())

@@ -158,25 +158,41 @@ pub fn scan(
     allow_hard_links: bool,
     diags: &mut Diagnostics,
 ) -> Result<Vec<Node>, Error> {
-    // The root may be reached through a symlink (`result` from nix build, a link to
+    scan_all(&[(root, prefix)], origin, allow_hard_links, diags)
+}
+
+/// [`scan`] of several roots (each with its prefix) in one walk: the threads
+/// are started once, however many packs there are.
+pub fn scan_all(
+    roots: &[(&Path, &str)],
+    origin: Origin,
+    allow_hard_links: bool,
+    diags: &mut Diagnostics,
+) -> Result<Vec<Node>, Error> {
+    // A root may be reached through a symlink (`result` from nix build, a link to
     // a pack); nothing below it is followed.
     let io = |e: rustix::io::Errno| std::io::Error::from(e);
-    let fd = rustix::fs::open(root, dir_flags() - OFlags::NOFOLLOW, Mode::empty())
-        .map_err(io)
-        .ctx("open", root)?;
-    let st = rustix::fs::fstat(&fd).map_err(io).ctx("read", root)?;
-    let base = Base::new(root, prefix);
-    let root_node = Node {
-        rel: prefix.to_string(),
-        base: base.clone(),
-        kind: Kind::Dir,
-        executable: true,
-        setid: false,
-        stamp: Stamp::of(&st),
-        origin,
-    };
+    let mut nodes = vec![];
+    let mut jobs = vec![];
+    for &(root, prefix) in roots {
+        let fd = rustix::fs::open(root, dir_flags() - OFlags::NOFOLLOW, Mode::empty())
+            .map_err(io)
+            .ctx("open", root)?;
+        let st = rustix::fs::fstat(&fd).map_err(io).ctx("read", root)?;
+        let base = Base::new(root, prefix);
+        nodes.push(Node {
+            rel: prefix.to_string(),
+            base: base.clone(),
+            kind: Kind::Dir,
+            executable: true,
+            setid: false,
+            stamp: Stamp::of(&st),
+            origin,
+        });
+        jobs.push((fd, root.to_path_buf(), prefix.to_string(), base));
+    }
     let queue = Queue {
-        state: Mutex::new((vec![(fd, root.to_path_buf(), prefix.to_string())], 0)),
+        state: Mutex::new((jobs, 0)),
         ready: Condvar::new(),
     };
     let threads = std::thread::available_parallelism()
@@ -187,14 +203,13 @@ pub fn scan(
             .map(|_| {
                 s.spawn(|| {
                     let mut w = Walker {
-                        base: base.clone(),
                         origin,
                         allow_hard_links,
                         nodes: vec![],
                         diags: Diagnostics::default(),
                     };
-                    while let Some((fd, abs, rel)) = queue.pop() {
-                        let result = w.dir(&fd, &abs, &rel, &queue);
+                    while let Some((fd, abs, rel, base)) = queue.pop() {
+                        let result = w.dir(&fd, &abs, &rel, &base, &queue);
                         queue.done();
                         result?;
                     }
@@ -207,7 +222,6 @@ pub fn scan(
             .map(|w| w.join().expect("scan thread panicked"))
             .collect()
     });
-    let mut nodes = vec![root_node];
     let mut found = vec![];
     for r in results {
         let (n, d) = r?;
@@ -226,7 +240,7 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
-type Job = (OwnedFd, PathBuf, String);
+type Job = (OwnedFd, PathBuf, String, Arc<Base>);
 
 /// Directories left to read, and how many are being read.
 struct Queue {
@@ -266,7 +280,6 @@ impl Queue {
 }
 
 struct Walker {
-    base: Arc<Base>,
     origin: Origin,
     allow_hard_links: bool,
     nodes: Vec<Node>,
@@ -274,7 +287,14 @@ struct Walker {
 }
 
 impl Walker {
-    fn dir(&mut self, fd: &OwnedFd, abs: &Path, rel: &str, queue: &Queue) -> Result<(), Error> {
+    fn dir(
+        &mut self,
+        fd: &OwnedFd,
+        abs: &Path,
+        rel: &str,
+        base: &Arc<Base>,
+        queue: &Queue,
+    ) -> Result<(), Error> {
         let io = |e: rustix::io::Errno| std::io::Error::from(e);
         let entries = Dir::read_from(fd).map_err(io).ctx("read directory", abs)?;
         for entry in entries {
@@ -321,12 +341,12 @@ impl Walker {
                 let child = openat(fd, name, dir_flags(), Mode::empty())
                     .map_err(io)
                     .ctx("open", &path())?;
-                queue.push((child, path(), child_rel.clone()));
+                queue.push((child, path(), child_rel.clone(), base.clone()));
             }
             let mode = st.st_mode as u32;
             self.nodes.push(Node {
                 rel: child_rel,
-                base: self.base.clone(),
+                base: base.clone(),
                 kind,
                 executable: mode & 0o111 != 0,
                 setid: mode & 0o6000 != 0,
