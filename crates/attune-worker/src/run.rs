@@ -19,7 +19,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -252,15 +252,35 @@ impl Report {
 }
 
 impl Runner {
-    /// The entry point's path, which must stay inside the pack's `actions/`.
-    pub fn entry_point(&self, c: &Claimed) -> Result<PathBuf, String> {
-        let root = if c.source == "dev" {
+    /// The packs directory an execution's pack is in (the volume, or packs.dev).
+    fn root(&self, c: &Claimed) -> &Path {
+        if c.source == "dev" {
             &self.dev_dir
         } else {
             &self.packs_dir
-        };
+        }
+    }
+
+    /// The entry point's path, as the pack names it: below the pack's
+    /// `actions/` (no `..`, not absolute), resolving to a file inside the packs
+    /// directory. A published volume's directories are links into its object
+    /// store, so the file is really elsewhere in the volume (never outside it);
+    /// the path given to the action is the one through the pack, as upstream's.
+    pub fn entry_point(&self, c: &Claimed) -> Result<PathBuf, String> {
+        let root = self.root(c);
         let actions = root.join(&c.pack_ref).join("actions");
-        let path = actions.join(&c.action.entry_point);
+        let ep = Path::new(&c.action.entry_point);
+        let below = ep
+            .components()
+            .all(|p| matches!(p, Component::Normal(_) | Component::CurDir));
+        if !below || ep.as_os_str().is_empty() {
+            return Err(format!(
+                "entry point {} of {} leaves the pack's actions directory",
+                ep.display(),
+                c.action.action_ref
+            ));
+        }
+        let path = actions.join(ep);
         let real = path.canonicalize().map_err(|e| {
             format!(
                 "entry point {} of {}: {e}",
@@ -268,16 +288,18 @@ impl Runner {
                 c.action.action_ref
             )
         })?;
-        let base = actions
+        let base = root
             .canonicalize()
-            .map_err(|e| format!("{}: {e}", actions.display()))?;
+            .map_err(|e| format!("{}: {e}", root.display()))?;
         if !real.starts_with(&base) {
             return Err(format!(
-                "entry point {} leaves the pack's actions directory",
-                path.display()
+                "entry point {} resolves to {}, outside {}",
+                path.display(),
+                real.display(),
+                root.display()
             ));
         }
-        Ok(real)
+        Ok(path)
     }
 
     fn command(&self, c: &Claimed, path: &Path) -> Result<Command, String> {
@@ -309,14 +331,12 @@ impl Runner {
             Ok(cmd) => cmd,
             Err(e) => return Report::not_started(e),
         };
-        // The pack directory, as upstream: entry points find their siblings by relative path.
-        let pack_dir = path
-            .ancestors()
-            .find(|a| a.file_name().is_some_and(|n| n == c.pack_ref.as_str()))
-            .unwrap_or(path.parent().unwrap_or(Path::new("/")))
-            .to_path_buf();
+        // The pack directory, as upstream: entry points find their siblings by
+        // relative path. PWD names it through the pack link, so shells do too.
+        let pack_dir = self.root(c).join(&c.pack_ref);
         cmd.current_dir(&pack_dir)
             .env_clear()
+            .env("PWD", &pack_dir)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
             .env("HOME", std::env::temp_dir())
@@ -616,6 +636,50 @@ mod tests {
         c.execution.trigger_ref = Some("core.intervaltimer".into());
         let rep = r.run(&c);
         assert_eq!(rep.stdout, "demo\ndemo.every core.intervaltimer\n");
+    }
+
+    /// A published volume: the pack and its directories are links into the
+    /// store. The action still runs in the pack directory, under its path
+    /// through the pack, also from a nested directory; a link out of the
+    /// volume and `..` are refused.
+    #[test]
+    fn entry_points_resolve_through_the_volume_store() {
+        use std::os::unix::fs::symlink;
+        let (t, r, mut c) = setup("", "");
+        let vol = t.path().join("vol");
+        std::fs::remove_dir_all(vol.join("demo")).unwrap();
+        let store = vol.join("..store");
+        for d in ["P", "A", "L"] {
+            std::fs::create_dir_all(store.join(d)).unwrap();
+        }
+        symlink("../A", store.join("P/actions")).unwrap();
+        symlink("../L", store.join("A/lib")).unwrap();
+        std::fs::write(store.join("P/data.txt"), "pack data\n").unwrap();
+        std::fs::write(
+            store.join("L/b.sh"),
+            "#!/bin/sh\nbasename \"$PWD\"\necho \"$0\"\ncat data.txt\n",
+        )
+        .unwrap();
+        symlink("..store/P", vol.join("demo")).unwrap();
+        c.action.entry_point = "lib/b.sh".into();
+        let rep = r.run(&c);
+        let logical = vol.join("demo/actions/lib/b.sh");
+        assert_eq!(
+            rep.stdout,
+            format!("demo\n{}\npack data\n", logical.display()),
+            "{rep:?}"
+        );
+        // Out of the volume through a link, or by `..`: refused, never run.
+        std::fs::write(t.path().join("outside.sh"), "#!/bin/sh\necho escaped\n").unwrap();
+        symlink(t.path().join("outside.sh"), store.join("A/out.sh")).unwrap();
+        for ep in ["out.sh", "../data.txt", "/etc/passwd"] {
+            c.action.entry_point = ep.into();
+            let err = r.entry_point(&c).unwrap_err();
+            assert!(
+                err.contains("outside") || err.contains("leaves"),
+                "{ep}: {err}"
+            );
+        }
     }
 
     #[test]
