@@ -440,11 +440,13 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// Entries and contents for unit tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn contents(entries: Vec<Entry>) -> Contents {
+    /// amd64 contents with mtime 1 and no owner.
+    pub fn contents(entries: Vec<Entry>) -> Contents {
         Contents {
             format: FORMAT,
             arch: Arch::Amd64,
@@ -454,7 +456,8 @@ mod tests {
         }
     }
 
-    fn file(path: &str, sha: &str) -> Entry {
+    /// A 0444 file of one byte whose digest is `sha` repeated (one hex digit).
+    pub fn file(path: &str, sha: &str) -> Entry {
         Entry {
             path: path.into(),
             kind: Kind::File,
@@ -464,6 +467,24 @@ mod tests {
             origin: Origin::Source,
         }
     }
+
+    /// A 0555 directory.
+    pub fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::Dir,
+            mode: mode_string(MODE_EXEC),
+            size: None,
+            sha256: None,
+            origin: Origin::Source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{contents, file};
+    use super::*;
 
     #[test]
     fn root_hash_ignores_input_order_but_not_content() {

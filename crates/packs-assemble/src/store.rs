@@ -284,40 +284,11 @@ fn walk_links(root: &Path, dir: &Path, seen: &mut HashSet<String>) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Contents, Entry, FORMAT, MODE_EXEC, MODE_FILE, mode_string};
-    use crate::scan::Origin;
-    use attune_pack::Arch;
-
-    fn dir(path: &str) -> Entry {
-        Entry {
-            path: path.into(),
-            kind: Kind::Dir,
-            mode: mode_string(MODE_EXEC),
-            size: None,
-            sha256: None,
-            origin: Origin::Source,
-        }
-    }
-
-    fn file(path: &str, sha: &str) -> Entry {
-        Entry {
-            path: path.into(),
-            kind: Kind::File,
-            mode: mode_string(MODE_FILE),
-            size: Some(1),
-            sha256: crate::hash::Sha256Digest::from_hex(&sha.repeat(64)),
-            origin: Origin::Source,
-        }
-    }
+    use crate::manifest::Entry;
+    use crate::manifest::fixtures::{contents, dir, file};
 
     fn manifest(entries: Vec<Entry>) -> Manifest {
-        Manifest::new(Contents {
-            format: FORMAT,
-            arch: Arch::Amd64,
-            mtime: 1,
-            owner: None,
-            entries,
-        })
+        Manifest::new(contents(entries))
     }
 
     fn names(m: &Manifest, salt: &str) -> Vec<(String, String)> {

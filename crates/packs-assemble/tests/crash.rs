@@ -29,14 +29,7 @@ fn killed_after_every_filesystem_step_the_volume_stays_valid() {
 
     for n in 1..=steps {
         let (f, before) = staged();
-        let status = f
-            .assemble()
-            .env("PACKS_ASSEMBLE_CRASH_AFTER", n.to_string())
-            .arg("-q")
-            .output()
-            .unwrap()
-            .status;
-        assert!(!status.success(), "step {n}: the crash hook did not fire");
+        f.assemble_killed_at(n);
         let current = f.current_generation().unwrap();
         assert!(
             current == before[1] || current == g3,
@@ -63,12 +56,7 @@ fn killed_during_the_first_publish_the_next_run_succeeds() {
     };
     for n in 1..=steps {
         f.remove_volume();
-        let out = f
-            .assemble()
-            .env("PACKS_ASSEMBLE_CRASH_AFTER", n.to_string())
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "step {n}");
+        f.assemble_killed_at(n);
         f.assemble_ok();
         f.assert_verifies();
     }

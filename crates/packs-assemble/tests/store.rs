@@ -124,12 +124,7 @@ fn an_object_an_interrupted_run_named_is_never_reused() {
     let mut hit = 0;
     for n in 1..=steps {
         let f = setup();
-        let out = f
-            .assemble()
-            .env("PACKS_ASSEMBLE_CRASH_AFTER", n.to_string())
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "step {n}");
+        f.assemble_killed_at(n);
         let (present, listed) = objects(&f);
         let Some(orphan) = present.difference(&listed).next() else {
             continue;

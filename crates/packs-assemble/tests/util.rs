@@ -97,6 +97,21 @@ impl Fixture {
         c
     }
 
+    /// `assemble` with the crash hook armed to abort after step `n`; asserts that it fired.
+    pub fn assemble_killed_at(&self, n: u64) -> std::process::Output {
+        let out = self
+            .assemble()
+            .env("PACKS_ASSEMBLE_CRASH_AFTER", n.to_string())
+            .arg("-q")
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "step {n}: the crash hook did not fire"
+        );
+        out
+    }
+
     /// The same as a background process (quiet, stdout discarded), with `extra` flags.
     pub fn spawn_assemble(&self, extra: &[&str]) -> std::process::Child {
         std::process::Command::new(assert_cmd::cargo::cargo_bin("packs-assemble"))
