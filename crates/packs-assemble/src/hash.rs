@@ -126,7 +126,7 @@ impl HashCache {
         let mut r = BufReader::with_capacity(256 * 1024, File::open(self.path.as_ref()?).ok()?);
         let mut magic = [0u8; CACHE_MAGIC.len()];
         if r.read_exact(&mut magic).is_err() || &magic != CACHE_MAGIC {
-            tracing::warn!("ignoring a hash cache of another format");
+            tracing::info!("the hash cache is of another version: every file is read once");
             return None;
         }
         Some(r)
