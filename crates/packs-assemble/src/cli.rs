@@ -52,9 +52,11 @@ pub enum Command {
     /// Validate packs, overlay binaries, and publish a new generation of the volume.
     ///
     /// Writes nothing when the inputs are unchanged (same root hash). Otherwise it
-    /// writes a complete generation beside the current one, hard-linking unchanged
-    /// files, and commits it by renaming `..data`; old generations beyond --keep
-    /// are removed. Killing it at any moment leaves the previous generation intact.
+    /// writes a complete generation beside the current one and commits it by
+    /// renaming `..data`. Generations share unchanged directories through the
+    /// volume's store (`..store`), so a change writes only the directories on its
+    /// path; old generations beyond --keep, and what only they used, are removed.
+    /// Killing it at any moment leaves the previous generation intact.
     Assemble(AssembleArgs),
     /// Validate pack sources without publishing anything.
     Check(CheckArgs),
@@ -104,8 +106,9 @@ pub struct AssembleArgs {
     /// may then lose the new generation, never the old one).
     #[arg(long)]
     pub no_sync: bool,
-    /// Publish a fresh copy of every file even if nothing changed: repairs a
-    /// generation that `verify` found damaged.
+    /// Publish a fresh copy of every file and directory even if nothing changed,
+    /// sharing nothing with what is there: repairs a volume that `verify` found
+    /// damaged.
     #[arg(long)]
     pub force: bool,
     /// After publishing, verify the volume (as `packs-assemble verify` does) and

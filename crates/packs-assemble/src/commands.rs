@@ -263,8 +263,16 @@ fn human_assemble(r: &AssembleResult, o: &Outcome) -> String {
         s.push_str("\n  a kept generation with the same contents was made current again");
     } else {
         s.push_str(&format!(
-            " ({} copied, {} hard-linked from the previous generation)",
-            o.copied, o.hardlinked
+            " ({} copied, {} hard-linked from the previous generation; {} {} written, {} shared)",
+            o.copied,
+            o.hardlinked,
+            o.objects_written,
+            if o.objects_written == 1 {
+                "directory"
+            } else {
+                "directories"
+            },
+            o.objects_shared
         ));
     }
     if !o.removed_generations.is_empty() {
