@@ -41,25 +41,40 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// The directory `..tmp-stage-<pid>` in the volume that files are copied into
-/// while they are hashed; removed when dropped (what a killed run leaves is a
+/// The staging directories `..store/..tmp-stage-<pid>-<n>` that files are
+/// copied into while they are hashed (see [`crate::remove::stage_prefix`]);
+/// what is left of them is removed when dropped (what a killed run leaves is a
 /// `..tmp-*` leftover, which the next run removes).
 struct StageDir(std::path::PathBuf);
 
 impl StageDir {
     fn create(vol: &Volume) -> Result<StageDir, Error> {
-        let dir = vol.root.join(crate::remove::stage_name());
-        // A leftover of a run that had this pid: we hold the lock, so it is dead.
-        crate::remove::delete_tree(&dir)?;
-        std::fs::create_dir(&dir).ctx("create", &dir)?;
-        crate::crashpoint::step();
-        Ok(StageDir(dir))
+        let store = vol.root.join(crate::store::STORE_DIR);
+        if !crate::volume::exists(&store) {
+            std::fs::create_dir(&store).ctx("create", &store)?;
+            crate::crashpoint::step();
+        }
+        let dir = StageDir(store);
+        // Leftovers of a run that had this pid: we hold the lock, so it is dead.
+        dir.clean()?;
+        Ok(dir)
+    }
+
+    fn clean(&self) -> Result<(), Error> {
+        let prefix = crate::remove::stage_prefix();
+        for name in std::fs::read_dir(&self.0).ctx("read", &self.0)? {
+            let name = name.ctx("read", &self.0)?.file_name();
+            if name.to_string_lossy().starts_with(&prefix) {
+                crate::remove::delete_tree(&self.0.join(name))?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl Drop for StageDir {
     fn drop(&mut self) {
-        if let Err(e) = crate::remove::delete_tree(&self.0) {
+        if let Err(e) = self.clean() {
             tracing::warn!("{e}; the next run removes it");
         }
     }
@@ -146,6 +161,7 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         drop(stage);
         drop(lock);
         if created {
+            let _ = std::fs::remove_dir(vol.root.join(crate::store::STORE_DIR));
             let _ = std::fs::remove_file(vol.root.join(crate::volume::LOCK_NAME));
             let _ = std::fs::remove_dir(&vol.root);
         }

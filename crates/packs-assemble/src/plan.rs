@@ -28,8 +28,8 @@ pub struct Inputs {
     pub mtime: i64,
     /// `UID:GID` for every published entry.
     pub owner: Option<(u32, u32)>,
-    /// A directory inside the volume to copy files into while they are hashed
-    /// (a cold volume: every file will be copied, so each byte is read once).
+    /// The store of the volume, to stage files in while they are hashed (a
+    /// cold volume: every file will be copied, so each byte is read once).
     pub stage: Option<PathBuf>,
     /// `check` mode: a native entry point absent from the sources is expected
     /// to come from a binaries tree when none is given.
@@ -69,12 +69,13 @@ pub struct Plan {
     pub diagnostics: Diagnostics,
 }
 
-/// Creates `stage/<i>` for every directory node `i`, and returns each file's
-/// path in the stage: `<index of its directory>/<name>`.
+/// Creates `stage/<prefix><i>` for every directory node `i`, and returns
+/// each file's path in the stage: `<prefix><index of its directory>/<name>`.
 fn stage_layout(stage: &Path, nodes: &[Node], files: &[usize]) -> Result<Vec<String>, Error> {
+    let prefix = crate::remove::stage_prefix();
     for (i, n) in nodes.iter().enumerate() {
         if n.kind == Kind::Dir {
-            let dir = stage.join(i.to_string());
+            let dir = stage.join(format!("{prefix}{i}"));
             std::fs::create_dir(&dir).ctx("create", &dir)?;
             crate::crashpoint::step();
         }
@@ -86,7 +87,7 @@ fn stage_layout(stage: &Path, nodes: &[Node], files: &[usize]) -> Result<Vec<Str
             let dir = nodes
                 .binary_search_by(|n| n.rel.as_str().cmp(parent))
                 .expect("a file's directory is a node");
-            format!("{dir}/{name}")
+            format!("{prefix}{dir}/{name}")
         })
         .collect())
 }
@@ -104,7 +105,8 @@ impl Plan {
 
     /// The stage directory holding the staged files of directory entry `i`.
     pub fn stage_dir(&self, i: usize) -> Option<PathBuf> {
-        Some(self.stage.as_ref()?.join(i.to_string()))
+        let prefix = crate::remove::stage_prefix();
+        Some(self.stage.as_ref()?.join(format!("{prefix}{i}")))
     }
 
     /// Where manifest entry `i` comes from on disk.

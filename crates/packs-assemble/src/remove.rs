@@ -14,25 +14,29 @@ use crate::error::{Error, IoContext};
 use crate::store::{STORE_DIR, is_object_name};
 use crate::volume::{RootEntry, TMP_PREFIX, Volume, classify, exists};
 
-/// The name of this run's staging directory in the volume root.
-pub fn stage_name() -> String {
-    format!("{TMP_PREFIX}stage-{}", std::process::id())
+/// The start of the names of this run's staging directories in the store
+/// (`..tmp-stage-<pid>-<n>`): files are copied into them while hashed, and
+/// each is renamed into an object in the same directory (a rename within one
+/// directory needs no write permission on the directory moved, so a sealed
+/// one moves as uid 1000 too).
+pub fn stage_prefix() -> String {
+    format!("{TMP_PREFIX}stage-{}-", std::process::id())
 }
 
 /// Removes what an interrupted run left: `..tmp-*` in the root (tombstones
-/// included, this run's staging directory not) and in the store.
+/// included) and in the store (this run's staging directories excepted).
 pub fn remove_leftovers(vol: &Volume) -> Result<Vec<String>, Error> {
     let mut removed = vec![];
-    let ours = stage_name();
+    let ours = stage_prefix();
     for (name, _) in vol.root_entries()? {
-        if classify(&name, false) == Some(RootEntry::Tmp) && name != ours {
+        if classify(&name, false) == Some(RootEntry::Tmp) {
             delete_tree(&vol.root.join(&name))?;
             step();
             removed.push(name);
         }
     }
     for name in store_entries(vol)? {
-        if name.starts_with(TMP_PREFIX) {
+        if name.starts_with(TMP_PREFIX) && !name.starts_with(&ours) {
             delete_tree(&vol.root.join(STORE_DIR).join(&name))?;
             step();
             removed.push(format!("{STORE_DIR}/{name}"));
@@ -55,7 +59,7 @@ pub fn sweep_objects(vol: &Volume, keep: &HashSet<String>) -> Result<usize, Erro
 }
 
 /// The names in the store, or none when there is no store yet.
-fn store_entries(vol: &Volume) -> Result<Vec<String>, Error> {
+pub fn store_entries(vol: &Volume) -> Result<Vec<String>, Error> {
     let store = vol.root.join(STORE_DIR);
     match fs::read_dir(&store) {
         Ok(entries) => Ok(entries

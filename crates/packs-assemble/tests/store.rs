@@ -268,3 +268,43 @@ fn a_cold_volume_with_a_warm_cache_mixes_staged_and_copied_files() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// The Docker and Kubernetes init containers publish as uid 1000, and then a
+/// sealed (0555) directory can be renamed only within its own parent (moving it
+/// to another one rewrites its `..`). Run as root, this test drops to uid 1000.
+#[test]
+fn a_publisher_without_root_publishes_cold_and_incrementally() {
+    use std::os::unix::process::CommandExt;
+    let f = Fixture::new();
+    f.fresh_sensor("v1");
+    let root = rustix::process::geteuid().is_root();
+    let run = || {
+        if root {
+            for e in walkdir::WalkDir::new(f.tmp.path()) {
+                std::os::unix::fs::lchown(e.unwrap().path(), Some(1000), Some(1000)).unwrap();
+            }
+        }
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("packs-assemble"));
+        cmd.current_dir(f.tmp.path())
+            .args(crate::util::ASSEMBLE)
+            .args(["--no-sync", "--json"])
+            .env_remove("PACKS_ASSEMBLE_CRASH_AFTER");
+        if root {
+            cmd.uid(1000).gid(1000);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let cold = run();
+    assert_eq!(cold["copied"], cold["files"], "{cold}");
+    f.assert_verifies();
+    f.write("packs/core/actions/echo.sh", "#!/bin/sh\necho v2\n");
+    let again = run();
+    assert_eq!(again["copied"], 1, "{again}");
+    f.assert_verifies();
+}
