@@ -45,7 +45,7 @@ fn now_ns() -> i64 {
 /// copied into while they are hashed (see [`crate::remove::stage_prefix`]);
 /// what is left of them is removed when dropped (what a killed run leaves is a
 /// `..tmp-*` leftover, which the next run removes).
-struct StageDir(std::path::PathBuf);
+struct StageDir(Volume);
 
 impl StageDir {
     fn create(vol: &Volume) -> Result<StageDir, Error> {
@@ -54,27 +54,15 @@ impl StageDir {
             std::fs::create_dir(&store).ctx("create", &store)?;
             crate::crashpoint::step();
         }
-        let dir = StageDir(store);
         // Leftovers of a run that had this pid: we hold the lock, so it is dead.
-        dir.clean()?;
-        Ok(dir)
-    }
-
-    fn clean(&self) -> Result<(), Error> {
-        let prefix = crate::remove::stage_prefix();
-        for name in std::fs::read_dir(&self.0).ctx("read", &self.0)? {
-            let name = name.ctx("read", &self.0)?.file_name();
-            if name.to_string_lossy().starts_with(&prefix) {
-                crate::remove::delete_tree(&self.0.join(name))?;
-            }
-        }
-        Ok(())
+        crate::remove::remove_stage(vol)?;
+        Ok(StageDir(vol.clone()))
     }
 }
 
 impl Drop for StageDir {
     fn drop(&mut self) {
-        if let Err(e) = self.clean() {
+        if let Err(e) = crate::remove::remove_stage(&self.0) {
             tracing::warn!("{e}; the next run removes it");
         }
     }
@@ -125,7 +113,9 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         arch,
         mtime,
         owner: args.chown,
-        stage: stage.as_ref().map(|s| s.0.clone()),
+        stage: stage
+            .as_ref()
+            .map(|s| s.0.root.join(crate::store::STORE_DIR)),
         sources_only: false,
     };
     let cache = HashCache::load(&vol.root);

@@ -202,24 +202,30 @@ pub fn is_racy(stamp: &Stamp, scan_started_ns: i64) -> bool {
 /// Reads a file and returns its hash and whether it is an ELF.
 pub fn hash_file(path: &Path) -> io::Result<FileHash> {
     let mut file = File::open(path)?;
+    hash_chunks(|buf| file.read(buf), |_| Ok(()))
+}
+
+/// Hashes what `read` gives until it gives nothing (and notes whether it
+/// starts with the ELF magic), handing each chunk to `each` as well.
+pub fn hash_chunks<E>(
+    mut read: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    mut each: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<FileHash, E> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut first = true;
-    let mut elf = false;
+    let mut elf = None;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = read(&mut buf)?;
         if n == 0 {
             break;
         }
-        if first {
-            elf = attune_pack::is_elf(&buf[..n]);
-            first = false;
-        }
+        elf.get_or_insert_with(|| attune_pack::is_elf(&buf[..n]));
         hasher.update(&buf[..n]);
+        each(&buf[..n])?;
     }
     Ok(FileHash {
         sha256: Sha256Digest(hasher.finalize().into()),
-        elf,
+        elf: elf.unwrap_or(false),
     })
 }
 

@@ -45,6 +45,18 @@ pub fn remove_leftovers(vol: &Volume) -> Result<Vec<String>, Error> {
     Ok(removed)
 }
 
+/// Removes this run's staging directories (see [`stage_prefix`]), what is left
+/// of them once their objects moved into place.
+pub fn remove_stage(vol: &Volume) -> Result<(), Error> {
+    let prefix = stage_prefix();
+    for name in store_entries(vol)? {
+        if name.starts_with(&prefix) {
+            delete_tree(&vol.root.join(STORE_DIR).join(name))?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes every object of the store that no generation reaches (`keep`);
 /// returns how many went.
 pub fn sweep_objects(vol: &Volume, keep: &HashSet<String>) -> Result<usize, Error> {
@@ -59,7 +71,7 @@ pub fn sweep_objects(vol: &Volume, keep: &HashSet<String>) -> Result<usize, Erro
 }
 
 /// The names in the store, or none when there is no store yet.
-pub fn store_entries(vol: &Volume) -> Result<Vec<String>, Error> {
+fn store_entries(vol: &Volume) -> Result<Vec<String>, Error> {
     let store = vol.root.join(STORE_DIR);
     match fs::read_dir(&store) {
         Ok(entries) => Ok(entries

@@ -52,6 +52,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext};
+use crate::hash::Sha256Digest;
 use crate::manifest::{Manifest, hex};
 use crate::scan::Kind;
 use crate::volume::{RootEntry, Volume, classify};
@@ -141,6 +142,7 @@ impl Tree {
         let mut order: Vec<usize> = (0..dirs.len()).collect();
         order.sort_by_key(|&d| std::cmp::Reverse(dirs[d].depth));
         let owner = c.owner.as_deref().unwrap_or("-");
+        let mut line = Vec::with_capacity(256);
         for d in order {
             let layout = if dirs[d].inlines_children() {
                 "inline"
@@ -153,22 +155,28 @@ impl Tree {
                 c.mtime
             ));
             for &child in &dirs[d].children {
+                // `f\0<name>\0<mode>\0<sha256>\n` or `d\0<name>\0<hash>\n`,
+                // built in one buffer: this runs for every entry of every publish.
                 let e = &entries[child];
-                let name = base_name(&e.path);
+                line.clear();
+                line.extend_from_slice(if e.kind == Kind::File { b"f\0" } else { b"d\0" });
+                line.extend_from_slice(base_name(&e.path).as_bytes());
+                line.push(0);
                 match e.kind {
                     Kind::File => {
-                        let sha = e.sha256.map(|s| s.to_string());
-                        h.update(format!(
-                            "f\0{name}\0{}\0{}\n",
-                            e.mode,
-                            sha.as_deref().unwrap_or("-")
-                        ))
+                        e.mode.write_to(&mut line);
+                        line.push(0);
+                        match &e.sha256 {
+                            Some(sha) => sha.write_hex(&mut line),
+                            None => line.push(b'-'),
+                        }
                     }
                     Kind::Dir => {
-                        let sub = &dirs[dir_index[child] as usize];
-                        h.update(format!("d\0{name}\0{}\n", hex(&sub.hash)));
+                        Sha256Digest(dirs[dir_index[child] as usize].hash).write_hex(&mut line)
                     }
                 }
+                line.push(b'\n');
+                h.update(&line);
             }
             dirs[d].hash = h.finalize().into();
         }

@@ -10,11 +10,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use crate::crashpoint::step;
 use crate::error::{Error, IoContext};
-use crate::hash::{FileHash, Sha256Digest};
+use crate::hash::{FileHash, hash_chunks};
 use crate::scan::Stamp;
 
 /// The mtime and owner every published entry gets.
@@ -56,17 +54,8 @@ impl Seal {
 
     /// Seals the file or directory at `path`.
     pub fn path(&self, path: &Path, mode: u32) -> Result<(), Error> {
-        if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).ctx("change owner of", path)?;
-        }
-        fs::set_permissions(path, Permissions::from_mode(mode)).ctx("set mode of", path)?;
         let f = File::open(path).ctx("open", path)?;
-        f.set_times(
-            fs::FileTimes::new()
-                .set_modified(self.mtime)
-                .set_accessed(self.mtime),
-        )
-        .ctx("set times of", path)
+        self.file(&f, mode, path)
     }
 
     /// Gives a symbolic link the owner and times of published entries.
@@ -148,24 +137,13 @@ pub fn copy_hashing(
 ) -> Result<FileHash, Error> {
     let mut from = File::open(src).ctx("open", src)?;
     let mut to = create_new(dst)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut elf = None;
-    loop {
-        let n = from.read(&mut buf).ctx("read", src)?;
-        if n == 0 {
-            break;
-        }
-        elf.get_or_insert_with(|| attune_pack::is_elf(&buf[..n]));
-        hasher.update(&buf[..n]);
-        to.write_all(&buf[..n]).ctx("write", dst)?;
-    }
+    let hash = hash_chunks(
+        |buf| from.read(buf).ctx("read", src),
+        |chunk| to.write_all(chunk).ctx("write", dst),
+    )?;
     still(src, stamp)?;
     seal.file(&to, mode, dst)?;
-    Ok(FileHash {
-        sha256: Sha256Digest(hasher.finalize().into()),
-        elf: elf.unwrap_or(false),
-    })
+    Ok(hash)
 }
 
 #[cfg(test)]
