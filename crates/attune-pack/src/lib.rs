@@ -6,7 +6,9 @@
 //! publish them (that is `packs-assemble`) and does not run them (the services).
 //!
 //! - [`load_pack`] reads a pack directory into a [`Pack`] and returns every
-//!   problem as a [`Diagnostic`] naming the file, line, column and field.
+//!   problem as a [`Diagnostic`] naming the file, line, column and field;
+//!   [`load_pack_cached`] gives the same outcome without parsing again the
+//!   YAML files whose content hash a [`LoadCache`] already holds.
 //! - [`references`] checks references across packs (rules to actions and triggers).
 //! - [`Pack::entry_points`] lists the files components run; [`check_native`]
 //!   decides whether a native one will run in a container of an [`Arch`].
@@ -29,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod arch;
+mod cache;
 mod diag;
 mod elf;
 #[cfg(any(test, feature = "fixtures"))]
@@ -40,9 +43,12 @@ mod validate;
 mod volume;
 
 pub use arch::{Arch, UnknownArch};
+pub use cache::LoadCache;
 pub use diag::{Diagnostic, Diagnostics, Severity, escape_controls};
 pub use elf::{ElfError, ElfFacts, Linkage, is_elf, shebang};
-pub use load::{LoadOutcome, MAX_YAML_BYTES, PACK_FILE, find_packs, is_yaml, load_pack};
+pub use load::{
+    LoadOutcome, MAX_YAML_BYTES, PACK_FILE, find_packs, is_yaml, load_pack, load_pack_cached,
+};
 pub use model::{
     Action, Loaded, OutputFormat, PARAMETER_TYPES, Pack, PackMeta, Parameter, ParameterDelivery,
     ParameterFormat, Rule, RunnerType, Sensor, Trigger,

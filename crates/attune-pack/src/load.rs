@@ -1,17 +1,19 @@
 //! The loader: reads a pack directory into a [`Pack`], collecting every problem
 //! with its file, line and column rather than stopping at the first.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use serde_json::Value;
 
+use crate::cache::{ComponentFacts, Facts, Key, LoadCache, MetaFacts, sha256};
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::model::{Known, Loaded, Pack, PackMeta};
-use crate::validate;
+use crate::model::{Action, Known, Loaded, Pack, PackMeta, Rule, Sensor, Trigger};
+use crate::validate::{self, FileChecks};
 
 /// Directories upstream packs hold beyond the four component kinds: carried
 /// into the volume as they are, each YAML file checked for form and a `ref`.
@@ -24,7 +26,7 @@ pub const PACK_FILE: &str = "pack.yaml";
 pub const MAX_YAML_BYTES: u64 = 1 << 20;
 
 /// The result of loading one pack: the pack when it has no errors, and every diagnostic.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct LoadOutcome {
     /// The pack, present when no diagnostic is an error.
     pub pack: Option<Pack>,
@@ -39,19 +41,64 @@ pub struct LoadOutcome {
 /// they exist is for the caller, who knows which tree supplies them (see
 /// [`Pack::entry_points`]).
 pub fn load_pack(dir: &Path) -> LoadOutcome {
+    load_pack_cached(dir, &|_| None, &mut LoadCache::new())
+}
+
+/// [`load_pack`], taking what an earlier load found for each YAML file whose
+/// contents have not changed from `cache` instead of reading and parsing it again.
+///
+/// `known(path)` is the SHA-256 of the contents of the regular file at `path`
+/// (`dir` joined with the file's path in the pack, as the loader would read
+/// it) as the caller knows them, or `None`, and then the file is read and not
+/// cached. A file with a known hash that the cache does not hold is read,
+/// parsed, checked and added under the hash of the bytes actually read. The
+/// checks that span files (a ref defined twice) run on every load, from the
+/// cached facts; [`references`](crate::references) across packs is the caller's,
+/// as after [`load_pack`].
+///
+/// The outcome is exactly [`load_pack`]'s (the same pack, the same diagnostics
+/// in the same order, naming the same paths), cached or not, provided `known`
+/// tells the truth.
+pub fn load_pack_cached(
+    dir: &Path,
+    known: &dyn Fn(&Path) -> Option<[u8; 32]>,
+    cache: &mut LoadCache,
+) -> LoadOutcome {
+    let mut loader = Loader { dir, known, cache };
     let mut diags = Diagnostics::default();
     let pack_file = dir.join(PACK_FILE);
-    let Some((mut meta, meta_text)) = read_yaml::<PackMeta>(&pack_file, false, &mut diags) else {
+    let scope = dir.file_name().and_then(|n| n.to_str());
+    let meta = loader.facts(
+        &pack_file,
+        Some(PACK_FILE.to_string()),
+        scope,
+        |f| match f {
+            Facts::Meta(m) => Some(m),
+            _ => None,
+        },
+        Facts::Meta,
+        |mut read, text| {
+            let found = text.and_then(|text| {
+                let mut meta = parse_yaml::<PackMeta>(&pack_file, &text, false, &mut read)?;
+                // Upstream's registry reads `name` where `label` is missing.
+                if meta.label.trim().is_empty() {
+                    meta.label = meta.name.clone().unwrap_or_else(|| meta.pack_ref.clone());
+                }
+                let mut checks = Diagnostics::default();
+                validate::pack_meta(dir, &pack_file, &text, &meta, &mut checks);
+                Some((meta, checks))
+            });
+            MetaFacts { read, found }
+        },
+    );
+    diags.extend(meta.read);
+    let Some((meta, meta_checks)) = meta.found else {
         return LoadOutcome {
             pack: None,
             diagnostics: diags,
         };
     };
-    // Upstream's registry reads `name` where `label` is missing.
-    if meta.label.trim().is_empty() {
-        meta.label = meta.name.clone().unwrap_or_else(|| meta.pack_ref.clone());
-    }
-    validate::pack_meta(dir, &pack_file, &meta_text, &meta, &mut diags);
+    diags.extend(meta_checks);
 
     let mut pack = Pack {
         dir: dir.to_path_buf(),
@@ -61,17 +108,28 @@ pub fn load_pack(dir: &Path) -> LoadOutcome {
         triggers: vec![],
         rules: vec![],
     };
-    // Each file is read once; its text stays here for the line numbers of diagnostics.
-    let mut texts = HashMap::new();
-    pack.actions = read_kind(dir, "actions", &mut texts, &mut diags);
-    pack.sensors = read_kind(dir, "sensors", &mut texts, &mut diags);
-    pack.triggers = read_kind(dir, "triggers", &mut texts, &mut diags);
-    pack.rules = read_kind(dir, "rules", &mut texts, &mut diags);
-    normalize(&mut pack);
+    // Each file's own checks, reported after every file is read, in file order.
+    let mut checks = vec![];
+    pack.actions = loader.kind(&pack.meta.pack_ref, &mut checks, &mut diags);
+    pack.sensors = loader.kind(&pack.meta.pack_ref, &mut checks, &mut diags);
+    pack.triggers = loader.kind(&pack.meta.pack_ref, &mut checks, &mut diags);
+    pack.rules = loader.kind(&pack.meta.pack_ref, &mut checks, &mut diags);
     for kind in CARRIED_KINDS {
-        check_carried(dir, kind, &mut diags);
+        loader.carried(kind, &mut diags);
     }
-    validate::components(&pack, &texts, &mut diags);
+    let mut seen = BTreeSet::new();
+    for c in checks {
+        diags.extend(c.checks.head);
+        validate::duplicate(
+            c.kind,
+            &c.file,
+            &c.component_ref,
+            c.checks.ref_place,
+            &mut seen,
+            &mut diags,
+        );
+        diags.extend(c.checks.tail);
+    }
 
     LoadOutcome {
         pack: (!diags.has_errors()).then_some(pack),
@@ -117,93 +175,279 @@ fn qualify(pack: &str, r: &str) -> String {
     }
 }
 
-/// Fills in what upstream derives: labels from refs, full refs in rules, a
-/// sensor's single `trigger_type` merged into `trigger_types`.
-fn normalize(pack: &mut Pack) {
-    let name = pack.meta.pack_ref.clone();
-    let label = |l: &mut String, r: &str| {
-        if l.trim().is_empty() {
-            *l = label_from_ref(r);
-        }
-    };
-    for a in &mut pack.actions {
-        label(&mut a.spec.label, &a.spec.action_ref);
+/// A label derived from the ref where there is none, as upstream labels it.
+fn label(l: &mut String, r: &str) {
+    if l.trim().is_empty() {
+        *l = label_from_ref(r);
     }
-    for s in &mut pack.sensors {
-        label(&mut s.spec.label, &s.spec.sensor_ref);
-        if let Some(t) = s.spec.trigger_type.take()
-            && !s.spec.trigger_types.contains(&t)
+}
+
+/// A kind of component file: where it lives, how upstream completes it, what
+/// is checked in it alone, and how its facts are cached.
+trait Component: DeserializeOwned + Serialize + Known + Clone + Sized {
+    /// The directory of such files in a pack.
+    const DIR: &'static str;
+    /// The kind's name in messages.
+    const KIND: &'static str;
+    /// Fills in what upstream derives: labels from refs, full refs in rules, a
+    /// sensor's single `trigger_type` merged into `trigger_types`.
+    fn normalize(&mut self, pack: &str);
+    /// The checks on this file alone (`text` is its YAML).
+    fn checks(&self, pack: &str, file: &Path, text: &str) -> FileChecks;
+    /// Its ref.
+    fn component_ref(&self) -> &str;
+    /// Its facts as a cache entry.
+    fn wrap(facts: ComponentFacts<Self>) -> Facts;
+    /// Its facts from a cache entry, if the entry is of this kind.
+    fn unwrap(facts: Facts) -> Option<ComponentFacts<Self>>;
+}
+
+impl Component for Action {
+    const DIR: &'static str = "actions";
+    const KIND: &'static str = "action";
+    fn normalize(&mut self, _pack: &str) {
+        label(&mut self.label, &self.action_ref);
+    }
+    fn checks(&self, pack: &str, file: &Path, text: &str) -> FileChecks {
+        validate::action(pack, file, text, self)
+    }
+    fn component_ref(&self) -> &str {
+        &self.action_ref
+    }
+    fn wrap(facts: ComponentFacts<Self>) -> Facts {
+        Facts::Action(facts)
+    }
+    fn unwrap(facts: Facts) -> Option<ComponentFacts<Self>> {
+        match facts {
+            Facts::Action(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl Component for Sensor {
+    const DIR: &'static str = "sensors";
+    const KIND: &'static str = "sensor";
+    fn normalize(&mut self, _pack: &str) {
+        label(&mut self.label, &self.sensor_ref);
+        if let Some(t) = self.trigger_type.take()
+            && !self.trigger_types.contains(&t)
         {
-            s.spec.trigger_types.push(t);
+            self.trigger_types.push(t);
         }
     }
-    for t in &mut pack.triggers {
-        label(&mut t.spec.label, &t.spec.trigger_ref);
+    fn checks(&self, pack: &str, file: &Path, text: &str) -> FileChecks {
+        validate::sensor(pack, file, text, self)
     }
-    for r in &mut pack.rules {
-        r.spec.rule_ref = qualify(&name, &r.spec.rule_ref);
-        r.spec.trigger_ref = qualify(&name, &r.spec.trigger_ref);
-        r.spec.action_ref = qualify(&name, &r.spec.action_ref);
-        label(&mut r.spec.label, &r.spec.rule_ref);
+    fn component_ref(&self) -> &str {
+        &self.sensor_ref
+    }
+    fn wrap(facts: ComponentFacts<Self>) -> Facts {
+        Facts::Sensor(facts)
+    }
+    fn unwrap(facts: Facts) -> Option<ComponentFacts<Self>> {
+        match facts {
+            Facts::Sensor(f) => Some(f),
+            _ => None,
+        }
     }
 }
 
-/// `dir/<kind>/*.yaml` of a carried kind: each must parse, and should have a `ref`.
-fn check_carried(dir: &Path, kind: &str, diags: &mut Diagnostics) {
-    let Ok(entries) = fs::read_dir(dir.join(kind)) else {
-        return;
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_yaml(p))
-        .collect();
-    files.sort();
-    for file in files {
-        let Some(text) = read_text(&file, diags) else {
-            continue;
+impl Component for Trigger {
+    const DIR: &'static str = "triggers";
+    const KIND: &'static str = "trigger";
+    fn normalize(&mut self, _pack: &str) {
+        label(&mut self.label, &self.trigger_ref);
+    }
+    fn checks(&self, pack: &str, file: &Path, text: &str) -> FileChecks {
+        validate::trigger(pack, file, text, self)
+    }
+    fn component_ref(&self) -> &str {
+        &self.trigger_ref
+    }
+    fn wrap(facts: ComponentFacts<Self>) -> Facts {
+        Facts::Trigger(facts)
+    }
+    fn unwrap(facts: Facts) -> Option<ComponentFacts<Self>> {
+        match facts {
+            Facts::Trigger(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl Component for Rule {
+    const DIR: &'static str = "rules";
+    const KIND: &'static str = "rule";
+    fn normalize(&mut self, pack: &str) {
+        self.rule_ref = qualify(pack, &self.rule_ref);
+        self.trigger_ref = qualify(pack, &self.trigger_ref);
+        self.action_ref = qualify(pack, &self.action_ref);
+        label(&mut self.label, &self.rule_ref);
+    }
+    fn checks(&self, pack: &str, file: &Path, text: &str) -> FileChecks {
+        validate::rule(pack, file, text, self)
+    }
+    fn component_ref(&self) -> &str {
+        &self.rule_ref
+    }
+    fn wrap(facts: ComponentFacts<Self>) -> Facts {
+        Facts::Rule(facts)
+    }
+    fn unwrap(facts: Facts) -> Option<ComponentFacts<Self>> {
+        match facts {
+            Facts::Rule(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// One component file's own checks, waiting for the check that spans the pack.
+struct Pending {
+    kind: &'static str,
+    file: PathBuf,
+    component_ref: String,
+    checks: FileChecks,
+}
+
+/// One load of one pack, with the caller's hashes and cache.
+struct Loader<'a> {
+    dir: &'a Path,
+    known: &'a dyn Fn(&Path) -> Option<[u8; 32]>,
+    cache: &'a mut LoadCache,
+}
+
+impl Loader<'_> {
+    /// What loading `file` (`rel` inside the pack, `None` when that is not
+    /// UTF-8 and so not cached) finds, its checks depending on `scope` too:
+    /// from the cache when its hash is known and cached (`unwrap` gives the
+    /// facts of the right kind), else from `make(problems reading it, its text)`,
+    /// then cached (`wrap` makes the entry) when its hash is known.
+    fn facts<X: Clone>(
+        &mut self,
+        file: &Path,
+        rel: Option<String>,
+        scope: Option<&str>,
+        unwrap: fn(Facts) -> Option<X>,
+        wrap: fn(X) -> Facts,
+        make: impl FnOnce(Diagnostics, Option<String>) -> X,
+    ) -> X {
+        let key = rel.and_then(|rel| {
+            Some(Key {
+                rel,
+                scope: scope.map(str::to_string),
+                sha256: (self.known)(file)?,
+            })
+        });
+        if let Some(key) = &key
+            && let Some(found) = self.cache.get(key, file).and_then(unwrap)
+        {
+            return found;
+        }
+        self.cache.count_parsed();
+        let mut read = Diagnostics::default();
+        let (text, sha256) = read_text(file, key.is_some(), &mut read);
+        let facts = make(read, text);
+        if let (Some(key), Some(sha256)) = (key, sha256) {
+            // Under the hash of what was read, which may differ from the one
+            // the caller knew if the file changed since: never a wrong entry.
+            self.cache
+                .insert(Key { sha256, ..key }, file, wrap(facts.clone()));
+        }
+        facts
+    }
+
+    /// The YAML files directly inside `dir/<T::DIR>/`, sorted by name, parsed
+    /// as `T` and completed; their own checks go to `checks`. A file without
+    /// `ref` is skipped with a warning, as upstream skips it.
+    fn kind<T: Component>(
+        &mut self,
+        pack: &str,
+        checks: &mut Vec<Pending>,
+        diags: &mut Diagnostics,
+    ) -> Vec<Loaded<T>> {
+        let Some(files) = yaml_files(self.dir, T::DIR, diags, true) else {
+            return vec![];
         };
-        match serde_saphyr::from_str::<Value>(&text) {
-            Err(e) => diags.push(yaml_diagnostic(&file, &e)),
-            Ok(v)
-                if v.get("ref")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty) =>
-            {
-                diags.push(
-                    Diagnostic::warning(
-                        &file,
-                        format!(
-                            "has no `ref`; upstream Attune skips this {} file",
-                            kind.trim_end_matches('s')
-                        ),
-                    )
-                    .hint("add `ref: <pack>.<name>`"),
-                )
+        let mut loaded = vec![];
+        for file in files {
+            let rel = rel_path(T::DIR, &file);
+            let facts = self.facts(
+                &file,
+                rel,
+                Some(pack),
+                T::unwrap,
+                T::wrap,
+                |mut read, text| {
+                    let found = text.and_then(|text| {
+                        let mut spec = parse_yaml::<T>(&file, &text, true, &mut read)?;
+                        spec.normalize(pack);
+                        let checks = spec.checks(pack, &file, &text);
+                        Some((spec, checks))
+                    });
+                    ComponentFacts { read, found }
+                },
+            );
+            diags.extend(facts.read);
+            if let Some((spec, c)) = facts.found {
+                checks.push(Pending {
+                    kind: T::KIND,
+                    file: file.clone(),
+                    component_ref: spec.component_ref().to_string(),
+                    checks: c,
+                });
+                loaded.push(Loaded { file, spec });
             }
-            Ok(_) => {}
+        }
+        loaded
+    }
+
+    /// `dir/<kind>/*.yaml` of a carried kind: each must parse, and should have a `ref`.
+    fn carried(&mut self, kind: &str, diags: &mut Diagnostics) {
+        let Some(files) = yaml_files(self.dir, kind, diags, false) else {
+            return;
+        };
+        for file in files {
+            let rel = rel_path(kind, &file);
+            let found = self.facts(
+                &file,
+                rel,
+                None,
+                |f| match f {
+                    Facts::Carried(d) => Some(d),
+                    _ => None,
+                },
+                Facts::Carried,
+                |mut read, text| {
+                    if let Some(text) = text {
+                        check_carried(&file, kind, &text, &mut read);
+                    }
+                    read
+                },
+            );
+            diags.extend(found);
         }
     }
 }
 
-/// The YAML files directly inside `dir/<kind>/`, sorted by name, parsed as `T`;
-/// their texts go into `texts`. A file without `ref` is skipped with a
-/// warning, as upstream skips it.
-fn read_kind<T: DeserializeOwned + Known>(
+/// The YAML files directly inside `dir/<kind>/`, sorted; `None` when there is
+/// no such directory, or (reported when `report`) it cannot be read.
+fn yaml_files(
     dir: &Path,
     kind: &str,
-    texts: &mut HashMap<PathBuf, String>,
     diags: &mut Diagnostics,
-) -> Vec<Loaded<T>> {
+    report: bool,
+) -> Option<Vec<PathBuf>> {
     let kind_dir = dir.join(kind);
     let entries = match fs::read_dir(&kind_dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return vec![],
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || !report => return None,
         Err(e) => {
             diags.push(Diagnostic::error(
                 &kind_dir,
                 format!("cannot read directory: {e}"),
             ));
-            return vec![];
+            return None;
         }
     };
     let mut files: Vec<PathBuf> = entries
@@ -211,14 +455,37 @@ fn read_kind<T: DeserializeOwned + Known>(
         .filter(|p| is_yaml(p))
         .collect();
     files.sort();
-    files
-        .into_iter()
-        .filter_map(|file| {
-            let (spec, text) = read_yaml::<T>(&file, true, diags)?;
-            texts.insert(file.clone(), text);
-            Some(Loaded { file, spec })
-        })
-        .collect()
+    Some(files)
+}
+
+/// `<kind>/<file name>`, the cache's name of a file, when the name is UTF-8.
+fn rel_path(kind: &str, file: &Path) -> Option<String> {
+    let name = file.file_name()?.to_str()?;
+    Some(format!("{kind}/{name}"))
+}
+
+/// A carried file's text: it must parse, and should have a `ref`.
+fn check_carried(file: &Path, kind: &str, text: &str, diags: &mut Diagnostics) {
+    match serde_saphyr::from_str::<Value>(text) {
+        Err(e) => diags.push(yaml_diagnostic(file, &e)),
+        Ok(v)
+            if v.get("ref")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty) =>
+        {
+            diags.push(
+                Diagnostic::warning(
+                    file,
+                    format!(
+                        "has no `ref`; upstream Attune skips this {} file",
+                        kind.trim_end_matches('s')
+                    ),
+                )
+                .hint("add `ref: <pack>.<name>`"),
+            )
+        }
+        Ok(_) => {}
+    }
 }
 
 /// Whether `path` names a YAML file by its extension.
@@ -229,8 +496,14 @@ pub fn is_yaml(path: &Path) -> bool {
     )
 }
 
-/// Reads a pack YAML file as text: a regular file, within the size limit, UTF-8.
-fn read_text(file: &Path, diags: &mut Diagnostics) -> Option<String> {
+/// Reads a pack YAML file as text: a regular file, within the size limit,
+/// UTF-8. With `hash`, also the SHA-256 of the bytes read, when the outcome
+/// depends on them alone (text, or not UTF-8) and so may be cached.
+fn read_text(
+    file: &Path,
+    hash: bool,
+    diags: &mut Diagnostics,
+) -> (Option<String>, Option<[u8; 32]>) {
     let meta = match fs::symlink_metadata(file) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -238,11 +511,11 @@ fn read_text(file: &Path, diags: &mut Diagnostics) -> Option<String> {
                 Diagnostic::error(file, "file not found")
                     .hint("every pack directory needs a pack.yaml with ref, label and version"),
             );
-            return None;
+            return (None, None);
         }
         Err(e) => {
             diags.push(Diagnostic::error(file, format!("cannot read: {e}")));
-            return None;
+            return (None, None);
         }
     };
     if !meta.file_type().is_file() {
@@ -250,7 +523,7 @@ fn read_text(file: &Path, diags: &mut Diagnostics) -> Option<String> {
             Diagnostic::error(file, "not a regular file")
                 .hint("pack definitions must be regular files, not symlinks or devices"),
         );
-        return None;
+        return (None, None);
     }
     if meta.len() > MAX_YAML_BYTES {
         diags.push(Diagnostic::error(
@@ -260,30 +533,56 @@ fn read_text(file: &Path, diags: &mut Diagnostics) -> Option<String> {
                 meta.len()
             ),
         ));
-        return None;
+        return (None, None);
     }
-    match fs::read_to_string(file) {
-        Ok(t) => Some(t),
+    let not_utf8 = |diags: &mut Diagnostics, e: std::io::Error| {
+        diags.push(Diagnostic::error(
+            file,
+            format!("cannot read as UTF-8 text: {e}"),
+        ))
+    };
+    if !hash {
+        return match fs::read_to_string(file) {
+            Ok(t) => (Some(t), None),
+            Err(e) => {
+                not_utf8(diags, e);
+                (None, None)
+            }
+        };
+    }
+    match fs::read(file) {
+        Ok(bytes) => {
+            let digest = sha256(&bytes);
+            match String::from_utf8(bytes) {
+                Ok(t) => (Some(t), Some(digest)),
+                Err(_) => {
+                    // The words `read_to_string` uses, so both paths say the same.
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "stream did not contain valid UTF-8",
+                    );
+                    not_utf8(diags, e);
+                    (None, Some(digest))
+                }
+            }
+        }
         Err(e) => {
-            diags.push(Diagnostic::error(
-                file,
-                format!("cannot read as UTF-8 text: {e}"),
-            ));
-            None
+            not_utf8(diags, e);
+            (None, None)
         }
     }
 }
 
-/// Reads one YAML file as `T`, with its text; problems become diagnostics naming
+/// Parses one YAML file's `text` as `T`; problems become diagnostics naming
 /// the file and place. Keys `T` does not know are warnings; a component
 /// (`component` true) without `ref` is skipped with a warning.
-fn read_yaml<T: DeserializeOwned + Known>(
+fn parse_yaml<T: DeserializeOwned + Known>(
     file: &Path,
+    text: &str,
     component: bool,
     diags: &mut Diagnostics,
-) -> Option<(T, String)> {
-    let text = read_text(file, diags)?;
-    let raw = match serde_saphyr::from_str::<Value>(&text) {
+) -> Option<T> {
+    let raw = match serde_saphyr::from_str::<Value>(text) {
         Ok(v) => v,
         Err(e) => {
             diags.push(yaml_diagnostic(file, &e));
@@ -307,14 +606,14 @@ fn read_yaml<T: DeserializeOwned + Known>(
         for key in map.keys().filter(|k| !T::KEYS.contains(&k.as_str())) {
             diags.push(
                 Diagnostic::warning(file, format!("unknown key `{key}`; ignored"))
-                    .at_opt(validate::key_place(&text, key))
+                    .at_opt(validate::key_place(text, key))
                     .field(key.clone())
                     .hint(format!("known keys: {}", T::KEYS.join(", "))),
             );
         }
     }
-    match serde_saphyr::from_str::<T>(&text) {
-        Ok(v) => Some((v, text)),
+    match serde_saphyr::from_str::<T>(text) {
+        Ok(v) => Some(v),
         Err(e) => {
             diags.push(yaml_diagnostic(file, &e));
             None

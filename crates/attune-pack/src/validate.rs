@@ -1,12 +1,16 @@
 //! Validation rules on loaded YAML: refs, versions, entry points, parameters and
 //! references between components. Each rule reports the file, line and field.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
+
+use serde::{Deserialize, Serialize};
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::model::{PARAMETER_TYPES, Pack, PackMeta, Parameter, RunnerType};
+use crate::model::{
+    Action, PARAMETER_TYPES, Pack, PackMeta, Parameter, Rule, RunnerType, Sensor, Trigger,
+};
 
 /// Whether `s` is a valid pack ref: `^[a-z][a-z0-9_-]*$`.
 pub fn is_pack_ref(s: &str) -> bool {
@@ -123,29 +127,35 @@ pub(crate) fn pack_meta(
     }
 }
 
+/// What the checks of one component file found, split around the one check
+/// that spans the pack's files (a ref defined twice): the loader runs that one
+/// on every load, from `ref_place`, so a cached file needs no text to be checked.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct FileChecks {
+    /// The form of the file's `ref`, reported before a duplicate.
+    pub head: Diagnostics,
+    /// Everything else, reported after a duplicate.
+    pub tail: Diagnostics,
+    /// Line and column of the `ref` value.
+    pub ref_place: Option<(u32, u32)>,
+}
+
 /// One component's ref, checked against its pack and file name.
-fn component_ref(
-    pack: &str,
-    kind: &str,
-    file: &Path,
-    text: &str,
-    value: &str,
-    seen: &mut BTreeSet<String>,
-    diags: &mut Diagnostics,
-) {
+fn ref_form(pack: &str, kind: &str, file: &Path, text: &str, value: &str) -> FileChecks {
     let place = key_place(text, "ref");
+    let mut head = Diagnostics::default();
     let stem = file
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     match split_ref(value) {
-        None => diags.push(
+        None => head.push(
             Diagnostic::error(file, format!("`{value}` is not a valid {kind} ref"))
                 .at_opt(place)
                 .field("ref")
                 .hint(format!("write `{pack}.{stem}`")),
         ),
-        Some((p, _)) if p != pack => diags.push(
+        Some((p, _)) if p != pack => head.push(
             Diagnostic::error(
                 file,
                 format!("`{value}` belongs to pack `{p}`, but this file is in pack `{pack}`"),
@@ -154,7 +164,7 @@ fn component_ref(
             .field("ref")
             .hint(format!("write `{pack}.{stem}`")),
         ),
-        Some((_, name)) if name != stem => diags.push(
+        Some((_, name)) if name != stem => head.push(
             Diagnostic::warning(
                 file,
                 format!("ref `{value}` does not match the file name `{stem}`"),
@@ -167,6 +177,23 @@ fn component_ref(
         ),
         Some(_) => {}
     }
+    FileChecks {
+        head,
+        tail: Diagnostics::default(),
+        ref_place: place,
+    }
+}
+
+/// A component ref seen before in the same pack (`seen` holds the refs of the
+/// pack's components so far, actions, sensors, triggers then rules).
+pub(crate) fn duplicate(
+    kind: &str,
+    file: &Path,
+    value: &str,
+    place: Option<(u32, u32)>,
+    seen: &mut BTreeSet<String>,
+    diags: &mut Diagnostics,
+) {
     if !seen.insert(value.to_string()) {
         diags.push(
             Diagnostic::error(
@@ -262,86 +289,62 @@ fn reference(file: &Path, text: &str, field: &str, value: &str, diags: &mut Diag
     }
 }
 
-/// Rules on every component of a loaded pack, and on references inside the pack.
-pub(crate) fn components(pack: &Pack, texts: &HashMap<PathBuf, String>, diags: &mut Diagnostics) {
-    let name = pack.meta.pack_ref.as_str();
-    let text = |p: &Path| texts.get(p).map(String::as_str).unwrap_or_default();
-    let mut seen = BTreeSet::new();
-    for a in &pack.actions {
-        let t = text(&a.file);
-        component_ref(
-            name,
-            "action",
-            &a.file,
-            t,
-            &a.spec.action_ref,
-            &mut seen,
-            diags,
-        );
-        match &a.spec.workflow_file {
-            // Upstream's executor runs the workflow; the file must stay inside the pack.
-            Some(wf) => entry_point(&a.file, t, "workflow_file", wf, diags),
-            None => entry_point(&a.file, t, "entry_point", &a.spec.entry_point, diags),
-        }
-        runner(&a.file, t, a.spec.runner_type, diags);
-        parameters(&a.file, t, &a.spec.parameters, diags);
-        if a.spec.timeout == Some(0) {
-            diags.push(
-                Diagnostic::error(&a.file, "must be at least 1 second")
-                    .at_opt(key_place(t, "timeout"))
-                    .field("timeout"),
-            );
-        }
+/// The checks of one action file (`text` is its YAML) in pack `pack`.
+pub(crate) fn action(pack: &str, file: &Path, text: &str, a: &Action) -> FileChecks {
+    let mut c = ref_form(pack, "action", file, text, &a.action_ref);
+    let diags = &mut c.tail;
+    match &a.workflow_file {
+        // Upstream's executor runs the workflow; the file must stay inside the pack.
+        Some(wf) => entry_point(file, text, "workflow_file", wf, diags),
+        None => entry_point(file, text, "entry_point", &a.entry_point, diags),
     }
-    for s in &pack.sensors {
-        let t = text(&s.file);
-        component_ref(
-            name,
-            "sensor",
-            &s.file,
-            t,
-            &s.spec.sensor_ref,
-            &mut seen,
-            diags,
+    runner(file, text, a.runner_type, diags);
+    parameters(file, text, &a.parameters, diags);
+    if a.timeout == Some(0) {
+        diags.push(
+            Diagnostic::error(file, "must be at least 1 second")
+                .at_opt(key_place(text, "timeout"))
+                .field("timeout"),
         );
-        entry_point(&s.file, t, "entry_point", &s.spec.entry_point, diags);
-        runner(&s.file, t, s.spec.runner_type, diags);
-        parameters(&s.file, t, &s.spec.parameters, diags);
-        if s.spec.trigger_types.is_empty() {
-            diags.push(
-                Diagnostic::error(
-                    &s.file,
-                    "is empty; a sensor emits at least one trigger type",
-                )
-                .at_opt(key_place(t, "trigger_types"))
+    }
+    c
+}
+
+/// The checks of one sensor file.
+pub(crate) fn sensor(pack: &str, file: &Path, text: &str, s: &Sensor) -> FileChecks {
+    let mut c = ref_form(pack, "sensor", file, text, &s.sensor_ref);
+    let diags = &mut c.tail;
+    entry_point(file, text, "entry_point", &s.entry_point, diags);
+    runner(file, text, s.runner_type, diags);
+    parameters(file, text, &s.parameters, diags);
+    if s.trigger_types.is_empty() {
+        diags.push(
+            Diagnostic::error(file, "is empty; a sensor emits at least one trigger type")
+                .at_opt(key_place(text, "trigger_types"))
                 .field("trigger_types"),
-            );
-        }
-        for tt in &s.spec.trigger_types {
-            reference(&s.file, t, "trigger_types", tt, diags);
-        }
-    }
-    for tr in &pack.triggers {
-        let t = text(&tr.file);
-        component_ref(
-            name,
-            "trigger",
-            &tr.file,
-            t,
-            &tr.spec.trigger_ref,
-            &mut seen,
-            diags,
         );
     }
-    for r in &pack.rules {
-        let t = text(&r.file);
-        component_ref(name, "rule", &r.file, t, &r.spec.rule_ref, &mut seen, diags);
-        reference(&r.file, t, "trigger_ref", &r.spec.trigger_ref, diags);
-        reference(&r.file, t, "action_ref", &r.spec.action_ref, diags);
-        if r.spec.trigger_ref == "core.intervaltimer" {
-            interval_params(&r.file, t, &r.spec.trigger_params, diags);
-        }
+    for tt in &s.trigger_types {
+        reference(file, text, "trigger_types", tt, diags);
     }
+    c
+}
+
+/// The checks of one trigger file.
+pub(crate) fn trigger(pack: &str, file: &Path, text: &str, t: &Trigger) -> FileChecks {
+    ref_form(pack, "trigger", file, text, &t.trigger_ref)
+}
+
+/// The checks of one rule file (its refs already qualified with the pack's name).
+pub(crate) fn rule(pack: &str, file: &Path, text: &str, r: &Rule) -> FileChecks {
+    let mut c = ref_form(pack, "rule", file, text, &r.rule_ref);
+    let diags = &mut c.tail;
+    reference(file, text, "trigger_ref", &r.trigger_ref, diags);
+    reference(file, text, "action_ref", &r.action_ref, diags);
+    if r.trigger_ref == "core.intervaltimer" {
+        interval_params(file, text, &r.trigger_params, diags);
+    }
+    c
 }
 
 /// The longest interval the timer sensor accepts (about 100 years, in seconds).
