@@ -15,7 +15,9 @@ Exit codes:
 Example:
   nix build .#pack-binaries-x86_64 -o bins
   packs-assemble assemble --packs ./packs --binaries ./bins --arch amd64 --out /var/lib/attune/packs
-  packs-assemble verify /var/lib/attune/packs";
+  packs-assemble verify /var/lib/attune/packs
+  packs-assemble history /var/lib/attune/packs
+  packs-assemble rollback /var/lib/attune/packs";
 
 /// Turns Attune pack sources and fresh static binaries into a packs volume that
 /// services read: verified (static, right architecture, executable), atomic
@@ -32,6 +34,9 @@ pub struct Cli {
     /// Only errors on stderr; no progress bars.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Print the result as JSON on stdout (its `ok` agrees with the exit code).
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -53,10 +58,14 @@ pub enum Command {
     ///
     /// Writes nothing when the inputs are unchanged (same root hash). Otherwise it
     /// writes a complete generation beside the current one and commits it by
-    /// renaming `..data`. Generations share unchanged directories through the
-    /// volume's store (`..store`), so a change writes only the directories on its
-    /// path; old generations beyond --keep, and what only they used, are removed.
-    /// Killing it at any moment leaves the previous generation intact.
+    /// renaming `..data`. Generations share unchanged packs whole through the
+    /// volume's store (`..store`); a changed pack is written as real directories
+    /// with its unchanged files hard-linked; old generations beyond --keep, and
+    /// what only they used, are removed. Every published file it trusts is
+    /// confirmed first (a stat against the recorded inode stamp, or a re-read);
+    /// damage is repaired from the inputs. Upstream Attune's
+    /// `.attune-packs-sentinel` is kept. Killing it at any moment leaves the
+    /// previous generation intact.
     Assemble(AssembleArgs),
     /// Validate pack sources without publishing anything.
     Check(CheckArgs),
@@ -67,6 +76,13 @@ pub enum Command {
     /// Show what binaries are (machine, static or dynamic, interpreter, needed
     /// libraries, executable bit) and whether they run in an empty container.
     Inspect(InspectArgs),
+    /// List the kept generations of a volume: id, time, root hash, and the
+    /// packs that changed from the one before.
+    History(HistoryArgs),
+    /// Make a kept generation current again, atomically, after confirming every
+    /// file of it against its manifest; services pick it up as they pick up any
+    /// publish. Exit 1 (nothing changed) if it is damaged.
+    Rollback(RollbackArgs),
 }
 
 /// `assemble`.
@@ -119,9 +135,6 @@ pub struct AssembleArgs {
     /// Seconds to wait for another run publishing to the same volume.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub lock_timeout: u64,
-    /// Print the result as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `check`.
@@ -140,9 +153,6 @@ pub struct CheckArgs {
     /// binaries, ...): a lint for packs meant to be clean.
     #[arg(long)]
     pub strict: bool,
-    /// Print the result as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `verify`.
@@ -154,9 +164,6 @@ pub struct VerifyArgs {
     /// Architecture to check against [default: the one recorded in the manifest].
     #[arg(long, value_name = "amd64|arm64")]
     pub arch: Option<Arch>,
-    /// Print the result as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `inspect`.
@@ -168,9 +175,29 @@ pub struct InspectArgs {
     /// Give a verdict for this architecture [default: this machine's]; exit 1 if any file would not run.
     #[arg(long, value_name = "amd64|arm64")]
     pub arch: Option<Arch>,
-    /// Print the result as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
+}
+
+/// `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The volume directory.
+    #[arg(value_name = "VOL")]
+    pub volume: PathBuf,
+}
+
+/// `rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The volume directory.
+    #[arg(value_name = "VOL")]
+    pub volume: PathBuf,
+    /// The kept generation to make current (`..<id>`, or its id)
+    /// [default: the newest one older than the current generation].
+    #[arg(value_name = "GEN")]
+    pub generation: Option<String>,
+    /// Seconds to wait for a run publishing to the same volume.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub lock_timeout: u64,
 }
 
 fn parse_owner(s: &str) -> Result<(u32, u32), String> {

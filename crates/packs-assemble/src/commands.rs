@@ -6,15 +6,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use attune_pack::{Arch, Diagnostics};
 use serde::Serialize;
 
-use crate::cli::{AssembleArgs, CheckArgs, InspectArgs, VerifyArgs};
-use crate::error::{Error, IoContext, exit};
+use crate::cli::{AssembleArgs, CheckArgs, HistoryArgs, InspectArgs, RollbackArgs, VerifyArgs};
+use crate::error::{Error, exit};
+use crate::fsops;
 use crate::hash::HashCache;
 use crate::output::{Output, counts, human_bytes, plural};
 use crate::plan::{Inputs, plan};
 use crate::progress::Progress;
 use crate::publish::{self, Outcome};
 use crate::scan::Kind;
-use crate::volume::Volume;
+use crate::volume::{CACHE_NAME, LOCK_NAME, STORE_DIR, Volume, exists, tmp_name};
 
 /// The variable that fixes every published mtime (reproducible builds convention).
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
@@ -41,33 +42,6 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// The staging directories `..store/..tmp-stage-<pid>-<n>` that files are
-/// copied into while they are hashed (see [`crate::remove::stage_prefix`]);
-/// what is left of them is removed when dropped (what a killed run leaves is a
-/// `..tmp-*` leftover, which the next run removes).
-struct StageDir(Volume);
-
-impl StageDir {
-    fn create(vol: &Volume) -> Result<StageDir, Error> {
-        let store = vol.root.join(crate::store::STORE_DIR);
-        if !crate::volume::exists(&store) {
-            std::fs::create_dir(&store).ctx("create", &store)?;
-            crate::crashpoint::step();
-        }
-        // Leftovers of a run that had this pid: we hold the lock, so it is dead.
-        crate::remove::remove_stage(vol)?;
-        Ok(StageDir(vol.clone()))
-    }
-}
-
-impl Drop for StageDir {
-    fn drop(&mut self) {
-        if let Err(e) = crate::remove::remove_stage(&self.0) {
-            tracing::warn!("{e}; the next run removes it");
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct AssembleResult<'a> {
     ok: bool,
@@ -84,6 +58,11 @@ struct AssembleResult<'a> {
     /// Filesystem mutations made (for crash tests).
     steps: u64,
     diagnostics: &'a Diagnostics,
+    /// YAML files parsed (the others' validation facts were cached).
+    yaml_parsed: usize,
+    /// With --verify: what verification found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<&'a Diagnostics>,
 }
 
 /// `assemble`.
@@ -95,31 +74,30 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
     let vol = Volume::new(&args.out);
     // The lock is held from before the first byte is written into the volume
     // (staged copies included) until the publish ends.
-    let created = !args.dry_run && !crate::volume::exists(&vol.root);
+    let created = !args.dry_run && !exists(&vol.root);
     let lock = if args.dry_run {
         None
     } else {
-        std::fs::create_dir_all(&vol.root).ctx("create volume", &vol.root)?;
+        if created {
+            fsops::create_dir_all(&vol.root)?;
+        }
         Some(vol.lock(Duration::from_secs(args.lock_timeout))?)
     };
     // Into a cold volume every file is copied: copy each as it is hashed.
-    let stage = match &lock {
-        Some(_) if vol.current()?.is_none() => Some(StageDir::create(&vol)?),
-        _ => None,
-    };
+    let cold = lock.is_some() && vol.current()?.is_none();
     let inputs = Inputs {
         packs: args.packs.clone(),
         binaries: args.binaries.clone(),
         arch,
         mtime,
         owner: args.chown,
-        stage: stage
-            .as_ref()
-            .map(|s| s.0.root.join(crate::store::STORE_DIR)),
+        stage: cold.then(|| vol.root.join(STORE_DIR)),
         sources_only: false,
     };
-    let cache = HashCache::load(&vol.root);
-    let mut plan = plan(&inputs, &cache, progress)?;
+    let cache = HashCache::load(&vol.root.join(CACHE_NAME));
+    let mut facts = crate::facts::load(&vol.root);
+    let facts_loaded = facts.len();
+    let mut plan = plan(&inputs, &cache, &mut facts, progress)?;
     if args.strict {
         plan.diagnostics.promote_warnings();
     }
@@ -145,15 +123,19 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         elapsed_ms: 0,
         steps: 0,
         diagnostics: &plan.diagnostics,
+        yaml_parsed: facts.parsed(),
+        verify: None,
     };
     if plan.diagnostics.has_errors() {
         // Nothing is published: a volume this run created goes again.
-        drop(stage);
+        if let Some(stage) = plan.stage.take() {
+            stage.discard()?;
+        }
         drop(lock);
         if created {
-            let _ = std::fs::remove_dir(vol.root.join(crate::store::STORE_DIR));
-            let _ = std::fs::remove_file(vol.root.join(crate::volume::LOCK_NAME));
-            let _ = std::fs::remove_dir(&vol.root);
+            let _ = fsops::remove_dir(&vol.root.join(STORE_DIR));
+            let _ = fsops::remove_file(&vol.root.join(LOCK_NAME));
+            let _ = fsops::remove_dir(&vol.root);
         }
         let count = plan.diagnostics.errors().count();
         result.elapsed_ms = started.elapsed().as_millis();
@@ -177,7 +159,6 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         force: args.force,
     };
     let outcome = publish::publish(&vol, lock.as_ref(), &plan, &opts, progress)?;
-    drop(stage);
     // The cache changes only when a file it will now hold had to be read
     // (files changed within the racy window are read, never cached), or one
     // it held disappeared.
@@ -194,24 +175,47 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
             .zip(&plan.manifest.contents.entries)
             .filter_map(|((n, h), e)| Some((e.path.as_str(), &n.stamp, h.as_ref()?)))
             .collect();
-        HashCache::save(&vol.root, &pairs, scan_started)?;
+        fsops::write_atomic(
+            &vol.root.join(CACHE_NAME),
+            &vol.root.join(tmp_name("cache")),
+            &HashCache::bytes(&pairs, scan_started),
+            None,
+        )?;
     }
-    result.ok = true;
+    if !args.dry_run && crate::facts::changed(&facts, facts_loaded) {
+        fsops::write_atomic(
+            &vol.root.join(crate::volume::FACTS_NAME),
+            &vol.root.join(tmp_name("facts")),
+            &crate::facts::bytes(&facts),
+            None,
+        )?;
+    }
+    // With --verify the result is printed after verification, so that its
+    // `ok` agrees with the exit code.
+    let report = match args.verify && !args.dry_run {
+        true => Some(crate::verify::verify(&vol, Some(arch))?),
+        false => None,
+    };
+    let failed = report
+        .as_ref()
+        .map_or(0, |r| r.diagnostics.errors().count());
+    result.ok = failed == 0;
     result.outcome = Some(&outcome);
     result.elapsed_ms = started.elapsed().as_millis();
     result.steps = crate::crashpoint::steps();
+    result.verify = report.as_ref().map(|r| &r.diagnostics);
+    if let Some(r) = &report {
+        out.diagnostics(&r.diagnostics);
+    }
     out.result(&result, || human_assemble(&result, &outcome));
-    if args.verify && !args.dry_run {
-        let report = crate::verify::verify(&vol, Some(arch))?;
-        out.diagnostics(&report.diagnostics);
-        let count = report.diagnostics.errors().count();
-        if count > 0 {
-            return Err(Error::Invalid {
-                count,
-                consequence: "the published volume is not fit for services",
-            });
-        }
-        tracing::info!(files = report.files, "verified the published volume");
+    if failed > 0 {
+        return Err(Error::Invalid {
+            count: failed,
+            consequence: "the published volume is not fit for services",
+        });
+    }
+    if let Some(r) = &report {
+        tracing::info!(files = r.files, "verified the published volume");
     }
     // Freeing a plan of 100,000 entries one by one takes milliseconds the
     // process is about to give back whole.
@@ -240,8 +244,12 @@ fn human_assemble(r: &AssembleResult, o: &Outcome) -> String {
         o.diff.removed.len()
     );
     if o.up_to_date {
+        let reread = match o.rehashed {
+            0 => String::new(),
+            n => format!(" ({n} {} read again to confirm)", plural(n, "file")),
+        };
         return format!(
-            "{} is up to date: {packs} for {}, {size}, {}; nothing written ({secs:.2}s)",
+            "{} is up to date: {packs} for {}, {size}, {}; every file confirmed{reread}, nothing written ({secs:.2}s)",
             r.volume, r.arch, r.root_hash
         );
     }
@@ -269,16 +277,20 @@ fn human_assemble(r: &AssembleResult, o: &Outcome) -> String {
         s.push_str("\n  a kept generation with the same contents was made current again");
     } else {
         s.push_str(&format!(
-            " ({} copied, {} hard-linked from the previous generation; {} {} written, {} shared)",
+            " ({} copied, {} hard-linked from confirmed published files; {} {} written, {} reused whole)",
             o.copied,
             o.hardlinked,
             o.objects_written,
-            if o.objects_written == 1 {
-                "directory"
-            } else {
-                "directories"
-            },
+            plural(o.objects_written, "pack"),
             o.objects_shared
+        ));
+    }
+    if !o.repaired.is_empty() {
+        s.push_str(&format!(
+            "\n  repaired {} damaged published {}: {}",
+            o.repaired.len(),
+            plural(o.repaired.len(), "entry").replace("entrys", "entries"),
+            o.repaired.join(", ")
         ));
     }
     if !o.removed_generations.is_empty() {
@@ -307,7 +319,12 @@ pub fn check(args: &CheckArgs, out: Output) -> Result<ExitCode, Error> {
         stage: None,
         sources_only: true,
     };
-    let mut plan = plan(&inputs, &HashCache::default(), &Progress::hidden())?;
+    let mut plan = plan(
+        &inputs,
+        &HashCache::default(),
+        &mut attune_pack::LoadCache::new(),
+        &Progress::hidden(),
+    )?;
     if args.strict {
         plan.diagnostics.promote_warnings();
     }
@@ -392,5 +409,68 @@ pub fn inspect(args: &InspectArgs, out: Output) -> Result<ExitCode, Error> {
             consequence: "they would not run there",
         });
     }
+    Ok(ExitCode::from(exit::OK))
+}
+
+/// `history`.
+pub fn history(args: &HistoryArgs, out: Output) -> Result<ExitCode, Error> {
+    let vol = Volume::new(&args.volume);
+    if !exists(&vol.root) {
+        return Err(Error::Usage(format!(
+            "{} does not exist",
+            vol.root.display()
+        )));
+    }
+    let gens = crate::history::history(&vol)?;
+    out.result(&gens, || {
+        if gens.is_empty() {
+            return format!("{}: no generation", vol.root.display());
+        }
+        gens.iter()
+            .map(|g| {
+                let mark = if g.current { "*" } else { " " };
+                let mut what = vec![];
+                for (sign, packs) in [("+", &g.added), ("~", &g.changed), ("-", &g.removed)] {
+                    what.extend(packs.iter().map(|p| format!("{sign}{p}")));
+                }
+                format!(
+                    "{mark} {} {} {} {}",
+                    g.name,
+                    g.time_utc,
+                    g.root_hash.as_deref().unwrap_or("(manifest unreadable)"),
+                    if what.is_empty() {
+                        "(no pack changed)".to_string()
+                    } else {
+                        what.join(" ")
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(ExitCode::from(exit::OK))
+}
+
+/// `rollback`.
+pub fn rollback(args: &RollbackArgs, out: Output) -> Result<ExitCode, Error> {
+    let vol = Volume::new(&args.volume);
+    if !exists(&vol.root) {
+        return Err(Error::Usage(format!(
+            "{} does not exist",
+            vol.root.display()
+        )));
+    }
+    let lock = vol.lock(Duration::from_secs(args.lock_timeout))?;
+    crate::gc::sweep_leftovers(&vol)?;
+    let r = crate::history::rollback(&vol, &lock, args.generation.as_deref())?;
+    out.result(&r, || {
+        format!(
+            "{}: rolled back to {} ({} files confirmed); it was {}",
+            vol.root.display(),
+            r.generation,
+            r.files,
+            r.previous.as_deref().unwrap_or("empty")
+        )
+    });
     Ok(ExitCode::from(exit::OK))
 }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext};
 use crate::scan::{Node, Stamp};
-use crate::write::{Seal, copy_hashing};
 
 /// A SHA-256 digest; written as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -74,9 +73,6 @@ impl<'de> Deserialize<'de> for Sha256Digest {
     }
 }
 
-/// The cache file's name in the volume root (not part of any generation).
-pub const CACHE_NAME: &str = ".attune-assemble-cache";
-
 /// First bytes of the cache file; others mean "no cache".
 const CACHE_MAGIC: &[u8; 24] = b"attune-assemble-cache 2\n";
 
@@ -114,10 +110,10 @@ struct Record {
 const FIXED: usize = 32 + 1 + 5 * 8 + 2;
 
 impl HashCache {
-    /// The cache in the volume root; a missing or unreadable cache is empty.
-    pub fn load(volume: &Path) -> HashCache {
+    /// The cache in the file `path`; a missing or unreadable cache is empty.
+    pub fn load(path: &Path) -> HashCache {
         HashCache {
-            path: Some(volume.join(CACHE_NAME)),
+            path: Some(path.to_path_buf()),
         }
     }
 
@@ -132,41 +128,27 @@ impl HashCache {
         Some(r)
     }
 
-    /// Replaces the cache with `files`' hashes (sorted by path), leaving out
-    /// racy ones, and writes it atomically into the volume root.
-    pub fn save(
-        volume: &Path,
-        files: &[(&str, &Stamp, &FileHash)],
-        scan_started_ns: i64,
-    ) -> Result<(), Error> {
-        let path = volume.join(CACHE_NAME);
-        let tmp = volume.join(format!("{CACHE_NAME}.tmp-{}", std::process::id()));
-        let file = File::create(&tmp).ctx("write hash cache", &tmp)?;
-        let mut w = io::BufWriter::with_capacity(256 * 1024, file);
-        let mut write = || -> io::Result<()> {
-            w.write_all(CACHE_MAGIC)?;
-            let mut rec = Vec::with_capacity(FIXED + 256);
-            for (rel, s, h) in files {
-                let Ok(len) = u16::try_from(rel.len()) else {
-                    continue;
-                };
-                if is_racy(s, scan_started_ns) {
-                    continue;
-                }
-                rec.clear();
-                rec.extend_from_slice(&h.sha256.0);
-                rec.push(u8::from(h.elf));
-                for v in [s.dev, s.ino, s.size, s.mtime_ns as u64, s.ctime_ns as u64] {
-                    rec.extend_from_slice(&v.to_le_bytes());
-                }
-                rec.extend_from_slice(&len.to_le_bytes());
-                rec.extend_from_slice(rel.as_bytes());
-                w.write_all(&rec)?;
+    /// The cache's bytes for `files`' hashes (sorted by path), leaving out
+    /// racy ones; the caller writes them atomically.
+    pub fn bytes(files: &[(&str, &Stamp, &FileHash)], scan_started_ns: i64) -> Vec<u8> {
+        let mut w = Vec::with_capacity(CACHE_MAGIC.len() + files.len() * (FIXED + 64));
+        w.extend_from_slice(CACHE_MAGIC);
+        for (rel, s, h) in files {
+            let Ok(len) = u16::try_from(rel.len()) else {
+                continue;
+            };
+            if is_racy(s, scan_started_ns) {
+                continue;
             }
-            w.flush()
-        };
-        write().ctx("write hash cache", &tmp)?;
-        std::fs::rename(&tmp, &path).ctx("write hash cache", &path)
+            w.extend_from_slice(&h.sha256.0);
+            w.push(u8::from(h.elf));
+            for v in [s.dev, s.ino, s.size, s.mtime_ns as u64, s.ctime_ns as u64] {
+                w.extend_from_slice(&v.to_le_bytes());
+            }
+            w.extend_from_slice(&len.to_le_bytes());
+            w.extend_from_slice(rel.as_bytes());
+        }
+        w
     }
 }
 
@@ -240,34 +222,32 @@ pub struct Hashed {
     pub cache_unmatched: bool,
 }
 
-/// Where files that must be read are copied as they are hashed.
-#[derive(Debug)]
-pub struct Stage<'a> {
-    /// The directory (inside the volume, so a rename moves a copy into place).
-    pub dir: &'a Path,
-    /// Mtime and owner of the copies.
-    pub seal: &'a Seal,
-    /// For each file, its copy's path in `dir` (whose directory exists).
-    pub names: &'a [String],
-    /// For each file, its published mode.
-    pub modes: &'a [u32],
+/// Reads file `i` of the list and returns its hash (a reader may copy what it
+/// reads too: see [`crate::staging`]).
+pub type Reader<'a> = dyn Fn(usize, &Node) -> Result<FileHash, Error> + Sync + 'a;
+
+/// The reader that only hashes.
+pub fn read_only(_: usize, n: &Node) -> Result<FileHash, Error> {
+    let abs = n.abs();
+    hash_file(&abs).ctx("read", &abs)
 }
 
-/// Hashes of `nodes` (regular files, sorted by path), in order: from the
-/// cache where the stamp matches, read in parallel otherwise (and, with a
-/// `stage`, copied there as they are read). `progress` is called with each
-/// finished count.
-pub fn hash_all(
-    nodes: &[&Node],
-    cache: &HashCache,
-    stage: Option<&Stage>,
-    progress: &(dyn Fn(usize) + Sync),
-) -> Result<Hashed, Error> {
+/// What the cache knows of `nodes` (regular files, sorted by path): each
+/// one's hash where its stamp matches, read from the cache as a merge join.
+#[derive(Debug)]
+pub struct Known {
+    /// The hashes the cache holds for files whose stamp matches, in order.
+    pub hashes: Vec<Option<FileHash>>,
+    /// Whether the cache knows a file that is gone (or a record it cannot parse).
+    pub unmatched: bool,
+}
+
+/// Looks `nodes` (regular files, sorted by path) up in the cache.
+pub fn known(nodes: &[&Node], cache: &HashCache) -> Known {
     let mut out: Vec<Option<FileHash>> = vec![None; nodes.len()];
     let mut reader = cache.reader();
     let mut rel = Vec::with_capacity(256);
     let mut next = |rel: &mut Vec<u8>| reader.as_mut().and_then(|r| read_record(r, rel));
-    let mut cached = 0;
     let mut unmatched = false;
     let mut record = next(&mut rel);
     for (i, n) in nodes.iter().enumerate() {
@@ -275,7 +255,6 @@ pub fn hash_all(
             match rel.as_slice().cmp(n.rel.as_bytes()) {
                 std::cmp::Ordering::Less => unmatched = true,
                 std::cmp::Ordering::Equal => {
-                    cached += 1;
                     if r.stamp == n.stamp {
                         out[i] = Some(r.hash);
                     }
@@ -286,6 +265,26 @@ pub fn hash_all(
         }
     }
     unmatched |= record.is_some();
+    Known {
+        hashes: out,
+        unmatched,
+    }
+}
+
+/// Hashes of `nodes` (regular files, sorted by path), in order: those the
+/// cache knows (see [`known`]), the others by `read` (in parallel).
+/// `progress` is called with each finished count.
+pub fn hash_all(
+    nodes: &[&Node],
+    known: Known,
+    read: &Reader,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Hashed, Error> {
+    let Known {
+        hashes: mut out,
+        unmatched,
+    } = known;
+    let cached = out.iter().filter(|h| h.is_some()).count();
     let misses: Vec<usize> = (0..nodes.len()).filter(|i| out[*i].is_none()).collect();
     tracing::debug!(
         files = nodes.len(),
@@ -295,19 +294,12 @@ pub fn hash_all(
     );
     let done = AtomicUsize::new(nodes.len() - misses.len());
     progress(done.load(Ordering::Relaxed));
-    let read = crate::parallel::try_map(&misses, |&i| {
-        let abs = nodes[i].abs();
-        let h = match stage {
-            Some(st) => {
-                let dst = st.dir.join(&st.names[i]);
-                copy_hashing(&abs, &nodes[i].stamp, &dst, st.modes[i], st.seal)?
-            }
-            None => hash_file(&abs).ctx("read", &abs)?,
-        };
+    let hashes_read = crate::parallel::try_map(&misses, |&i| {
+        let h = read(i, nodes[i])?;
         progress(done.fetch_add(1, Ordering::Relaxed) + 1);
         Ok(h)
     })?;
-    for (i, h) in misses.iter().zip(read) {
+    for (i, h) in misses.iter().zip(hashes_read) {
         out[*i] = Some(h);
     }
     let hashes = out
@@ -370,22 +362,31 @@ mod tests {
             elf: false,
         };
         // A scan that started well after the file changed: the entry is kept.
-        HashCache::save(
-            tmp.path(),
-            &[(&n.rel, &n.stamp, &fake)],
-            n.stamp.ctime_ns + 10 * RACY_WINDOW_NS,
+        let path = tmp.path().join("cache");
+        std::fs::write(
+            &path,
+            HashCache::bytes(
+                &[(&n.rel, &n.stamp, &fake)],
+                n.stamp.ctime_ns + 10 * RACY_WINDOW_NS,
+            ),
         )
         .unwrap();
-        let cache = HashCache::load(tmp.path());
+        let cache = HashCache::load(&path);
         assert_eq!(
-            hash_all(&[&n], &cache, None, &|_| {}).unwrap().hashes[0].sha256,
+            hash_all(&[&n], known(&[&n], &cache), &read_only, &|_| {})
+                .unwrap()
+                .hashes[0]
+                .sha256,
             Sha256Digest([7; 32])
         );
         // The file changes: its stamp differs and it is read again.
         std::fs::write(&f, "abcd").unwrap();
         let n2 = node(&f);
         assert_ne!(
-            hash_all(&[&n2], &cache, None, &|_| {}).unwrap().hashes[0].sha256,
+            hash_all(&[&n2], known(&[&n2], &cache), &read_only, &|_| {})
+                .unwrap()
+                .hashes[0]
+                .sha256,
             Sha256Digest([7; 32])
         );
     }
@@ -403,10 +404,18 @@ mod tests {
             sha256: Sha256Digest([7; 32]),
             elf: false,
         };
-        HashCache::save(tmp.path(), &[(&n.rel, &n.stamp, &fake)], n.stamp.ctime_ns).unwrap();
-        let cache = HashCache::load(tmp.path());
+        let path = tmp.path().join("cache");
+        std::fs::write(
+            &path,
+            HashCache::bytes(&[(&n.rel, &n.stamp, &fake)], n.stamp.ctime_ns),
+        )
+        .unwrap();
+        let cache = HashCache::load(&path);
         assert_ne!(
-            hash_all(&[&n], &cache, None, &|_| {}).unwrap().hashes[0].sha256,
+            hash_all(&[&n], known(&[&n], &cache), &read_only, &|_| {})
+                .unwrap()
+                .hashes[0]
+                .sha256,
             Sha256Digest([7; 32])
         );
     }

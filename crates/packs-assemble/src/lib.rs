@@ -1,21 +1,78 @@
 //! `packs-assemble`: pack sources + fresh static binaries -> a packs volume.
 //!
-//! The volume follows the Kubernetes AtomicWriter layout: complete generations
-//! `..<id>`, a `..data` link swapped by rename(2), and one link per pack; the
-//! generations share a content-addressed store of directories ([`store`], which
-//! also gives the crash argument). This crate scans untrusted inputs ([`scan`]),
-//! hashes them ([`hash`]), plans the generation and its manifest ([`plan`],
-//! [`manifest`]), publishes it ([`publish`], [`write`], [`remove`]) and checks
-//! published volumes ([`verify`]). The pack format itself (YAML model,
-//! validation, ELF rules) belongs to `attune-pack`.
+//! The pack format itself (YAML model, validation, ELF rules) belongs to
+//! `attune-pack`; this crate scans untrusted inputs ([`scan`]), hashes them
+//! ([`hash`]), plans the generation and its manifest ([`plan`], [`manifest`]),
+//! publishes it ([`publish`]) and checks published volumes ([`verify`]).
+//!
+//! # The reader contract
+//!
+//! ```text
+//! VOL/..data -> ..<gen>                        swapped by rename(2): the commit point
+//! VOL/<pack> -> ..data/<pack>                  what services open
+//! VOL/.attune-manifest.json -> ..data/.attune-manifest.json
+//! VOL/.attune-packs-sentinel                   upstream Attune's api writes it: kept
+//! VOL/..<gen>/<pack> -> ../..store/<obj>/<pack>
+//! VOL/..store/<obj>/<pack>/...                 real directories and regular files
+//! ```
+//!
+//! Below a pack root every entry is a real directory or a regular file; the
+//! canonical path of `VOL/<pack>` ends in `/<pack>`; a reader crosses at most
+//! the links above the pack root. So a reader that canonicalises and compares
+//! (upstream's `resolve_pack_relative_path`), one that walks without following
+//! links (`calculate_directory_checksum`) and one that lists with read_dir and
+//! is_dir see exactly what a `cp -a` copy gives them. Names at the root that
+//! start with `..` or `.attune-` belong to the writer or to Attune.
+//!
+//! # Sharing
+//!
+//! A pack is the unit of sharing ([`store`]): an unchanged pack keeps its
+//! object, reused whole; a changed pack gets a new object, written as real
+//! directories ([`staging`]) with each unchanged file hard-linked from a
+//! confirmed published file (same path first, else same contents and mode, in
+//! any pack), copied at the link limit. The work follows the packs that changed.
+//!
+//! # Why a kill at any moment is safe
+//!
+//! The publisher holds the volume lock ([`volume::Volume::lock`]); every
+//! mutation goes through [`fsops`], where the crash tests kill it.
+//! - An object is built under `..store/..tmp-*` and renamed to its name only
+//!   when complete and sealed, so a name in the store is a whole object.
+//! - Objects are renamed into place before the filesystem is flushed, so a
+//!   power cut can leave one named but not durable. No generation lists such an
+//!   object (a generation is renamed into place after the flush), and every run
+//!   that writes first removes the objects no generation lists: an object is
+//!   reused only when a durable generation lists it.
+//! - A generation is written under `..tmp-*` (manifest, objects list, one link
+//!   per pack), flushed and renamed into place; `..data` is then replaced by
+//!   rename(2). A name `..<id>` is only ever a complete generation.
+//! - Links for new packs are made before the swap (dangling until then), links
+//!   of packs that are gone are removed after it: at every instant each pack of
+//!   the current generation has its link.
+//! - Removal renames to a tombstone `..tmp-*` first ([`gc`]), and every run
+//!   that holds the lock sweeps `..tmp-*` first (up-to-date runs too):
+//!   temporary names carry the pid and the start time, so a run never meets a
+//!   leftover of its own name, even as pid 1 in a container.
+//! - Nothing unchecked is trusted ([`audit`], [`stamps`]): before a run says
+//!   "up to date", reuses an object or a kept generation, or hard-links a
+//!   published file, it confirms each entry against the manifest, by a stat
+//!   compared with the recorded inode stamp, or by reading it again. Damage is
+//!   repaired from the inputs, never served with exit 0.
 //!
 //! `main` only parses the command line and calls [`run`].
 
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
+pub mod audit;
 pub mod cli;
 mod commands;
 pub mod crashpoint;
 pub mod error;
+pub mod facts;
+pub mod fsops;
+pub mod gc;
 pub mod hash;
+pub mod history;
 pub mod inspect;
 mod logging;
 pub mod manifest;
@@ -24,12 +81,12 @@ pub mod parallel;
 pub mod plan;
 pub mod progress;
 pub mod publish;
-pub mod remove;
 pub mod scan;
+pub mod staging;
+pub mod stamps;
 pub mod store;
 pub mod verify;
 pub mod volume;
-pub mod write;
 
 use std::process::ExitCode;
 
@@ -39,23 +96,19 @@ pub use error::{Error, exit};
 /// Runs a parsed command line; errors are printed here, with their whole chain.
 pub fn run(cli: cli::Cli) -> ExitCode {
     logging::init(cli.log_format, cli.verbose, cli.quiet);
-    let json = match &cli.command {
-        cli::Command::Assemble(a) => a.json,
-        cli::Command::Check(a) => a.json,
-        cli::Command::Verify(a) => a.json,
-        cli::Command::Inspect(a) => a.json,
-    };
     let out = output::Output {
-        json,
+        json: cli.json,
         log_format: cli.log_format,
         quiet: cli.quiet,
     };
-    let progress = progress::Progress::new(cli.quiet || json);
+    let progress = progress::Progress::new(cli.quiet || cli.json);
     let result = match &cli.command {
         cli::Command::Assemble(a) => commands::assemble(a, out, &progress),
         cli::Command::Check(a) => commands::check(a, out),
         cli::Command::Verify(a) => commands::verify(a, out),
         cli::Command::Inspect(a) => commands::inspect(a, out),
+        cli::Command::History(a) => commands::history(a, out),
+        cli::Command::Rollback(a) => commands::rollback(a, out),
     };
     match result {
         Ok(code) => code,

@@ -20,9 +20,10 @@ use crate::scan::{Kind, Origin};
 /// The manifest's file name, inside each generation (and linked from the volume root).
 pub const MANIFEST_NAME: &str = ".attune-manifest.json";
 
-/// The manifest format this program writes: 2 since generations share the
-/// object store (1 was a self-contained tree per generation).
-pub const FORMAT: u32 = 2;
+/// The manifest format this program writes: 3 since generations share pack
+/// objects that are real trees (2: directory objects linked by symlinks; 1: a
+/// self-contained tree per generation).
+pub const FORMAT: u32 = 3;
 
 /// The end of a format-2 manifest's first line: entries follow, one a line.
 const ENTRIES_OPEN: &str = "\"entries\":[";
@@ -323,6 +324,23 @@ impl Write for CompareWriter {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// The root hash of the manifest at `path`, from its first line (or the whole
+/// file for the pretty-printed format 1); `None` when it cannot be read.
+pub fn read_root_hash(path: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Head {
+        root_hash: String,
+    }
+    let file = File::open(path).ok()?;
+    let first = BufReader::new(file).lines().next()?.ok()?;
+    if let Some(head) = first.strip_suffix(&format!(",{ENTRIES_OPEN}")) {
+        return serde_json::from_str::<Head>(&format!("{head}}}"))
+            .ok()
+            .map(|h| h.root_hash);
+    }
+    Manifest::read(path).ok().map(|m| m.root_hash)
 }
 
 /// The entries of a manifest file, read one at a time (format 2), or parsed

@@ -5,15 +5,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use attune_pack::{
-    Arch, Diagnostic, Diagnostics, ElfFacts, Pack, RunnerType, check_native, load_pack, references,
+    Arch, Diagnostic, Diagnostics, ElfFacts, LoadCache, Pack, RunnerType, check_native,
+    load_pack_cached, references,
 };
 
 use crate::error::{Error, IoContext};
-use crate::hash::{FileHash, HashCache, Stage, hash_all};
+use crate::fsops::Seal;
+use crate::hash::{FileHash, HashCache, hash_all, read_only};
 use crate::manifest::{Contents, Entry, FORMAT, MODE_EXEC, MODE_FILE, Manifest, mode_string};
 use crate::progress::Progress;
-use crate::scan::{Kind, Node, Origin, scan, scan_all};
-use crate::write::Seal;
+use crate::scan::{Kind, Node, Origin, Stamp, scan, scan_all};
+use crate::staging::Stage;
 
 /// What to plan from.
 #[derive(Clone, Debug)]
@@ -29,7 +31,8 @@ pub struct Inputs {
     /// `UID:GID` for every published entry.
     pub owner: Option<(u32, u32)>,
     /// The store of the volume, to stage files in while they are hashed (a
-    /// cold volume: every file will be copied, so each byte is read once).
+    /// cold volume: every file will be copied, so each byte is read once;
+    /// see [`crate::staging`]).
     pub stage: Option<PathBuf>,
     /// `check` mode: a native entry point absent from the sources is expected
     /// to come from a binaries tree when none is given.
@@ -62,34 +65,12 @@ pub struct Plan {
     pub hashed: Vec<usize>,
     /// Whether the hash cache knows files that are gone.
     pub cache_unmatched: bool,
-    /// Which files were copied into `Inputs::stage` while hashed, aligned with `nodes`.
+    /// Which files were copied into the stage while hashed, aligned with `nodes`.
     staged: Vec<bool>,
-    stage: Option<PathBuf>,
+    /// The stage of a cold volume (see [`crate::staging::Stage`]).
+    pub stage: Option<Stage>,
     /// Everything found wrong or worth knowing.
     pub diagnostics: Diagnostics,
-}
-
-/// Creates `stage/<prefix><i>` for every directory node `i`, and returns
-/// each file's path in the stage: `<prefix><index of its directory>/<name>`.
-fn stage_layout(stage: &Path, nodes: &[Node], files: &[usize]) -> Result<Vec<String>, Error> {
-    let prefix = crate::remove::stage_prefix();
-    for (i, n) in nodes.iter().enumerate() {
-        if n.kind == Kind::Dir {
-            let dir = stage.join(format!("{prefix}{i}"));
-            std::fs::create_dir(&dir).ctx("create", &dir)?;
-            crate::crashpoint::step();
-        }
-    }
-    Ok(files
-        .iter()
-        .map(|&f| {
-            let (parent, name) = nodes[f].rel.rsplit_once('/').unwrap_or(("", &nodes[f].rel));
-            let dir = nodes
-                .binary_search_by(|n| n.rel.as_str().cmp(parent))
-                .expect("a file's directory is a node");
-            format!("{prefix}{dir}/{name}")
-        })
-        .collect())
 }
 
 fn owner_string(owner: Option<(u32, u32)>) -> Option<String> {
@@ -97,21 +78,20 @@ fn owner_string(owner: Option<(u32, u32)>) -> Option<String> {
 }
 
 impl Plan {
-    /// Whether file `i` was copied (and sealed) into the stage while it was
-    /// hashed: into [`Plan::stage_dir`] of its directory, under its name.
+    /// Whether file `i` was copied (and sealed) into the stage while it was hashed.
     pub fn staged(&self, i: usize) -> bool {
         self.staged[i]
-    }
-
-    /// The stage directory holding the staged files of directory entry `i`.
-    pub fn stage_dir(&self, i: usize) -> Option<PathBuf> {
-        let prefix = crate::remove::stage_prefix();
-        Some(self.stage.as_ref()?.join(format!("{prefix}{i}")))
     }
 
     /// Where manifest entry `i` comes from on disk.
     pub fn source(&self, i: usize) -> PathBuf {
         self.nodes[i].abs_of(&self.manifest.contents.entries[i].path)
+    }
+}
+
+impl crate::staging::Inputs for Plan {
+    fn input(&self, i: usize) -> (PathBuf, Stamp) {
+        (self.source(i), self.nodes[i].stamp)
     }
 }
 
@@ -204,8 +184,14 @@ fn sorted_entries(dir: &Path, action: &'static str) -> Result<Vec<std::fs::DirEn
 }
 
 /// Builds the plan. Input problems go into `Plan::diagnostics`; only
-/// environment failures are `Err`.
-pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<Plan, Error> {
+/// environment failures are `Err`. `facts` holds the validation facts of
+/// earlier runs ([`crate::facts`]) and gets this run's.
+pub fn plan(
+    inputs: &Inputs,
+    cache: &HashCache,
+    facts: &mut LoadCache,
+    progress: &Progress,
+) -> Result<Plan, Error> {
     let mut diags = Diagnostics::default();
     let started = std::time::Instant::now();
     let phase = |name: &str| {
@@ -248,24 +234,14 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
         );
     }
 
-    // 2. Load and validate each pack, then references across them.
-    let mut packs = vec![];
-    for fp in found.values() {
-        let outcome = load_pack(&fp.dir);
-        diags.extend(outcome.diagnostics);
-        packs.extend(outcome.pack);
-    }
-    diags.extend(references(&packs));
-    phase("load packs");
-
-    // 3. Source trees, in one walk, sorted by path.
+    // 2. Source trees, in one walk, sorted by path; binaries trees overlay
+    // them. (Their diagnostics are reported after the packs'.)
+    let mut tree_diags = Diagnostics::default();
     let roots: Vec<(&Path, &str)> = found
         .values()
         .map(|fp| (fp.dir.as_path(), fp.name.as_str()))
         .collect();
-    let mut nodes = scan_all(&roots, Origin::Source, false, &mut diags)?;
-
-    // 4. Binaries trees overlay the sources.
+    let mut nodes = scan_all(&roots, Origin::Source, false, &mut tree_diags)?;
     let mut from_binaries: BTreeMap<String, PathBuf> = BTreeMap::new();
     for root in &inputs.binaries {
         overlay(
@@ -274,11 +250,41 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
             &found,
             &mut nodes,
             &mut from_binaries,
-            &mut diags,
+            &mut tree_diags,
         )?;
     }
-
     phase("scan");
+
+    // 3. What the hash cache knows of the files, by stamp (nothing is read).
+    let file_index: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.kind == Kind::File)
+        .map(|(i, _)| i)
+        .collect();
+    let files: Vec<&Node> = file_index.iter().map(|&i| &nodes[i]).collect();
+    let known = crate::hash::known(&files, cache);
+
+    // 4. Load and validate each pack, then references across them. A YAML
+    // file whose hash is known and whose facts were saved is not parsed again.
+    let mut packs = vec![];
+    for fp in found.values() {
+        let hash_of = |path: &Path| -> Option<[u8; 32]> {
+            let below = path.strip_prefix(&fp.dir).ok()?.to_str()?;
+            let rel = format!("{}/{below}", fp.name);
+            let at = files.binary_search_by(|n| n.rel.as_str().cmp(&rel)).ok()?;
+            // Only a source file's own hash (not a binary laid over it).
+            (files[at].origin == Origin::Source)
+                .then(|| known.hashes[at].map(|h| h.sha256.0))
+                .flatten()
+        };
+        let outcome = load_pack_cached(&fp.dir, &hash_of, facts);
+        diags.extend(outcome.diagnostics);
+        packs.extend(outcome.pack);
+    }
+    diags.extend(references(&packs));
+    diags.extend(tree_diags);
+    phase("load packs");
 
     // 5. Entry points: present, and native ones runnable on the target (this
     // decides the published modes, which staged copies get at once).
@@ -300,31 +306,36 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
         };
     phase("entry points");
 
-    // 6. Hash every file; into a cold volume, copy each one read while hashing it.
-    let file_index: Vec<usize> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.kind == Kind::File)
-        .map(|(i, _)| i)
-        .collect();
-    let files: Vec<&Node> = file_index.iter().map(|&i| &nodes[i]).collect();
+    // 6. Hash every file the cache did not know; into a cold volume, copy
+    // each one read while hashing it.
     let modes: Vec<u32> = files.iter().map(|n| mode_of(n)).collect();
     let seal = Seal::new(inputs.mtime, owner_string(inputs.owner).as_deref());
-    // Staged as `<index of its directory>/<name>`: a directory whose files were
-    // all read is then moved into the store whole, by one rename.
-    let stage_names = match &inputs.stage {
-        Some(dir) => stage_layout(dir, &nodes, &file_index)?,
-        None => vec![],
+    // Staged in the layout of the pack objects, so that each pack's stage is
+    // renamed into the store whole.
+    let stage = match &inputs.stage {
+        Some(store) if !diags.has_errors() => Some(Stage::create(store, &nodes)?),
+        _ => None,
     };
-    let stage = inputs.stage.as_deref().map(|dir| Stage {
-        dir,
-        seal: &seal,
-        names: &stage_names,
-        modes: &modes,
-    });
     let bar = progress.bar("hashing", files.len() as u64);
-    let hashed = hash_all(&files, cache, stage.as_ref(), &|done| bar.set(done as u64))?;
+    let hashed = match &stage {
+        Some(st) => hash_all(
+            &files,
+            known,
+            &|f, n| st.copy_hashing(n, modes[f], &seal),
+            &|done| bar.set(done as u64),
+        ),
+        None => hash_all(&files, known, &read_only, &|done| bar.set(done as u64)),
+    };
     bar.finish();
+    let hashed = match hashed {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(st) = stage {
+                let _ = st.discard();
+            }
+            return Err(e);
+        }
+    };
     drop(files);
     let read: Vec<usize> = hashed.read.iter().map(|&f| file_index[f]).collect();
     let mut staged = vec![false; nodes.len()];
@@ -376,7 +387,7 @@ pub fn plan(inputs: &Inputs, cache: &HashCache, progress: &Progress) -> Result<P
         hashed: read,
         cache_unmatched: hashed.cache_unmatched,
         staged,
-        stage: inputs.stage.clone(),
+        stage,
         diagnostics: diags,
     })
 }

@@ -1,52 +1,32 @@
-//! Publishing a plan into a volume: write the directory objects the store
-//! lacks (see [`crate::store`] for the layout and its crash argument), then a
-//! generation that links to them, commit it by renaming `..data`, update the
-//! per-pack links, and remove old generations and unreachable objects.
-//!
-//! A kill at any moment leaves `..data` pointing at a complete generation:
-//! objects and generations are renamed into place only once complete, and
-//! `..data` is replaced by rename(2), never rewritten.
-//!
-//! Invariants that make this hold across removals and reuse:
-//! - A name `..<id>` (or an object's name in the store) is only ever given to
-//!   something complete. Removal renames to a tombstone first
-//!   ([`crate::remove`]).
-//! - Reusing a kept generation (same root hash) first checks it against the
-//!   plan's manifest (its manifest bytes, and every entry's type, size and
-//!   mode); an incomplete one is moved to a tombstone and written afresh.
-//! - The current generation is "up to date" only while its directory, its
-//!   manifest and its packs' objects are there and the manifest equals the
-//!   plan's; otherwise a fresh copy is written under a new name and committed.
-//! - Before anything is written, generations that would not survive this
-//!   publish's garbage collection are removed (a complete but never committed
-//!   generation left by a full disk among them), and with them the objects no
-//!   remaining generation reaches, so a retry has the room the failed run had.
+//! Publishing a plan into a volume, as numbered steps (like Kubernetes'
+//! `AtomicWriter.Write()`): one decision (up to date, reuse a kept generation,
+//! or write a new one), then prepare, write, commit and collect. See
+//! [`crate::store`] for the layout and the crate documentation for why a kill
+//! at any moment is safe.
 
-use std::collections::BTreeSet;
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 
 use serde::Serialize;
 
-use crate::crashpoint::step;
+use crate::audit::{Audit, How, audit_files, audit_pack};
 use crate::error::{Error, IoContext};
+use crate::fsops::{self, Seal};
+use crate::hash::Sha256Digest;
 use crate::manifest::{Entry, EntryReader, MANIFEST_NAME, MODE_EXEC, MODE_FILE, Manifest};
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::remove::{remove_leftovers, remove_tree, sweep_objects, sync_dir};
-use crate::scan::{Kind, Stamp};
+use crate::scan::Kind;
+use crate::staging::{ObjectJob, Source, write_objects};
+use crate::stamps::{Record, Stamps};
 use crate::store::{
-    Dir, OBJECTS_NAME, STORE_DIR, Tree, base_name, objects_file_bytes, reachable, read_objects_file,
+    OBJECTS_NAME, Objects, PackTree, link_target, object_id, objects_bytes, pack_trees,
+    read_objects,
 };
 use crate::volume::{
-    DATA_LINK, RootEntry, TMP_PREFIX, Volume, VolumeLock, classify, exists, generation_id_of,
-    generation_name,
+    DATA_LINK, RootEntry, STAMPS_NAME, STORE_DIR, Volume, VolumeLock, classify, exists,
+    generation_id_of, generation_name, tmp_name,
 };
-use crate::write::{Seal, copy_file};
 
 /// How to publish.
 #[derive(Clone, Debug)]
@@ -60,7 +40,7 @@ pub struct Options {
     /// Compute the difference only; write nothing.
     pub dry_run: bool,
     /// Publish a fresh copy of every file even when the root hash is unchanged
-    /// (repairs a damaged generation; nothing is hard-linked from it).
+    /// (nothing is reused or hard-linked from what is published).
     pub force: bool,
 }
 
@@ -82,25 +62,44 @@ pub struct Outcome {
     pub generation: String,
     /// The generation it pointed at before, if any.
     pub previous: Option<String>,
-    /// Nothing was written: the volume already held this root hash.
+    /// Nothing was written: the volume already held this root hash, confirmed.
     pub up_to_date: bool,
     /// A kept older generation with this root hash was made current again.
     pub reused: bool,
     /// The difference to the previous generation.
     #[serde(flatten)]
     pub diff: Diff,
-    /// Files of new objects hard-linked from the previous generation.
+    /// Files of new objects hard-linked from confirmed published files.
     pub hardlinked: usize,
     /// Files of new objects copied from the inputs.
     pub copied: usize,
-    /// Directory objects written to the store.
+    /// Pack objects written to the store.
     pub objects_written: usize,
-    /// Directory objects the store already held (shared with kept generations).
+    /// Pack objects reused whole (unchanged packs).
     pub objects_shared: usize,
+    /// Published files read again because their stamp had moved.
+    pub rehashed: usize,
+    /// Published entries found damaged (and repaired from the inputs).
+    pub repaired: Vec<String>,
     /// Old generations removed (beyond `--keep`) and leftovers of interrupted runs.
     pub removed_generations: Vec<String>,
     /// Objects removed from the store (no kept generation reached them).
     pub removed_objects: usize,
+}
+
+/// The decision of step 4.
+enum Decision {
+    UpToDate,
+    Reuse(String),
+    Write(String),
+}
+
+/// Where each pack of the new generation comes from.
+enum PackChoice {
+    /// An object the store holds, confirmed whole.
+    Reuse(String),
+    /// A new object.
+    New,
 }
 
 /// Publishes `plan` into `vol`, whose lock the caller holds (`None` only for a dry run).
@@ -111,6 +110,10 @@ pub fn publish(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Outcome, Error> {
+    assert!(
+        opts.dry_run || lock.is_some(),
+        "publishing without the volume lock"
+    );
     let started = std::time::Instant::now();
     let phase = |name: &str| {
         tracing::debug!(
@@ -119,28 +122,23 @@ pub fn publish(
         )
     };
     let manifest = &plan.manifest;
-    let mut new_name = generation_name(manifest.generation_id());
-    assert!(
-        opts.dry_run || lock.is_some(),
-        "publishing without the volume lock"
-    );
-    let exists_now = vol.root.exists();
-    let current = if exists_now { vol.current()? } else { None };
+    let entries = &manifest.contents.entries;
+    let packs = pack_trees(manifest);
+    let store = vol.root.join(STORE_DIR);
+    let current = if vol.root.exists() {
+        vol.current()?
+    } else {
+        None
+    };
     let mut out = Outcome {
-        generation: new_name.clone(),
+        generation: generation_name(manifest.generation_id()),
         previous: current.clone(),
         ..Outcome::default()
     };
 
-    let unmanaged: Vec<String> = if exists_now {
-        vol.root_entries()?
-            .into_iter()
-            .filter(|(n, link)| classify(n, *link).is_none())
-            .map(|(n, _)| n)
-            .collect()
-    } else {
-        vec![]
-    };
+    // (1) Entries in the root that this tool did not write are refused unless
+    // --adopt (a volume filled by copying); upstream's sentinel is not one.
+    let unmanaged = unmanaged(vol)?;
     if !unmanaged.is_empty() && !opts.adopt {
         return Err(Error::Environment(format!(
             "{} holds entries that packs-assemble did not write: {}. It looks like a volume filled by copying; \
@@ -150,140 +148,592 @@ pub fn publish(
         )));
     }
 
-    let same = current
+    // (2) Leftovers of interrupted runs go, on every run: under the lock they
+    // are dead, and nothing of theirs is ever trusted.
+    if !opts.dry_run {
+        out.removed_generations
+            .extend(crate::gc::sweep_leftovers(vol)?);
+    }
+
+    // (3) The current generation: its manifest, its objects, the difference.
+    let cur_dir = current.as_ref().map(|c| vol.root.join(c));
+    let same_manifest = cur_dir
+        .as_ref()
+        .is_some_and(|d| manifest.matches_file(&d.join(MANIFEST_NAME)));
+    // The current generation has this root hash (it may still be damaged).
+    let same_id = current
         .as_deref()
         .and_then(|c| generation_id_of(c.trim_start_matches("..")))
         == Some(manifest.generation_id());
-    // A current generation whose directory, manifest or pack objects are gone
-    // cannot be "up to date".
-    let current_intact = current
-        .as_deref()
-        .is_some_and(|c| generation_intact(&vol.root.join(c), manifest));
-    if same && !current_intact {
-        tracing::warn!(
-            generation = current.as_deref().unwrap_or_default(),
-            "the current generation is damaged or missing; publishing a fresh copy"
-        );
+    let cur_objects: BTreeMap<String, String> = match cur_dir.as_deref().map(read_objects) {
+        Some(Ok(Objects::Packs(m))) => m,
+        _ => BTreeMap::new(),
+    };
+    let linkable = if same_manifest {
+        vec![false; entries.len()]
+    } else {
+        let previous = cur_dir.as_ref().map(|d| d.join(MANIFEST_NAME));
+        let (d, linkable) = diff(previous.as_deref(), manifest, !opts.force)?;
+        out.diff = d;
+        linkable
+    };
+    phase("read the current generation");
+    if opts.dry_run {
+        out.up_to_date = same_manifest;
+        if same_manifest {
+            out.generation = current.unwrap_or_default();
+        }
+        return Ok(out);
     }
-    let fresh = opts.force || (same && !current_intact);
-    if same && current_intact && !opts.force {
+
+    // (4) Confirm what this run would trust (nothing under --force): each pack
+    // whose object is unchanged, whole; of each changed pack, the files that
+    // would be hard-linked. Then the one decision.
+    let stamps = Stamps::load(&vol.root.join(STAMPS_NAME));
+    let mut trust = Trust::new(&store, manifest, &stamps);
+    let mut choices: Vec<PackChoice> = vec![];
+    for p in &packs {
+        let choice = match cur_objects.get(&p.name) {
+            _ if opts.force => PackChoice::New,
+            Some(o) if object_id(o) == p.id => {
+                if trust.pack(o, p)? {
+                    PackChoice::Reuse(o.clone())
+                } else {
+                    PackChoice::New
+                }
+            }
+            Some(o) => {
+                let files: Vec<usize> = p.below.clone().filter(|&i| linkable[i]).collect();
+                trust.files(o, &files)?;
+                PackChoice::New
+            }
+            None => PackChoice::New,
+        };
+        choices.push(choice);
+    }
+    out.rehashed = trust.audit.rehashed;
+    out.repaired = trust
+        .audit
+        .damaged
+        .iter()
+        .map(|(i, why)| {
+            tracing::warn!(path = %entries[*i].path, "published entry is damaged: {why}; repairing it from the inputs");
+            entries[*i].path.clone()
+        })
+        .collect();
+    let all_reused = choices.iter().all(|c| matches!(c, PackChoice::Reuse(_)));
+    let gen_ok = cur_dir
+        .as_ref()
+        .is_some_and(|d| generation_links_ok(d, &packs, &choices));
+    let decision = if same_manifest && all_reused && gen_ok && !opts.force {
+        Decision::UpToDate
+    } else if opts.force {
+        Decision::Write(free_generation_name(vol, &out.generation))
+    } else {
+        let target = vol.root.join(&out.generation);
+        match kept_generation(&target, manifest, &packs, &mut trust)? {
+            Some(objects) if Some(&out.generation) != current.as_ref() => {
+                for (c, o) in choices.iter_mut().zip(objects) {
+                    *c = PackChoice::Reuse(o);
+                }
+                Decision::Reuse(out.generation.clone())
+            }
+            _ => Decision::Write(free_generation_name(vol, &out.generation)),
+        }
+    };
+    phase("confirm and decide");
+
+    if let Decision::UpToDate = decision {
         out.up_to_date = true;
         out.generation = current.clone().unwrap_or_default();
-        if !opts.dry_run && links_need_repair(vol, manifest)? {
-            update_links(vol, manifest)?;
+        if links_need_repair(vol, &packs)? {
+            add_links(vol, &packs)?;
+            drop_stale_links(vol, &packs)?;
+        }
+        if trust.audit.rehashed + trust.audit.relisted > 0 {
+            save_stamps(vol, trust.audit.confirmed.iter().map(|(_, r)| *r).collect())?;
         }
         return Ok(out);
     }
-    phase("up-to-date check");
-    let previous = current
-        .as_ref()
-        .filter(|_| current_intact || !same)
-        .map(|c| vol.root.join(c).join(MANIFEST_NAME));
-    let linkable;
-    (out.diff, linkable) = diff(previous.as_deref(), manifest, !fresh)?;
-    phase("diff");
-    if opts.dry_run {
-        return Ok(out);
-    }
-    out.removed_generations.extend(remove_leftovers(vol)?);
-    // Make room first: what this publish's GC would remove anyway goes now,
-    // and with it every object no remaining generation reaches (among them
-    // any that an interrupted run named but never flushed).
-    let protected: Vec<&str> = current.iter().map(String::as_str).collect();
-    out.removed_generations.extend(collect_garbage(
-        vol,
-        &protected,
-        &new_name,
-        opts.keep.saturating_sub(2),
-    )?);
-    out.removed_objects += sweep_objects(vol, &reachable(vol)?)?;
-    if fresh {
-        // A fresh name beside any damaged copy, which GC then removes.
-        let base = new_name.clone();
-        let mut n = 1;
-        while vol.root.join(&new_name).exists() {
-            n += 1;
-            new_name = format!("{base}-{n}");
-        }
-        out.generation = new_name.clone();
-    }
-    let kept = vol.root.join(&new_name);
-    if kept.is_dir() && generation_complete(&kept, manifest) {
-        out.reused = true;
-        tracing::info!(generation = %new_name, "a kept generation has this root hash; making it current again");
-    } else {
-        let mut fresh = fresh;
-        if exists(&kept) {
-            tracing::warn!(generation = %new_name, "a kept generation with this root hash is incomplete; writing it afresh");
-            remove_tree(vol, &new_name)?;
-            out.removed_generations.push(new_name.clone());
-            // Its objects are suspect: share none of them.
-            fresh = true;
-        }
-        // Later runs keep the current salt, so they share its objects; a fresh
-        // copy takes a salt of its own, so it shares nothing with a damaged one.
-        let salt = if fresh {
-            format!(
-                "{:x}-{}",
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-                std::process::id()
-            )
-        } else {
-            current
-                .as_deref()
-                .and_then(|c| read_objects_file(&vol.root.join(c)).ok())
-                .map(|(salt, _)| salt)
-                .unwrap_or_default()
-        };
-        let tree = Tree::new(manifest, &salt);
-        phase("object names");
-        let from = current.as_deref().filter(|_| !fresh);
-        write_objects(vol, plan, &tree, from, &linkable, progress, &mut out)?;
-        phase("objects");
-        write_generation(vol, manifest, &tree, &salt, &new_name, opts)?;
-    }
 
-    phase("generation");
-    // The commit point.
-    let tmp_link = vol
-        .root
-        .join(format!("{TMP_PREFIX}data-{}", std::process::id()));
-    symlink(&new_name, &tmp_link).ctx("create link", &tmp_link)?;
-    step();
-    fs::rename(&tmp_link, vol.root.join(DATA_LINK)).ctx("replace", &vol.root.join(DATA_LINK))?;
-    step();
-    sync_dir(&vol.root)?;
-
-    for name in &unmanaged {
-        remove_tree(vol, name)?;
+    // (5) Prepare: make room. What this publish's garbage collection would
+    // remove goes first (a complete generation never committed among them),
+    // then every object no remaining generation links to (among them any that
+    // an interrupted run renamed into place but never flushed).
+    let mut spare: Vec<&str> = current.iter().map(String::as_str).collect();
+    if let Decision::Reuse(name) = &decision {
+        spare.push(name);
     }
-    update_links(vol, manifest)?;
-    phase("commit");
-    // A damaged former current generation is worth nothing as a kept one.
-    if let Some(damaged) = current
-        .as_ref()
-        .filter(|c| same && !current_intact && **c != new_name)
+    let target = match &decision {
+        Decision::Reuse(n) | Decision::Write(n) => n.clone(),
+        Decision::UpToDate => unreachable!(),
+    };
+    if let Decision::Write(name) = &decision
+        && exists(&vol.root.join(name))
     {
-        remove_tree(vol, damaged)?;
-        out.removed_generations.push(damaged.clone());
+        // An incomplete or damaged kept generation with this name: rewritten.
+        crate::gc::remove(vol, name)?;
+        out.removed_generations.push(name.clone());
     }
-    out.removed_generations.extend(collect_garbage(
-        vol,
-        &[],
-        &new_name,
-        opts.keep.saturating_sub(1),
-    )?);
-    out.removed_objects += sweep_objects(vol, &reachable(vol)?)?;
-    phase("garbage collection");
+    // A current generation with this manifest but damaged is removed after
+    // the commit, so it does not count among the kept ones.
+    let others = match same_id {
+        true => opts.keep.saturating_sub(1),
+        false => opts.keep.saturating_sub(2),
+    };
+    out.removed_generations
+        .extend(crate::gc::collect_generations(vol, &spare, others)?);
+    out.removed_objects += crate::gc::sweep_objects(vol)?;
+    phase("prepare");
+
+    // (6) Write the pack objects the generation lacks.
+    let seal = Seal::new(manifest.contents.mtime, manifest.contents.owner.as_deref());
+    let mut objects: BTreeMap<String, String> = BTreeMap::new();
+    let mut new_objects: Vec<usize> = vec![];
+    let mut link_sources = HashSet::new();
+    if let Decision::Write(_) = decision {
+        let alive: HashSet<String> = crate::gc::store_entries(vol)?.into_iter().collect();
+        let sources;
+        (sources, link_sources) = trust.sources(&packs, &choices, plan, &alive);
+        let mut jobs = vec![];
+        for (k, (p, c)) in packs.iter().zip(&choices).enumerate() {
+            match c {
+                PackChoice::Reuse(o) => {
+                    objects.insert(p.name.clone(), o.clone());
+                }
+                PackChoice::New => {
+                    let name = free_object_name(&store, &p.id);
+                    let stage = plan.stage.as_ref().and_then(|s| s.root(&p.name));
+                    jobs.push(ObjectJob {
+                        pack: p,
+                        name: name.clone(),
+                        tmp: stage
+                            .map_or_else(|| store.join(tmp_name("object")), Path::to_path_buf),
+                        staged: stage.is_some(),
+                    });
+                    objects.insert(p.name.clone(), name);
+                    new_objects.push(k);
+                }
+            }
+        }
+        if !jobs.is_empty() && !exists(&store) {
+            fsops::create_dir(&store)?;
+        }
+        let written = write_objects(&store, entries, &jobs, &sources, plan, &seal, progress)?;
+        out.hardlinked = written.hardlinked;
+        out.copied = written.copied;
+        out.objects_written = jobs.len();
+        out.objects_shared = packs.len() - jobs.len();
+        phase("write objects");
+
+        // (7) Write the generation: manifest, objects list, one link per pack;
+        // flush the filesystem; rename it into place.
+        write_generation(vol, manifest, &objects, &target, opts.sync, &seal)?;
+        phase("write the generation");
+    } else {
+        out.reused = true;
+        out.objects_shared = packs.len();
+        for (p, c) in packs.iter().zip(&choices) {
+            if let PackChoice::Reuse(o) = c {
+                objects.insert(p.name.clone(), o.clone());
+            }
+        }
+        tracing::info!(generation = %target, "a kept generation has this root hash; making it current again");
+    }
+
+    // (8) Commit: links for new packs first (dangling until the swap), then
+    // `..data` is replaced by rename(2), then links of packs that are gone go.
+    // (--adopt: what a copy left goes first, each entry by one rename, so
+    // that the pack links can take its place.)
+    for name in &unmanaged {
+        crate::gc::remove(vol, name)?;
+    }
+    commit(vol, &target, &packs)?;
+    out.generation = target.clone();
+    phase("commit");
+
+    // (9) Collect garbage: a damaged former current generation, generations
+    // beyond --keep, and the objects no remaining generation links to.
+    if let Some(c) = &current
+        && same_id
+        && *c != target
+    {
+        crate::gc::remove(vol, c)?;
+        out.removed_generations.push(c.clone());
+    }
+    out.removed_generations
+        .extend(crate::gc::collect_generations(
+            vol,
+            &[&target],
+            opts.keep.saturating_sub(1),
+        )?);
+    out.removed_objects += crate::gc::sweep_objects(vol)?;
+    phase("collect garbage");
+
+    // (10) Record the stamps of what is now published: links and unlinks above
+    // moved the ctimes of shared inodes, so those are stat'ed again.
+    let mut records = trust.refreshed(&objects, &packs, &link_sources)?;
+    for &k in &new_objects {
+        let p = &packs[k];
+        let dir = store.join(&objects[&p.name]);
+        let a = audit_pack(&dir, manifest, p, &Stamps::default(), How::Record)?;
+        records.extend(a.confirmed.into_iter().map(|(_, r)| r));
+    }
+    save_stamps(vol, records)?;
+    phase("record stamps");
     Ok(out)
+}
+
+/// Makes generation `name` (complete, in the root) current: links for its new
+/// packs (dangling until the swap), the swap of `..data`, then the removal of
+/// links to packs it does not hold.
+pub fn commit(vol: &Volume, name: &str, packs: &[PackTree]) -> Result<(), Error> {
+    add_links(vol, packs)?;
+    fsops::replace_link(
+        name,
+        &vol.root.join(tmp_name("data")),
+        &vol.root.join(DATA_LINK),
+    )?;
+    fsops::sync_dir(&vol.root)?;
+    drop_stale_links(vol, packs)
+}
+
+/// Confirmations of this run, shared by the decisions that need them.
+struct Trust<'a> {
+    store: &'a Path,
+    manifest: &'a Manifest,
+    stamps: &'a Stamps,
+    /// Object name -> whether it was confirmed whole.
+    whole: HashMap<String, bool>,
+    /// Every confirmed entry: (object, entry index, record).
+    by_object: Vec<(String, usize, Record)>,
+    /// Everything found, merged.
+    audit: Audit,
+}
+
+impl<'a> Trust<'a> {
+    fn new(store: &'a Path, manifest: &'a Manifest, stamps: &'a Stamps) -> Trust<'a> {
+        Trust {
+            store,
+            manifest,
+            stamps,
+            whole: HashMap::new(),
+            by_object: vec![],
+            audit: Audit::default(),
+        }
+    }
+
+    fn take(&mut self, object: &str, a: Audit) -> bool {
+        let ok = a.damaged.is_empty();
+        self.by_object.extend(
+            a.confirmed
+                .iter()
+                .map(|(i, r)| (object.to_string(), *i, *r)),
+        );
+        self.audit.rehashed += a.rehashed;
+        self.audit.relisted += a.relisted;
+        self.audit.confirmed.extend(a.confirmed);
+        self.audit.damaged.extend(a.damaged);
+        ok
+    }
+
+    /// Whether object `o` holds pack `p` exactly (audited once per object).
+    fn pack(&mut self, o: &str, p: &PackTree) -> Result<bool, Error> {
+        if let Some(ok) = self.whole.get(o) {
+            return Ok(*ok);
+        }
+        let a = audit_pack(
+            &self.store.join(o),
+            self.manifest,
+            p,
+            self.stamps,
+            How::Confirm,
+        )?;
+        let ok = self.take(o, a);
+        self.whole.insert(o.to_string(), ok);
+        Ok(ok)
+    }
+
+    /// Confirms `files` (entries of the new manifest) at their paths in object `o`.
+    fn files(&mut self, o: &str, files: &[usize]) -> Result<(), Error> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let a = audit_files(
+            &self.store.join(o),
+            self.manifest,
+            files,
+            self.stamps,
+            How::Confirm,
+        )?;
+        self.take(o, a);
+        Ok(())
+    }
+
+    /// Where each file of the new objects comes from: a confirmed published
+    /// file with the same contents and mode (at the same path first), the
+    /// stage, another new file with the same contents, or the inputs.
+    fn sources(
+        &self,
+        packs: &[PackTree],
+        choices: &[PackChoice],
+        plan: &Plan,
+        alive: &HashSet<String>,
+    ) -> (BTreeMap<usize, Source>, HashSet<(String, usize)>) {
+        let entries = &self.manifest.contents.entries;
+        let key = |i: usize| {
+            (
+                entries[i].sha256.unwrap_or_default(),
+                entries[i].mode_bits(),
+            )
+        };
+        let mut same_path: HashMap<usize, (&str, usize)> = HashMap::new();
+        let mut by_content: HashMap<(Sha256Digest, u32), (&str, usize)> = HashMap::new();
+        for (o, i, _) in &self.by_object {
+            // Objects of generations that step (5) removed are gone.
+            if entries[*i].kind != Kind::File || !alive.contains(o) {
+                continue;
+            }
+            by_content.entry(key(*i)).or_insert((o.as_str(), *i));
+            same_path.entry(*i).or_insert((o.as_str(), *i));
+        }
+        let mut used = HashSet::new();
+        let mut first_copy: HashMap<(Sha256Digest, u32), usize> = HashMap::new();
+        let mut out = BTreeMap::new();
+        for (p, c) in packs.iter().zip(choices) {
+            if !matches!(c, PackChoice::New) {
+                continue;
+            }
+            for i in p.below.clone().filter(|&i| entries[i].kind == Kind::File) {
+                let s = if plan.staged(i) {
+                    // Copied while hashed; a repeat of an earlier file is
+                    // replaced by a link to it.
+                    match first_copy.get(&key(i)) {
+                        Some(&of) => Source::Same(of),
+                        None => {
+                            first_copy.insert(key(i), i);
+                            Source::Staged
+                        }
+                    }
+                } else if let Some(&(o, at)) = same_path.get(&i).or_else(|| by_content.get(&key(i)))
+                {
+                    used.insert((o.to_string(), at));
+                    Source::Link(self.store.join(o).join(&entries[at].path))
+                } else if let Some(&of) = first_copy.get(&key(i)) {
+                    Source::Same(of)
+                } else {
+                    first_copy.insert(key(i), i);
+                    Source::Copy
+                };
+                out.insert(i, s);
+            }
+        }
+        (out, used)
+    }
+
+    /// The records of the reused objects, with the entries whose inode another
+    /// object shares (a link or unlink of this run may have moved its ctime)
+    /// stat'ed again.
+    fn refreshed(
+        &self,
+        objects: &BTreeMap<String, String>,
+        packs: &[PackTree],
+        link_sources: &HashSet<(String, usize)>,
+    ) -> Result<Vec<Record>, Error> {
+        let entries = &self.manifest.contents.entries;
+        let reused: HashSet<&str> = packs
+            .iter()
+            .filter_map(|p| objects.get(&p.name))
+            .map(String::as_str)
+            .filter(|o| self.whole.get(*o) == Some(&true))
+            .collect();
+        let items: Vec<&(String, usize, Record)> = self
+            .by_object
+            .iter()
+            .filter(|(o, _, _)| reused.contains(o.as_str()))
+            .collect();
+        crate::parallel::try_map(&items, |(o, i, r)| {
+            let touched = entries[*i].kind == Kind::File
+                && (r.nlink > 1 || link_sources.contains(&(o.clone(), *i)));
+            if !touched {
+                return Ok(*r);
+            }
+            let path = self.store.join(o).join(&entries[*i].path);
+            let st = crate::scan::Stamp::read(&path).ctx("read", &path)?;
+            Ok(Record {
+                ctime_ns: st.ctime_ns,
+                ..*r
+            })
+        })
+    }
+}
+
+/// The objects of the kept generation at `dir` when it holds exactly this
+/// manifest and each pack's object is confirmed whole; `None` otherwise.
+fn kept_generation(
+    dir: &Path,
+    manifest: &Manifest,
+    packs: &[PackTree],
+    trust: &mut Trust,
+) -> Result<Option<Vec<String>>, Error> {
+    if !dir.is_dir() || !manifest.matches_file(&dir.join(MANIFEST_NAME)) {
+        return Ok(None);
+    }
+    let Ok(Objects::Packs(map)) = read_objects(dir) else {
+        return Ok(None);
+    };
+    let mut out = vec![];
+    for p in packs {
+        let Some(o) = map.get(&p.name).filter(|o| object_id(o) == p.id) else {
+            return Ok(None);
+        };
+        if !trust.pack(o, p)? {
+            return Ok(None);
+        }
+        out.push(o.clone());
+    }
+    let choices: Vec<PackChoice> = out.iter().map(|o| PackChoice::Reuse(o.clone())).collect();
+    Ok((map.len() == packs.len() && generation_links_ok(dir, packs, &choices)).then_some(out))
+}
+
+/// Whether the generation at `dir` links each pack to the object chosen for it.
+fn generation_links_ok(dir: &Path, packs: &[PackTree], choices: &[PackChoice]) -> bool {
+    packs.iter().zip(choices).all(|(p, c)| match c {
+        PackChoice::Reuse(o) => std::fs::read_link(dir.join(&p.name))
+            .ok()
+            .is_some_and(|t| t == Path::new(&link_target(&p.name, o))),
+        PackChoice::New => false,
+    })
+}
+
+/// `name`, or `name-<n>` for the first `n` free (another copy of the same
+/// contents, beside a damaged one that is still current).
+fn free_generation_name(vol: &Volume, name: &str) -> String {
+    let current = vol.current().ok().flatten();
+    let mut candidate = name.to_string();
+    let mut n = 1;
+    while current.as_deref() == Some(candidate.as_str()) {
+        n += 1;
+        candidate = format!("{name}-{n}");
+    }
+    candidate
+}
+
+/// `id`, or `id-<n>` for the first `n` free in the store.
+fn free_object_name(store: &Path, id: &str) -> String {
+    let mut candidate = id.to_string();
+    let mut n = 1;
+    while exists(&store.join(&candidate)) {
+        n += 1;
+        candidate = format!("{id}-{n}");
+    }
+    candidate
+}
+
+/// Writes the generation `name`: under a temporary name, the manifest, the
+/// objects list and one link per pack, sealed; the filesystem flushed (unless
+/// told not to); then renamed into place.
+fn write_generation(
+    vol: &Volume,
+    manifest: &Manifest,
+    objects: &BTreeMap<String, String>,
+    name: &str,
+    sync: bool,
+    seal: &Seal,
+) -> Result<(), Error> {
+    let tmp = vol.root.join(tmp_name("generation"));
+    fsops::create_dir(&tmp)?;
+    fsops::write_new(&tmp.join(MANIFEST_NAME), seal, MODE_FILE, |w| {
+        manifest.write_to(w)
+    })?;
+    fsops::write_new(&tmp.join(OBJECTS_NAME), seal, MODE_FILE, |w| {
+        std::io::Write::write_all(w, &objects_bytes(objects))
+    })?;
+    for (pack, object) in objects {
+        let link = tmp.join(pack);
+        fsops::symlink(&link_target(pack, object), &link)?;
+        seal.link(&link)?;
+    }
+    seal.path(&tmp, MODE_EXEC)?;
+    if sync {
+        fsops::sync_fs(&tmp)?;
+    }
+    fsops::rename(&tmp, &vol.root.join(name))
+}
+
+/// Names in the root that this tool did not write (and that are not upstream's sentinel).
+fn unmanaged(vol: &Volume) -> Result<Vec<String>, Error> {
+    if !vol.root.exists() {
+        return Ok(vec![]);
+    }
+    Ok(vol
+        .root_entries()?
+        .into_iter()
+        .filter(|(n, link)| classify(n, *link).is_none())
+        .map(|(n, _)| n)
+        .collect())
+}
+
+/// The names that should be links in the root: one per pack, and the manifest.
+fn link_names(packs: &[PackTree]) -> Vec<String> {
+    packs
+        .iter()
+        .map(|p| p.name.clone())
+        .chain([MANIFEST_NAME.to_string()])
+        .collect()
+}
+
+fn links_need_repair(vol: &Volume, packs: &[PackTree]) -> Result<bool, Error> {
+    let wanted = link_names(packs);
+    let ok = wanted.iter().all(|n| {
+        std::fs::read_link(vol.root.join(n)).ok().as_deref()
+            == Some(Path::new(&format!("{DATA_LINK}/{n}")))
+    });
+    let extra = vol
+        .root_entries()?
+        .into_iter()
+        .any(|(n, link)| classify(&n, link) == Some(RootEntry::Link) && !wanted.contains(&n));
+    Ok(!ok || extra)
+}
+
+/// Points `<pack>` and the manifest link through `..data`, atomically each.
+fn add_links(vol: &Volume, packs: &[PackTree]) -> Result<(), Error> {
+    for name in link_names(packs) {
+        let path = vol.root.join(&name);
+        let target = format!("{DATA_LINK}/{name}");
+        if std::fs::read_link(&path).ok().as_deref() == Some(Path::new(&target)) {
+            continue;
+        }
+        fsops::replace_link(&target, &vol.root.join(tmp_name("link")), &path)?;
+    }
+    Ok(())
+}
+
+/// Removes links of packs the current generation does not hold.
+fn drop_stale_links(vol: &Volume, packs: &[PackTree]) -> Result<(), Error> {
+    let wanted = link_names(packs);
+    for (name, link) in vol.root_entries()? {
+        if classify(&name, link) == Some(RootEntry::Link) && !wanted.contains(&name) {
+            fsops::remove_file(&vol.root.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the stamps record.
+fn save_stamps(vol: &Volume, records: Vec<Record>) -> Result<(), Error> {
+    fsops::write_atomic(
+        &vol.root.join(STAMPS_NAME),
+        &vol.root.join(tmp_name("stamps")),
+        &Stamps::bytes(records),
+        None,
+    )
 }
 
 /// The difference between the previous manifest (read as a stream) and the
 /// new one, and for each new entry whether the previous generation holds the
 /// same file (contents, mode, mtime and owner) at the same path, so that it
-/// can be hard-linked from there (`link` false: never).
+/// can be hard-linked from there once confirmed (`link` false: never).
 fn diff(previous: Option<&Path>, new: &Manifest, link: bool) -> Result<(Diff, Vec<bool>), Error> {
     let entries = &new.contents.entries;
     let mut d = Diff::default();
@@ -352,297 +802,4 @@ fn diff(previous: Option<&Path>, new: &Manifest, link: bool) -> Result<(Diff, Ve
 
 fn files<'a>(entries: impl Iterator<Item = &'a Entry>) -> impl Iterator<Item = &'a Entry> {
     entries.filter(|e| e.kind == Kind::File)
-}
-
-/// Writes the objects of `tree` that the store lacks: each under a temporary
-/// name, its files on all cores (hard-linked from generation `from` where
-/// `linkable` says it holds them, else copied from the inputs), then its
-/// links, then sealed and renamed into place, children before parents.
-fn write_objects(
-    vol: &Volume,
-    plan: &Plan,
-    tree: &Tree,
-    from: Option<&str>,
-    linkable: &[bool],
-    progress: &Progress,
-    out: &mut Outcome,
-) -> Result<(), Error> {
-    let entries = &plan.manifest.contents.entries;
-    let contents = &plan.manifest.contents;
-    let store = vol.root.join(STORE_DIR);
-    if !exists(&store) {
-        fs::create_dir(&store).ctx("create", &store)?;
-        step();
-    }
-    let seal = Seal::new(contents.mtime, contents.owner.as_deref());
-    let mut named = BTreeSet::new();
-    let mut todo: Vec<(&Dir, String)> = vec![];
-    for d in tree.dirs.iter().filter(|d| d.is_object()) {
-        let name = d.object();
-        if named.insert(name.clone()) {
-            if exists(&store.join(&name)) {
-                out.objects_shared += 1;
-            } else {
-                todo.push((d, name));
-            }
-        }
-    }
-    out.objects_written = todo.len();
-    todo.sort_by_key(|(d, _)| std::cmp::Reverse(d.depth));
-    let pid = std::process::id();
-    let tmp_of = |name: &str| store.join(format!("{TMP_PREFIX}{name}-{pid}"));
-
-    // Directories: each object's own, and the real subdirectories of deep
-    // ones; a directory whose files were staged while hashed is moved whole.
-    let mut files: Vec<(usize, PathBuf)> = vec![];
-    let mut links: Vec<(PathBuf, String)> = vec![];
-    let mut dirs: Vec<PathBuf> = vec![];
-    let place = |entry: usize, at: &Path| -> Result<bool, Error> {
-        if let Some(staged) = plan.stage_dir(entry).filter(|p| exists(p)) {
-            fs::rename(&staged, at).ctx("move staged directory to", at)?;
-            step();
-            return Ok(true);
-        }
-        fs::create_dir(at).ctx("create directory", at)?;
-        step();
-        Ok(false)
-    };
-    let mut roots = Vec::with_capacity(todo.len());
-    for (d, name) in &todo {
-        // A staged directory is finished where it is (it has a temporary name
-        // already) and renamed into the store from there.
-        let (root, moved) = match plan.stage_dir(d.entry).filter(|p| exists(p)) {
-            Some(staged) => (staged, true),
-            None => {
-                let root = tmp_of(name);
-                fs::create_dir(&root).ctx("create", &root)?;
-                step();
-                (root, false)
-            }
-        };
-        roots.push((root.clone(), name));
-        dirs.push(root.clone());
-        let mut stack = vec![(*d, root, moved)];
-        while let Some((dir, at, moved)) = stack.pop() {
-            for &c in &dir.children {
-                let e = &entries[c];
-                let dst = at.join(base_name(&e.path));
-                match e.kind {
-                    Kind::File if moved && plan.staged(c) => out.copied += 1,
-                    Kind::File => files.push((c, dst)),
-                    Kind::Dir if !dir.inlines_children() => {
-                        links.push((dst, format!("../{}", tree.dir(c).object())));
-                    }
-                    Kind::Dir => {
-                        let moved = place(c, &dst)?;
-                        dirs.push(dst.clone());
-                        stack.push((tree.dir(c), dst, moved));
-                    }
-                }
-            }
-        }
-    }
-
-    let bar = progress.bar("writing", files.len() as u64);
-    let done = AtomicU64::new(0);
-    let linked = crate::parallel::try_map(&files, |(c, dst)| {
-        let e = &entries[*c];
-        let linked = match from {
-            Some(generation) if linkable[*c] => {
-                fs::hard_link(vol.root.join(generation).join(&e.path), dst).is_ok()
-            }
-            _ => false,
-        };
-        if !linked {
-            let node = &plan.nodes[*c];
-            copy_file(&plan.source(*c), &node.stamp, dst, e.mode_bits(), &seal)?;
-        }
-        step();
-        bar.set(done.fetch_add(1, Ordering::Relaxed) + 1);
-        Ok(linked)
-    })?;
-    out.hardlinked = linked.iter().filter(|l| **l).count();
-    out.copied += linked.len() - out.hardlinked;
-    bar.finish();
-
-    for (link, target) in &links {
-        symlink(target, link).ctx("create link", link)?;
-        seal.link(link)?;
-        step();
-    }
-    // Sealed deepest first, so each directory is sealed after its children.
-    for dir in dirs.iter().rev() {
-        seal.path(dir, MODE_EXEC)?;
-    }
-    step();
-    for (root, name) in roots {
-        let target = store.join(name);
-        fs::rename(&root, &target).ctx("rename object into place", &target)?;
-        step();
-    }
-    Ok(())
-}
-
-/// Writes the generation directory `name`: the manifest, the objects list
-/// and one link per pack; flushes the filesystem (unless told not to) and
-/// renames it into place.
-fn write_generation(
-    vol: &Volume,
-    manifest: &Manifest,
-    tree: &Tree,
-    salt: &str,
-    name: &str,
-    opts: &Options,
-) -> Result<(), Error> {
-    let contents = &manifest.contents;
-    let tmp = vol.root.join(format!(
-        "{TMP_PREFIX}{}-{}",
-        manifest.generation_id(),
-        std::process::id()
-    ));
-    fs::create_dir(&tmp).ctx("create generation", &tmp)?;
-    step();
-    let seal = Seal::new(contents.mtime, contents.owner.as_deref());
-
-    let mf = tmp.join(MANIFEST_NAME);
-    let file = File::create(&mf).ctx("write manifest", &mf)?;
-    let mut w = io::BufWriter::with_capacity(256 * 1024, file);
-    manifest
-        .write_to(&mut w)
-        .and_then(|()| w.flush())
-        .ctx("write manifest", &mf)?;
-    let file = w
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .ctx("write manifest", &mf)?;
-    seal.file(&file, MODE_FILE, &mf)?;
-    step();
-    let objects = tmp.join(OBJECTS_NAME);
-    fs::write(&objects, objects_file_bytes(salt, &tree.objects())).ctx("write", &objects)?;
-    seal.path(&objects, MODE_FILE)?;
-    step();
-    for (pack, object) in tree.packs(manifest) {
-        let link = tmp.join(pack);
-        symlink(format!("../{STORE_DIR}/{object}"), &link).ctx("create link", &link)?;
-        seal.link(&link)?;
-        step();
-    }
-    seal.path(&tmp, MODE_EXEC)?;
-    step();
-    if opts.sync {
-        let dir = File::open(&tmp).ctx("open", &tmp)?;
-        rustix::fs::syncfs(&dir)
-            .map_err(io::Error::from)
-            .ctx("sync filesystem of", &tmp)?;
-    }
-    let target = vol.root.join(name);
-    fs::rename(&tmp, &target).ctx("rename generation into place", &target)?;
-    step();
-    Ok(())
-}
-
-/// The names that should be links in the root: one per pack, and the manifest.
-fn link_names(manifest: &Manifest) -> Vec<String> {
-    manifest
-        .packs()
-        .chain([MANIFEST_NAME])
-        .map(str::to_string)
-        .collect()
-}
-
-fn links_need_repair(vol: &Volume, manifest: &Manifest) -> Result<bool, Error> {
-    let wanted = link_names(manifest);
-    let ok = wanted.iter().all(|n| {
-        fs::read_link(vol.root.join(n)).ok().as_deref()
-            == Some(Path::new(&format!("{DATA_LINK}/{n}")))
-    });
-    let extra = vol
-        .root_entries()?
-        .into_iter()
-        .any(|(n, link)| classify(&n, link) == Some(RootEntry::Link) && !wanted.contains(&n));
-    Ok(!ok || extra)
-}
-
-/// Points `<pack>` and the manifest link through `..data`; removes links of packs that are gone.
-fn update_links(vol: &Volume, manifest: &Manifest) -> Result<(), Error> {
-    let wanted = link_names(manifest);
-    for name in &wanted {
-        let path = vol.root.join(name);
-        let target = format!("{DATA_LINK}/{name}");
-        if fs::read_link(&path).ok().as_deref() == Some(Path::new(&target)) {
-            continue;
-        }
-        let tmp = vol
-            .root
-            .join(format!("{TMP_PREFIX}link-{}", std::process::id()));
-        symlink(&target, &tmp).ctx("create link", &tmp)?;
-        step();
-        fs::rename(&tmp, &path).ctx("replace", &path)?;
-        step();
-    }
-    for (name, link) in vol.root_entries()? {
-        if classify(&name, link) == Some(RootEntry::Link) && !wanted.contains(&name) {
-            let path = vol.root.join(&name);
-            fs::remove_file(&path).ctx("remove stale link", &path)?;
-            step();
-        }
-    }
-    Ok(())
-}
-
-/// Whether the generation at `dir` holds this manifest byte for byte and each
-/// of its packs resolves to a directory (its object is there).
-fn generation_intact(dir: &Path, manifest: &Manifest) -> bool {
-    manifest.matches_file(&dir.join(MANIFEST_NAME))
-        && manifest
-            .packs()
-            .all(|p| fs::metadata(dir.join(p)).is_ok_and(|m| m.is_dir()))
-}
-
-/// Whether the generation at `dir` holds exactly what `manifest` lists: the
-/// same manifest bytes, and every entry with its type, size and mode (through
-/// the links into the store).
-fn generation_complete(dir: &Path, manifest: &Manifest) -> bool {
-    if !generation_intact(dir, manifest) {
-        return false;
-    }
-    let entries = &manifest.contents.entries;
-    crate::parallel::try_map(entries, |e| {
-        let ok = fs::metadata(dir.join(&e.path)).is_ok_and(|m| {
-            let kind_ok = match e.kind {
-                Kind::Dir => m.is_dir(),
-                Kind::File => m.is_file() && Some(m.len()) == e.size,
-            };
-            kind_ok && m.permissions().mode() & 0o7777 == e.mode_bits()
-        });
-        Ok(ok)
-    })
-    .is_ok_and(|all| all.into_iter().all(|ok| ok))
-}
-
-/// Removes generations other than `current` and those in `protected`, keeping
-/// the `others` most recent of them.
-fn collect_garbage(
-    vol: &Volume,
-    protected: &[&str],
-    current: &str,
-    others: usize,
-) -> Result<Vec<String>, Error> {
-    let mut old: Vec<(i64, String)> = vec![];
-    for (name, link) in vol.root_entries()? {
-        if name != current
-            && !protected.contains(&name.as_str())
-            && classify(&name, link) == Some(RootEntry::Generation)
-        {
-            let stamp = Stamp::read(&vol.root.join(&name)).ctx("read", &vol.root.join(&name))?;
-            old.push((stamp.ctime_ns, name));
-        }
-    }
-    old.sort_by(|a, b| b.cmp(a));
-    let mut removed = vec![];
-    for (_, name) in old.into_iter().skip(others) {
-        remove_tree(vol, &name)?;
-        removed.push(name);
-    }
-    Ok(removed)
 }

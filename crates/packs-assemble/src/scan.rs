@@ -146,9 +146,13 @@ pub fn is_excluded(name: &str) -> bool {
 /// returning its entries under `prefix` sorted by path. The root itself is
 /// included as `prefix`. Refused entries become errors in `diags`, sorted too.
 ///
-/// Directories are opened with `O_NOFOLLOW` and their entries stat'ed relative
-/// to the directory's descriptor, so nothing is followed and no path is looked
-/// up twice; directories are read by several threads (stat dominates a walk).
+/// Directories are opened with `O_NOFOLLOW` relative to their parent's
+/// descriptor and their entries stat'ed relative to their own, so nothing is
+/// followed and no path is looked up twice; directories are read by several
+/// threads (stat dominates a walk). A directory is opened only when a thread
+/// takes it from the queue, and the queue is a stack, so the descriptors open
+/// at once are bounded by the depth of the tree times the threads, however
+/// many siblings a directory has.
 /// `allow_hard_links` is false for pack sources: a file with several links may
 /// be a hard link to a file outside the tree that its author cannot read.
 pub fn scan(
@@ -189,7 +193,12 @@ pub fn scan_all(
             stamp: Stamp::of(&st),
             origin,
         });
-        jobs.push((fd, root.to_path_buf(), prefix.to_string(), base));
+        jobs.push((
+            DirFd::Open(fd),
+            root.to_path_buf(),
+            prefix.to_string(),
+            base,
+        ));
     }
     let queue = Queue {
         state: Mutex::new((jobs, 0)),
@@ -209,7 +218,7 @@ pub fn scan_all(
                         diags: Diagnostics::default(),
                     };
                     while let Some((fd, abs, rel, base)) = queue.pop() {
-                        let result = w.dir(&fd, &abs, &rel, &base, &queue);
+                        let result = w.dir(fd, &abs, &rel, &base, &queue);
                         queue.done();
                         result?;
                     }
@@ -240,7 +249,13 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
-type Job = (OwnedFd, PathBuf, String, Arc<Base>);
+/// A directory to read: open already (a root), or a name in its open parent.
+enum DirFd {
+    Open(OwnedFd),
+    At(Arc<OwnedFd>, String),
+}
+
+type Job = (DirFd, PathBuf, String, Arc<Base>);
 
 /// Directories left to read, and how many are being read.
 struct Queue {
@@ -289,14 +304,22 @@ struct Walker {
 impl Walker {
     fn dir(
         &mut self,
-        fd: &OwnedFd,
+        fd: DirFd,
         abs: &Path,
         rel: &str,
         base: &Arc<Base>,
         queue: &Queue,
     ) -> Result<(), Error> {
         let io = |e: rustix::io::Errno| std::io::Error::from(e);
-        let entries = Dir::read_from(fd).map_err(io).ctx("read directory", abs)?;
+        let fd = Arc::new(match fd {
+            DirFd::Open(fd) => fd,
+            DirFd::At(parent, name) => openat(&*parent, name.as_str(), dir_flags(), Mode::empty())
+                .map_err(io)
+                .ctx("open", abs)?,
+        });
+        let entries = Dir::read_from(&*fd)
+            .map_err(io)
+            .ctx("read directory", abs)?;
         for entry in entries {
             let entry = entry.map_err(io).ctx("read directory", abs)?;
             let name = entry.file_name().to_bytes();
@@ -314,7 +337,7 @@ impl Walker {
             if is_excluded(name) {
                 continue;
             }
-            let st = statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            let st = statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(io)
                 .ctx_with("read", path)?;
             let kind = match FileType::from_raw_mode(st.st_mode as _) {
@@ -338,10 +361,12 @@ impl Walker {
             child_rel.push('/');
             child_rel.push_str(name);
             if kind == Kind::Dir {
-                let child = openat(fd, name, dir_flags(), Mode::empty())
-                    .map_err(io)
-                    .ctx("open", &path())?;
-                queue.push((child, path(), child_rel.clone(), base.clone()));
+                queue.push((
+                    DirFd::At(fd.clone(), name.to_string()),
+                    path(),
+                    child_rel.clone(),
+                    base.clone(),
+                ));
             }
             let mode = st.st_mode as u32;
             self.nodes.push(Node {

@@ -1,209 +1,113 @@
-//! The object store `..store/`: immutable directories that generations share,
-//! named by a hash of their contents (a Merkle tree, as in git or the Nix store).
-//!
-//! Layout of a volume:
+//! The store `..store/`: pack objects that generations share, each named by
+//! a hash of the pack's whole tree, and each generation's list of the objects
+//! it links to.
 //!
 //! ```text
-//! ..data -> ..<gen>                       the commit point
-//! ..<gen>/.attune-manifest.json           every entry, its mode, size, sha256
-//! ..<gen>/.attune-objects                 the objects this generation reaches
-//! ..<gen>/<pack> -> ../..store/<obj>      one link per pack
-//! ..store/<obj>/<file>                    files: regular, read-only, hard-linked
-//!                                         between the objects that hold them
-//! ..store/<obj>/<dir> -> ../<obj>         subdirectories: links to their objects
-//! <pack> -> ..data/<pack>                 what services open
+//! ..<gen>/<pack> -> ../..store/<obj>/<pack>   one link per pack
+//! ..<gen>/.attune-objects                      `<pack> <obj>` a line
+//! ..store/<obj>/<pack>/...                     the pack: real directories and
+//!                                              regular files, nothing else
 //! ```
 //!
-//! An object's name is the first 128 bits of SHA-256 over its listing: each
-//! file's name, mode and content hash, each subdirectory's name and hash, and a
-//! header with the generation's mtime and owner (they are the inodes' too) and
-//! the store's salt. Equal directories get equal names, so a new generation
-//! writes only the objects on the path from a change to its pack's root; every
-//! other directory is the object the previous generation already links to.
-//! Readers see plain paths: every link is relative and stays inside the volume.
-//! Below [`INLINE_DEPTH`] levels, an object holds its whole subtree as real
-//! directories, so that no path resolves through more than about 20 links
-//! (Linux follows at most 40 in one lookup).
-//!
-//! Why a kill at any moment is safe (the publisher holds the volume lock):
-//! - An object is written under `..store/..tmp-*` and renamed to its name only
-//!   once complete (files, links, modes), after its children: a name in the
-//!   store is always a complete object whose subdirectories exist.
-//! - Objects are renamed into place before the filesystem is flushed, so a
-//!   power cut could leave one named but not durable. Such an object is
-//!   reachable from no generation (a generation is renamed into place after the
-//!   flush), and every run that writes first removes each object no generation
-//!   lists: an object is reused only when a generation reaches it, that is when
-//!   it was flushed before.
-//! - A generation lists its objects in `.attune-objects`, written before the
-//!   generation is renamed into place, so garbage collection never frees what
-//!   a kept generation (committed or not) reaches. An object is removed by
-//!   renaming it to a tombstone first (see [`crate::remove`]).
-//! - `--force` publishes with a fresh salt: every object name is new, nothing is
-//!   linked from what might be damaged, and later runs keep the current
-//!   generation's salt (recorded in `.attune-objects`), so they share with the
-//!   repaired copy and never with the damaged one.
+//! The canonical path of `VOL/<pack>` is `VOL/..store/<obj>/<pack>`: it ends
+//! in `/<pack>`, and below it a reader crosses no link, as in a `cp -a` copy.
+//! An object's name is the first 128 bits of SHA-256 over the pack's entries
+//! (paths relative to the pack, types, modes, content hashes) and the mtime
+//! and owner every inode carries, so an unchanged pack keeps its object. A
+//! second copy of the same tree (the first one damaged) is named `<hash>-<n>`.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::ops::Range;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, IoContext};
-use crate::hash::Sha256Digest;
 use crate::manifest::{Manifest, hex};
 use crate::scan::Kind;
-use crate::volume::{RootEntry, Volume, classify};
+use crate::volume::{STORE_DIR, generation_id_of};
 
-/// The store directory in the volume root.
-pub const STORE_DIR: &str = "..store";
-/// The list of objects a generation reaches, inside the generation.
+/// The list of objects a generation links to, inside the generation.
 pub const OBJECTS_NAME: &str = ".attune-objects";
-/// Directories this deep below their pack (the pack is 0) hold their subtree
-/// as real directories instead of links.
-pub const INLINE_DEPTH: usize = 16;
-/// First word of [`OBJECTS_NAME`]; the salt follows it.
-const OBJECTS_HEADER: &str = "attune-objects 1";
+/// First line of a generation's objects list: `<pack> <object>` lines follow.
+const OBJECTS_HEADER: &str = "attune-objects 2";
+/// First word of the objects list of the previous layout (directory objects,
+/// format-2 manifests): object names follow.
+const LEGACY_HEADER: &str = "attune-objects 1";
 
-/// Whether `name` can be an object's name: 32 lowercase hex digits.
+/// Whether `name` can be an object's name: 32 lowercase hex digits, with `-<n>`
+/// for a further copy of the same tree.
 pub fn is_object_name(name: &str) -> bool {
-    name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    generation_id_of(name).is_some() && !name.bytes().any(|b| b.is_ascii_uppercase())
 }
 
-/// One directory of a manifest.
+/// The tree hash an object name stands for (its first 32 digits).
+pub fn object_id(name: &str) -> &str {
+    &name[..32.min(name.len())]
+}
+
+/// One pack of a manifest: its entries and its tree hash.
 #[derive(Clone, Debug)]
-pub struct Dir {
-    /// Its index in the manifest's entries.
-    pub entry: usize,
-    /// 0 for a pack, 1 for its subdirectories, and so on.
-    pub depth: usize,
-    /// Its children's entry indices, in name order.
-    pub children: Vec<usize>,
-    hash: [u8; 32],
+pub struct PackTree {
+    /// The pack's name (its top-level directory).
+    pub name: String,
+    /// The index of the pack's own directory entry.
+    pub root: usize,
+    /// The indices of the entries below it (contiguous: they share `<pack>/`).
+    pub below: Range<usize>,
+    /// 32 hex digits over the whole tree (the object's name, without `-<n>`).
+    pub id: String,
 }
 
-impl Dir {
-    /// Whether it is an object of its own (else it is inside its ancestor's).
-    pub fn is_object(&self) -> bool {
-        self.depth <= INLINE_DEPTH
-    }
-
-    /// Whether its subdirectories are real directories inside it, not links.
-    pub fn inlines_children(&self) -> bool {
-        self.depth >= INLINE_DEPTH
-    }
-
-    /// Its object's name.
-    pub fn object(&self) -> String {
-        hex(&self.hash[..16])
+impl PackTree {
+    /// The indices of all its entries: the pack directory, then the rest in order.
+    pub fn entries(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.root).chain(self.below.clone())
     }
 }
 
-/// The directories of a manifest with their object names.
-#[derive(Debug)]
-pub struct Tree {
-    /// Directories, in manifest order.
-    pub dirs: Vec<Dir>,
-    /// For each manifest entry, its index in `dirs` (`u32::MAX` for files).
-    dir_index: Vec<u32>,
-}
-
-impl Tree {
-    /// Names every directory of `manifest` under `salt`.
-    pub fn new(manifest: &Manifest, salt: &str) -> Tree {
-        let c = &manifest.contents;
-        let entries = &c.entries;
-        let mut dirs = vec![];
-        let mut dir_index = vec![u32::MAX; entries.len()];
-        let mut by_path = std::collections::HashMap::new();
-        for (i, e) in entries.iter().enumerate() {
-            if e.kind == Kind::Dir {
-                dir_index[i] = dirs.len() as u32;
-                by_path.insert(e.path.as_str(), dirs.len());
-                dirs.push(Dir {
-                    entry: i,
-                    depth: e.path.matches('/').count(),
-                    children: vec![],
-                    hash: [0; 32],
-                });
-            }
+/// The packs of `manifest` with their tree hashes, sorted by name.
+pub fn pack_trees(manifest: &Manifest) -> Vec<PackTree> {
+    let c = &manifest.contents;
+    let entries = &c.entries;
+    let owner = c.owner.as_deref().unwrap_or("-");
+    let mut out = vec![];
+    let mut line = Vec::with_capacity(256);
+    for (root, e) in entries.iter().enumerate() {
+        if e.kind != Kind::Dir || e.path.contains('/') {
+            continue;
         }
-        // Entries are sorted by path, so siblings arrive in name order.
-        for (i, e) in entries.iter().enumerate() {
-            if let Some((parent, _)) = e.path.rsplit_once('/')
-                && let Some(&d) = by_path.get(parent)
-            {
-                dirs[d].children.push(i);
+        let prefix = format!("{}/", e.path);
+        let start = entries.partition_point(|x| x.path.as_str() < prefix.as_str());
+        let end = start + entries[start..].partition_point(|x| x.path.starts_with(&prefix));
+        let mut h = Sha256::new();
+        h.update(format!(
+            "attune-pack-object 3\0{}\0{}\0{owner}\n",
+            e.path, c.mtime
+        ));
+        for i in std::iter::once(root).chain(start..end) {
+            let x = &entries[i];
+            line.clear();
+            line.extend_from_slice(if x.kind == Kind::File { b"f\0" } else { b"d\0" });
+            line.extend_from_slice(&x.path.as_bytes()[e.path.len()..]);
+            line.push(0);
+            x.mode.write_to(&mut line);
+            line.push(0);
+            if let Some(sha) = &x.sha256 {
+                sha.write_hex(&mut line);
             }
+            line.push(b'\n');
+            h.update(&line);
         }
-        drop(by_path);
-        let mut order: Vec<usize> = (0..dirs.len()).collect();
-        order.sort_by_key(|&d| std::cmp::Reverse(dirs[d].depth));
-        let owner = c.owner.as_deref().unwrap_or("-");
-        let mut line = Vec::with_capacity(256);
-        for d in order {
-            let layout = if dirs[d].inlines_children() {
-                "inline"
-            } else {
-                "links"
-            };
-            let mut h = Sha256::new();
-            h.update(format!(
-                "attune-store 1\0{}\0{owner}\0{salt}\0{layout}\n",
-                c.mtime
-            ));
-            for &child in &dirs[d].children {
-                // `f\0<name>\0<mode>\0<sha256>\n` or `d\0<name>\0<hash>\n`,
-                // built in one buffer: this runs for every entry of every publish.
-                let e = &entries[child];
-                line.clear();
-                line.extend_from_slice(if e.kind == Kind::File { b"f\0" } else { b"d\0" });
-                line.extend_from_slice(base_name(&e.path).as_bytes());
-                line.push(0);
-                match e.kind {
-                    Kind::File => {
-                        e.mode.write_to(&mut line);
-                        line.push(0);
-                        match &e.sha256 {
-                            Some(sha) => sha.write_hex(&mut line),
-                            None => line.push(b'-'),
-                        }
-                    }
-                    Kind::Dir => {
-                        Sha256Digest(dirs[dir_index[child] as usize].hash).write_hex(&mut line)
-                    }
-                }
-                line.push(b'\n');
-                h.update(&line);
-            }
-            dirs[d].hash = h.finalize().into();
-        }
-        Tree { dirs, dir_index }
+        out.push(PackTree {
+            name: e.path.clone(),
+            root,
+            below: start..end,
+            id: hex(&h.finalize()[..16]),
+        });
     }
-
-    /// The directory of manifest entry `entry`.
-    pub fn dir(&self, entry: usize) -> &Dir {
-        &self.dirs[self.dir_index[entry] as usize]
-    }
-
-    /// The packs (top-level directories) with their objects' names.
-    pub fn packs<'a>(&'a self, manifest: &'a Manifest) -> impl Iterator<Item = (&'a str, String)> {
-        self.dirs
-            .iter()
-            .filter(|d| d.depth == 0)
-            .map(|d| (manifest.contents.entries[d.entry].path.as_str(), d.object()))
-    }
-
-    /// Every object this tree reaches, sorted.
-    pub fn objects(&self) -> BTreeSet<String> {
-        self.dirs
-            .iter()
-            .filter(|d| d.is_object())
-            .map(Dir::object)
-            .collect()
-    }
+    out
 }
 
 /// The last component of a `/`-separated path.
@@ -211,82 +115,74 @@ pub fn base_name(path: &str) -> &str {
     path.rsplit_once('/').map_or(path, |(_, n)| n)
 }
 
-/// Writes `.attune-objects`: the header with the salt, then one name a line.
-pub fn objects_file_bytes(salt: &str, objects: &BTreeSet<String>) -> Vec<u8> {
-    let mut s = format!(
-        "{OBJECTS_HEADER} {}\n",
-        if salt.is_empty() { "-" } else { salt }
-    );
-    for o in objects {
-        s.push_str(o);
-        s.push('\n');
+/// The link a generation holds for `pack` in `object`, relative to the generation.
+pub fn link_target(pack: &str, object: &str) -> String {
+    format!("../{STORE_DIR}/{object}/{pack}")
+}
+
+/// The object a generation's link for `pack` names, if it is one of ours.
+pub fn object_of_link<'a>(target: &'a str, pack: &str) -> Option<&'a str> {
+    let rest = target.strip_prefix("../")?.strip_prefix(STORE_DIR)?;
+    let obj = rest
+        .strip_prefix('/')?
+        .strip_suffix(pack)?
+        .strip_suffix('/')?;
+    is_object_name(obj).then_some(obj)
+}
+
+/// What a generation's objects list says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Objects {
+    /// This layout: each pack's object.
+    Packs(BTreeMap<String, String>),
+    /// The previous layout's directory objects (never reused, only kept
+    /// alive until their generation goes).
+    Legacy(Vec<String>),
+}
+
+impl Objects {
+    /// Every object named.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Objects::Packs(m) => m.values().map(String::as_str).collect(),
+            Objects::Legacy(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// The bytes of a generation's objects list.
+pub fn objects_bytes(packs: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut s = format!("{OBJECTS_HEADER}\n");
+    for (pack, obj) in packs {
+        s.push_str(&format!("{pack} {obj}\n"));
     }
     s.into_bytes()
 }
 
-/// Reads a generation's `.attune-objects`: its salt and its objects.
-pub fn read_objects_file(generation: &Path) -> io::Result<(String, Vec<String>)> {
-    let text = fs::read_to_string(generation.join(OBJECTS_NAME))?;
-    let mut lines = text.lines();
+/// Reads the objects list of the generation at `dir`.
+pub fn read_objects(dir: &Path) -> io::Result<Objects> {
+    let text = fs::read_to_string(dir.join(OBJECTS_NAME))?;
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "not an objects list");
-    let salt = lines
-        .next()
-        .and_then(|l| l.strip_prefix(OBJECTS_HEADER))
-        .and_then(|l| l.strip_prefix(' '))
-        .ok_or_else(bad)?;
-    let salt = if salt == "-" { "" } else { salt }.to_string();
-    let objects: Vec<String> = lines.map(str::to_string).collect();
-    if !objects.iter().all(|o| is_object_name(o)) {
-        return Err(bad());
-    }
-    Ok((salt, objects))
-}
-
-/// The objects some generation of `vol` reaches (kept or current, committed or not).
-///
-/// Each generation's list is read; a generation without one is walked through
-/// its links (a format-1 generation has none: it is a tree of its own).
-pub fn reachable(vol: &Volume) -> Result<HashSet<String>, Error> {
-    let mut all = HashSet::new();
-    for (name, link) in vol.root_entries()? {
-        if classify(&name, link) != Some(RootEntry::Generation) {
-            continue;
-        }
-        let dir = vol.root.join(&name);
-        match read_objects_file(&dir) {
-            Ok((_, objects)) => all.extend(objects),
-            Err(e) => {
-                tracing::debug!(generation = %name, "no objects list ({e}); walking its links");
-                walk_links(&vol.root, &dir, &mut all)?;
+    let mut lines = text.lines();
+    let header = lines.next().ok_or_else(bad)?;
+    if header == OBJECTS_HEADER {
+        let mut packs = BTreeMap::new();
+        for l in lines {
+            let (pack, obj) = l.split_once(' ').ok_or_else(bad)?;
+            if !is_object_name(obj) || !attune_pack::is_pack_ref(pack) {
+                return Err(bad());
             }
+            packs.insert(pack.to_string(), obj.to_string());
+        }
+        return Ok(Objects::Packs(packs));
+    }
+    if header.starts_with(LEGACY_HEADER) {
+        let names: Vec<String> = lines.map(str::to_string).collect();
+        if names.iter().all(|o| o.len() == 32 && is_object_name(o)) {
+            return Ok(Objects::Legacy(names));
         }
     }
-    Ok(all)
-}
-
-/// Adds the objects reachable through the links in `dir` (a generation or an object).
-fn walk_links(root: &Path, dir: &Path, seen: &mut HashSet<String>) -> Result<(), Error> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).ctx("read", dir),
-    };
-    for entry in entries {
-        let entry = entry.ctx("read", dir)?;
-        if !entry.file_type().is_ok_and(|t| t.is_symlink()) {
-            continue;
-        }
-        let Ok(target) = fs::read_link(entry.path()) else {
-            continue;
-        };
-        let Some(name) = target.to_str().map(base_name).filter(|n| is_object_name(n)) else {
-            continue;
-        };
-        if seen.insert(name.to_string()) {
-            walk_links(root, &root.join(STORE_DIR).join(name), seen)?;
-        }
-    }
-    Ok(())
+    Err(bad())
 }
 
 #[cfg(test)]
@@ -299,92 +195,62 @@ mod tests {
         Manifest::new(contents(entries))
     }
 
-    fn names(m: &Manifest, salt: &str) -> Vec<(String, String)> {
-        let t = Tree::new(m, salt);
-        t.dirs
-            .iter()
-            .map(|d| (m.contents.entries[d.entry].path.clone(), d.object()))
-            .collect()
-    }
-
     #[test]
-    fn a_change_renames_only_the_directories_above_it() {
+    fn a_change_renames_only_its_pack_and_packs_do_not_interleave() {
+        // `core-x` sorts between `core` and `core/...`.
         let base = vec![
-            dir("p"),
-            dir("p/a"),
-            file("p/a/x", "1"),
-            dir("p/b"),
-            file("p/b/y", "2"),
-            dir("p/b-c"),
-            file("p/b-c/z", "3"),
+            dir("core"),
+            file("core/a", "1"),
+            dir("core-x"),
+            file("core-x/b", "2"),
         ];
-        let before = names(&manifest(base.clone()), "");
-        let mut changed = base.clone();
-        changed[4] = file("p/b/y", "9");
-        let after = names(&manifest(changed), "");
-        let differ: Vec<&str> = before
-            .iter()
-            .zip(&after)
-            .filter(|(a, b)| a.1 != b.1)
-            .map(|(a, _)| a.0.as_str())
+        let before = pack_trees(&manifest(base.clone()));
+        assert_eq!(before.len(), 2);
+        let core = &before[0];
+        assert_eq!(core.name, "core");
+        let m = manifest(base.clone());
+        let paths: Vec<&str> = core
+            .entries()
+            .map(|i| m.contents.entries[i].path.as_str())
             .collect();
-        assert_eq!(differ, ["p", "p/b"]);
-        assert!(before.iter().all(|(_, n)| is_object_name(n)));
-        // A salt renames everything; equal directories share a name.
-        let salted = names(&manifest(base.clone()), "s");
-        assert!(before.iter().zip(&salted).all(|(a, b)| a.1 != b.1));
-        let twins = names(
-            &manifest(vec![
-                dir("p"),
-                dir("p/a"),
-                file("p/a/x", "1"),
-                dir("q"),
-                dir("q/a"),
-                file("q/a/x", "1"),
-            ]),
-            "",
-        );
-        assert_eq!(twins[1].1, twins[3].1);
+        assert_eq!(paths, ["core", "core/a"]);
+        let mut changed = base.clone();
+        changed[3] = file("core-x/b", "9");
+        let after = pack_trees(&manifest(changed));
+        assert_eq!(before[0].id, after[0].id);
+        assert_ne!(before[1].id, after[1].id);
+        assert!(is_object_name(&before[0].id));
+        // The same tree under another pack name is another object.
+        let other = pack_trees(&manifest(vec![dir("zz"), file("zz/a", "1")]));
+        assert_ne!(other[0].id, before[0].id);
     }
 
     #[test]
-    fn deep_directories_are_inlined_into_one_object() {
-        let mut entries = vec![];
-        let mut path = "p".to_string();
-        for _ in 0..=INLINE_DEPTH + 3 {
-            entries.push(dir(&path));
-            path.push_str("/d");
-        }
-        entries.push(file(&format!("{path}/f"), "1"));
-        let m = manifest(entries);
-        let t = Tree::new(&m, "");
-        let objects = t.dirs.iter().filter(|d| d.is_object()).count();
-        assert_eq!(objects, INLINE_DEPTH + 1);
-        assert_eq!(t.objects().len(), INLINE_DEPTH + 1);
-        assert!(
-            t.dirs
-                .iter()
-                .filter(|d| d.inlines_children())
-                .all(|d| d.depth >= INLINE_DEPTH)
-        );
-    }
-
-    #[test]
-    fn objects_list_round_trips() {
+    fn objects_list_round_trips_and_links_parse() {
         let tmp = tempfile::tempdir().unwrap();
-        let objects: BTreeSet<String> = ["0".repeat(32), "a".repeat(32)].into();
+        let packs: BTreeMap<String, String> = [("core".to_string(), "a".repeat(32))].into();
+        fs::write(tmp.path().join(OBJECTS_NAME), objects_bytes(&packs)).unwrap();
+        assert_eq!(read_objects(tmp.path()).unwrap(), Objects::Packs(packs));
         fs::write(
             tmp.path().join(OBJECTS_NAME),
-            objects_file_bytes("salt", &objects),
+            format!("attune-objects 1 salt\n{}\n", "b".repeat(32)),
         )
         .unwrap();
-        let (salt, back) = read_objects_file(tmp.path()).unwrap();
-        assert_eq!((salt.as_str(), back.len()), ("salt", 2));
+        assert_eq!(
+            read_objects(tmp.path()).unwrap(),
+            Objects::Legacy(vec!["b".repeat(32)])
+        );
         fs::write(
             tmp.path().join(OBJECTS_NAME),
-            "attune-objects 1 -\n../etc\n",
+            "attune-objects 2\ncore ../etc\n",
         )
         .unwrap();
-        assert!(read_objects_file(tmp.path()).is_err());
+        assert!(read_objects(tmp.path()).is_err());
+        let obj = format!("{}-2", "c".repeat(32));
+        let t = link_target("core", &obj);
+        assert_eq!(t, format!("../..store/{obj}/core"));
+        assert_eq!(object_of_link(&t, "core"), Some(obj.as_str()));
+        assert_eq!(object_of_link(&t, "other"), None);
+        assert_eq!(object_id(&obj), "c".repeat(32));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use attune_pack::{
     Arch, Diagnostic, Diagnostics, NativeProblem, RunnerType, check_native, load_pack,
@@ -14,8 +14,8 @@ use crate::error::{Error, IoContext};
 use crate::hash::hash_file;
 use crate::manifest::{MANIFEST_NAME, Manifest, root_hash};
 use crate::scan::Kind;
-use crate::store::{OBJECTS_NAME, STORE_DIR, is_object_name, read_objects_file};
-use crate::volume::{DATA_LINK, RootEntry, Volume, classify, generation_id_of};
+use crate::store::{OBJECTS_NAME, Objects, link_target, read_objects};
+use crate::volume::{DATA_LINK, RootEntry, STORE_DIR, Volume, classify, generation_id_of};
 
 const REASSEMBLE: &str = "run `packs-assemble assemble --force` for this volume: it publishes a fresh copy of every file";
 
@@ -134,24 +134,118 @@ pub fn verify(vol: &Volume, arch: Option<Arch>) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// Every entry on disk matches the manifest, and nothing else is there; links
-/// lead only to objects of the store, and the generation's objects list names
-/// exactly the objects it reaches (garbage collection trusts it).
+/// The generation holds the manifest, its objects list and one link per pack
+/// into the store; below each pack root every entry is a real directory or a
+/// regular file that matches the manifest (contents re-read: this is the
+/// troubleshooting tool, it trusts no record), and nothing else is there.
 fn check_tree(
     vol: &Volume,
     gen_dir: &Path,
     manifest: &Manifest,
     d: &mut Diagnostics,
 ) -> Result<usize, Error> {
+    let store = vol.root.join(STORE_DIR);
+    let packs: BTreeSet<&str> = manifest.packs().collect();
+    let list = gen_dir.join(OBJECTS_NAME);
+    let objects = match read_objects(gen_dir) {
+        Ok(Objects::Packs(m)) => m,
+        Ok(Objects::Legacy(_)) | Err(_) if manifest.contents.format < crate::manifest::FORMAT => {
+            d.push(
+                Diagnostic::error(gen_dir, format!("was published by an older packs-assemble (manifest format {}): its directories are links, which upstream Attune's readers refuse", manifest.contents.format))
+                    .hint("run `packs-assemble assemble` for this volume: it upgrades it in place"),
+            );
+            return Ok(0);
+        }
+        Ok(Objects::Legacy(_)) => {
+            d.push(Diagnostic::error(&list, "is of the previous layout").hint(REASSEMBLE));
+            return Ok(0);
+        }
+        Err(e) => {
+            d.push(Diagnostic::error(&list, format!("cannot be read: {e}")).hint(REASSEMBLE));
+            return Ok(0);
+        }
+    };
+    if objects.keys().map(String::as_str).ne(packs.iter().copied()) {
+        d.push(
+            Diagnostic::error(&list, "does not name exactly the packs of the manifest; garbage collection could free what the generation uses")
+                .hint(REASSEMBLE),
+        );
+    }
+    let mut names: Vec<_> = std::fs::read_dir(gen_dir)
+        .ctx("read", gen_dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()
+        .ctx("read", gen_dir)?;
+    names.sort();
+    for name in &names {
+        if name == MANIFEST_NAME || name == OBJECTS_NAME {
+            continue;
+        }
+        let path = gen_dir.join(name);
+        if !packs.contains(name.as_str()) {
+            d.push(
+                Diagnostic::error(&path, "is a stray entry: not a pack of the manifest").hint(
+                    format!("something wrote into a published generation; {REASSEMBLE}"),
+                ),
+            );
+            continue;
+        }
+        let want = objects.get(name).map(|o| link_target(name, o));
+        match std::fs::read_link(&path) {
+            Ok(t) if want.as_deref().is_some_and(|w| t == Path::new(w)) => {}
+            Ok(t) => d.push(
+                Diagnostic::error(
+                    &path,
+                    format!("links to {}, not to its pack object", t.display()),
+                )
+                .hint(REASSEMBLE),
+            ),
+            Err(_) => d.push(
+                Diagnostic::error(&path, "is not a link to its pack object").hint(REASSEMBLE),
+            ),
+        }
+    }
     let mut w = Walk {
-        gen_dir,
-        store: vol.root.join(STORE_DIR),
         manifest,
         seen: BTreeSet::new(),
-        objects: BTreeSet::new(),
         files: 0,
     };
-    w.dir(gen_dir, gen_dir, "", 0, d)?;
+    for pack in &packs {
+        let Some(obj) = objects.get(*pack) else {
+            continue;
+        };
+        let disk = store.join(obj).join(pack);
+        let logical = gen_dir.join(pack);
+        match std::fs::symlink_metadata(&disk) {
+            Ok(m) if m.is_dir() => {}
+            _ => {
+                d.push(
+                    Diagnostic::error(
+                        &logical,
+                        format!("its object {STORE_DIR}/{obj}/{pack} is not a directory"),
+                    )
+                    .hint(REASSEMBLE),
+                );
+                continue;
+            }
+        }
+        // The canonical path of VOL/<pack> ends in /<pack>: readers that
+        // canonicalise and compare (upstream's loader) accept its files.
+        if let Ok(c) = std::fs::canonicalize(vol.root.join(pack))
+            && c.file_name().and_then(|n| n.to_str()) != Some(*pack)
+        {
+            d.push(
+                Diagnostic::error(
+                    vol.root.join(pack),
+                    format!("resolves to {}, whose name is not the pack's", c.display()),
+                )
+                .hint(REASSEMBLE),
+            );
+        }
+        w.seen.insert(pack.to_string());
+        w.check_mode(&disk, &logical, pack, d)?;
+        w.dir(&disk, &logical, pack, d)?;
+    }
     for e in &manifest.contents.entries {
         if !w.seen.contains(&e.path) {
             d.push(
@@ -160,45 +254,47 @@ fn check_tree(
             );
         }
     }
-    let list = gen_dir.join(OBJECTS_NAME);
-    match read_objects_file(gen_dir) {
-        Ok((_, listed)) => {
-            let listed: BTreeSet<String> = listed.into_iter().collect();
-            if listed != w.objects {
-                d.push(
-                    Diagnostic::error(&list, "does not name exactly the objects the generation links to; garbage collection could free what it uses")
-                        .hint(REASSEMBLE),
-                );
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && w.objects.is_empty() => {}
-        Err(e) => d.push(Diagnostic::error(&list, format!("cannot be read: {e}")).hint(REASSEMBLE)),
-    }
     Ok(w.files)
 }
 
-/// Links deeper than this are a cycle (a published tree resolves through at
-/// most `INLINE_DEPTH` of them).
-const MAX_LINK_DEPTH: usize = 64;
-
 struct Walk<'a> {
-    gen_dir: &'a Path,
-    store: PathBuf,
     manifest: &'a Manifest,
     seen: BTreeSet<String>,
-    objects: BTreeSet<String>,
     files: usize,
 }
 
 impl Walk<'_> {
-    /// Checks the entries of the directory at `disk` (where it really is),
-    /// reached as `logical` (the path through the links) and `rel` in the manifest.
+    fn check_mode(
+        &self,
+        disk: &Path,
+        logical: &Path,
+        rel: &str,
+        d: &mut Diagnostics,
+    ) -> Result<(), Error> {
+        let Some(e) = self.manifest.get(rel) else {
+            return Ok(());
+        };
+        let meta = std::fs::symlink_metadata(disk).ctx("read", logical)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode != e.mode_bits() {
+            d.push(
+                Diagnostic::error(
+                    logical,
+                    format!("has mode {mode:04o}, the manifest says {}", e.mode),
+                )
+                .hint(REASSEMBLE),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks the entries of the directory at `disk`, shown as `logical` (the
+    /// path through the generation) and `rel` in the manifest. Nothing is followed.
     fn dir(
         &mut self,
         disk: &Path,
         logical: &Path,
         rel: &str,
-        links: usize,
         d: &mut Diagnostics,
     ) -> Result<(), Error> {
         let mut names: Vec<_> = std::fs::read_dir(disk)
@@ -209,45 +305,16 @@ impl Walk<'_> {
         names.sort();
         for name in names {
             let name_str = name.to_string_lossy();
-            if rel.is_empty() && (name_str == MANIFEST_NAME || name_str == OBJECTS_NAME) {
-                continue;
-            }
-            let child_rel = if rel.is_empty() {
-                name_str.to_string()
-            } else {
-                format!("{rel}/{name_str}")
-            };
+            let child_rel = format!("{rel}/{name_str}");
             let path = logical.join(&name);
-            let mut on_disk = disk.join(&name);
-            let mut meta = std::fs::symlink_metadata(&on_disk).ctx("read", &path)?;
-            let mut links = links;
+            let on_disk = disk.join(&name);
+            let meta = std::fs::symlink_metadata(&on_disk).ctx("read", &path)?;
             if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&on_disk).ctx("read link", &path)?;
-                match self.object(disk, &target) {
-                    Some(object) if links < MAX_LINK_DEPTH => {
-                        on_disk = self.store.join(&object);
-                        meta = std::fs::metadata(&on_disk).ctx("read", &path)?;
-                        self.objects.insert(object);
-                        links += 1;
-                    }
-                    Some(_) => {
-                        d.push(Diagnostic::error(&path, "links form a cycle").hint(REASSEMBLE));
-                        continue;
-                    }
-                    None => {
-                        d.push(
-                            Diagnostic::error(
-                                &path,
-                                format!(
-                                    "is a link to {}, not to an object of this volume's store",
-                                    target.display()
-                                ),
-                            )
-                            .hint(REASSEMBLE),
-                        );
-                        continue;
-                    }
-                }
+                d.push(
+                    Diagnostic::error(&path, "is a symbolic link below the pack root; readers that canonicalise or walk without following links would not see a copy of the pack")
+                        .hint(REASSEMBLE),
+                );
+                continue;
             }
             let Some(e) = self.manifest.get(&child_rel) else {
                 d.push(
@@ -289,7 +356,7 @@ impl Walk<'_> {
                 );
             }
             if kind == Kind::Dir {
-                self.dir(&on_disk, &path, &child_rel, links, d)?;
+                self.dir(&on_disk, &path, &child_rel, d)?;
                 continue;
             }
             self.files += 1;
@@ -302,23 +369,6 @@ impl Walk<'_> {
             }
         }
         Ok(())
-    }
-
-    /// The object a link in directory `disk` to `target` leads to, if it is
-    /// one a volume may hold: `../..store/<obj>` from the generation,
-    /// `../<obj>` from the top of an object.
-    fn object(&self, disk: &Path, target: &Path) -> Option<String> {
-        let t = target.to_str()?;
-        let name = if disk == self.gen_dir {
-            t.strip_prefix("../")?
-                .strip_prefix(STORE_DIR)?
-                .strip_prefix('/')?
-        } else if disk.parent() == Some(self.store.as_path()) {
-            t.strip_prefix("../")?
-        } else {
-            return None;
-        };
-        (is_object_name(name) && self.store.join(name).is_dir()).then(|| name.to_string())
     }
 }
 
@@ -338,6 +388,16 @@ fn check_root(vol: &Volume, manifest: &Manifest, d: &mut Diagnostics) -> Result<
                 Diagnostic::warning(&path, "is left over from an interrupted run; readers never see it")
                     .hint("the next `packs-assemble assemble` removes it"),
             ),
+            Some(RootEntry::Store) => {
+                for name in crate::gc::store_entries(vol)? {
+                    if name.starts_with(crate::volume::TMP_PREFIX) {
+                        d.push(
+                            Diagnostic::warning(path.join(&name), "is left over from an interrupted run; readers never see it")
+                                .hint("the next `packs-assemble assemble` removes it"),
+                        );
+                    }
+                }
+            }
             Some(RootEntry::Link) => {
                 let target = std::fs::read_link(&path).ctx("read link", &path)?;
                 if target != Path::new(&format!("{DATA_LINK}/{name}")) {
@@ -359,13 +419,11 @@ fn check_root(vol: &Volume, manifest: &Manifest, d: &mut Diagnostics) -> Result<
     for name in packs.iter().copied().chain([MANIFEST_NAME]) {
         if !linked.contains(name) {
             d.push(
-                Diagnostic::warning(
+                Diagnostic::error(
                     vol.root.join(name),
-                    format!("is missing; the content is reachable as {DATA_LINK}/{name}"),
+                    format!("is missing: services do not see it (it is reachable only as {DATA_LINK}/{name})"),
                 )
-                .hint(
-                    "an interrupted run left it so; the next `packs-assemble assemble` creates it",
-                ),
+                .hint("run `packs-assemble assemble` for this volume: it creates the link"),
             );
         }
     }

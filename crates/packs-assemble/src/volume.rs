@@ -1,21 +1,61 @@
-//! The volume layout (Kubernetes AtomicWriter): generations `..<id>`, the
-//! `..data` link swapped by rename(2), per-pack links, the object store
-//! `..store` that generations share (see [`crate::store`]), and the publish lock.
+//! The names in a volume's root (Kubernetes AtomicWriter): generations `..<id>`,
+//! the `..data` link swapped by rename(2), per-pack links, the object store
+//! `..store` (see [`crate::store`]), temporary names, bookkeeping files,
+//! upstream Attune's sentinel, and the publish lock.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext};
-use crate::hash::CACHE_NAME;
 use crate::manifest::MANIFEST_NAME;
 
 /// The link whose rename is the commit point (the readers' contract, in attune-pack).
 pub use attune_pack::DATA_LINK;
 /// The lock file that serialises publishers.
 pub const LOCK_NAME: &str = ".attune-lock";
-/// Prefix of generations and links being written (left over only by a killed run).
+/// Prefix of everything being written or removed (left over only by a killed run).
 pub const TMP_PREFIX: &str = "..tmp-";
+/// The store of pack objects that generations link to.
+pub const STORE_DIR: &str = "..store";
+/// Upstream Attune's api writes this at every start: its workers and sensors use
+/// the shared volume only while it is there. Never ours to remove.
+pub const SENTINEL_NAME: &str = ".attune-packs-sentinel";
+/// The hash cache of input files (see [`crate::hash`]).
+pub const CACHE_NAME: &str = ".attune-assemble-cache";
+/// The record of published inodes confirmed against the manifest (see [`crate::stamps`]).
+pub const STAMPS_NAME: &str = ".attune-assemble-stamps";
+/// The cache of validation facts by content hash (see [`crate::facts`]).
+pub const FACTS_NAME: &str = ".attune-assemble-facts";
+
+/// A temporary name for `what`, unique across runs (not the pid alone: in a
+/// container the publisher is pid 1 every time) and within this run.
+pub fn tmp_name(what: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}{what}-{}",
+        run_prefix(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `..tmp-<pid>-<start time>-`: the start of this run's temporary names.
+fn run_prefix() -> &'static str {
+    static RUN: OnceLock<String> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{TMP_PREFIX}{}-{nanos:x}-", std::process::id())
+    })
+}
+
+/// Whether a temporary name is this run's own.
+pub fn is_ours(name: &str) -> bool {
+    name.starts_with(run_prefix())
+}
 
 /// What a name in the volume root is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +68,10 @@ pub enum RootEntry {
     Tmp,
     /// `..store`: the directory objects that generations link to.
     Store,
-    /// The lock or the hash cache: bookkeeping, not content.
+    /// The lock and the caches: bookkeeping, not content.
     Bookkeeping,
+    /// Upstream Attune's `.attune-packs-sentinel`: kept, never content.
+    Sentinel,
     /// A pack link or the manifest link.
     Link,
 }
@@ -38,13 +80,15 @@ pub enum RootEntry {
 pub fn classify(name: &str, is_symlink: bool) -> Option<RootEntry> {
     if name == DATA_LINK {
         Some(RootEntry::Data)
-    } else if name == crate::store::STORE_DIR && !is_symlink {
+    } else if name == STORE_DIR && !is_symlink {
         Some(RootEntry::Store)
     } else if name.starts_with(TMP_PREFIX) || name.starts_with(&format!("{CACHE_NAME}.tmp-")) {
         Some(RootEntry::Tmp)
     } else if let Some(id) = name.strip_prefix("..") {
         generation_id_of(id).map(|_| RootEntry::Generation)
-    } else if name == LOCK_NAME || name == CACHE_NAME {
+    } else if name == SENTINEL_NAME && !is_symlink {
+        Some(RootEntry::Sentinel)
+    } else if [LOCK_NAME, CACHE_NAME, STAMPS_NAME, FACTS_NAME].contains(&name) {
         Some(RootEntry::Bookkeeping)
     } else if is_symlink && (name == MANIFEST_NAME || attune_pack::is_pack_ref(name)) {
         Some(RootEntry::Link)
@@ -185,6 +229,13 @@ mod tests {
         );
         assert_eq!(classify(&format!("..{id}-x"), false), None);
         assert_eq!(generation_id_of(&format!("{id}-12")), Some(id));
+        assert_eq!(
+            classify(".attune-packs-sentinel", false),
+            Some(RootEntry::Sentinel)
+        );
+        assert_eq!(classify(".attune-packs-sentinel", true), None);
+        assert_eq!(classify(&tmp_name("x"), false), Some(RootEntry::Tmp));
+        assert_ne!(tmp_name("x"), tmp_name("x"));
     }
 
     #[test]
