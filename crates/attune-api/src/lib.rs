@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use attune_service::{LogFormat, env};
+use attune_service::{LogFormat, PathError, env, paths};
 use clap::Parser;
 
 /// Serves the Attune API: packs, events, rules and executions.
@@ -67,6 +67,25 @@ pub struct Args {
     /// the container healthcheck, for images that hold no curl.
     #[arg(long)]
     pub healthcheck: bool,
+}
+
+impl Args {
+    /// Makes every path given to the API (the database unless `:memory:`, the
+    /// packs directories) absolute against the current directory; called once,
+    /// at startup.
+    pub fn make_paths_absolute(&mut self) -> Result<(), PathError> {
+        if self.db != ":memory:" {
+            paths::make_absolute_str(&paths::flag_name("db", env::DB), &mut self.db)?;
+        }
+        paths::make_absolute(
+            &paths::flag_name("packs-dir", env::PACKS_DIR),
+            &mut self.packs_dir,
+        )?;
+        paths::make_absolute(
+            &paths::flag_name("packs-dev-dir", env::PACKS_DEV_DIR),
+            &mut self.packs_dev_dir,
+        )
+    }
 }
 
 /// `GET /health` on the port of `listen` over loopback; whether it answered 200.
@@ -195,5 +214,29 @@ mod tests {
         assert!(e.contains("--packs-dir") && e.contains("novol"), "{e}");
         let db = tmp.path().join("attune.db");
         check_paths(&args(db.to_str().unwrap(), tmp.path())).unwrap();
+    }
+
+    #[test]
+    fn relative_db_and_packs_dirs_are_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        let parse = |extra: &[&str]| {
+            let mut a = Args::try_parse_from(
+                ["attune-api", "--token", "t", "--packs-dir", "./vol"]
+                    .iter()
+                    .chain(extra),
+            )
+            .unwrap();
+            a.make_paths_absolute().map(|()| a)
+        };
+        let a = parse(&["--db", "data/attune.db", "--packs-dev-dir", "dev"]).unwrap();
+        assert_eq!(std::path::Path::new(&a.db), cwd.join("data/attune.db"));
+        assert_eq!(a.packs_dir, cwd.join("vol"));
+        assert_eq!(a.packs_dev_dir, cwd.join("dev"));
+        // `:memory:` is not a path.
+        assert_eq!(parse(&["--db", ":memory:"]).unwrap().db, ":memory:");
+        // An empty --db opened a temporary database SQLite deletes on close.
+        let e = parse(&["--db", ""]).unwrap_err();
+        assert!(e.to_string().contains("--db (ATTUNE_DB) is empty"), "{e}");
+        assert_eq!(e.exit_code(), 2);
     }
 }

@@ -6,13 +6,17 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = attune_api::Args::parse();
+    let mut args = attune_api::Args::parse();
     if args.healthcheck {
         return if attune_api::healthcheck(args.listen) {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
         };
+    }
+    if let Err(e) = args.make_paths_absolute() {
+        eprintln!("attune-api: {e}");
+        return ExitCode::from(e.exit_code());
     }
     attune_service::init_logging(args.log_format, &args.log_level);
     if let Err(e) = attune_api::check_paths(&args) {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use attune_service::{Client, LogFormat, ServiceArgs, env};
+use attune_service::{Client, LogFormat, PathError, ServiceArgs, env, paths};
 use clap::Parser;
 use rustix::process::{Pid, Signal, kill_process_group};
 
@@ -39,6 +39,20 @@ pub struct Args {
     /// Seconds between checks of packs, rules and the volume generation.
     #[arg(long, env = "ATTUNE_SENSOR_POLL_SECONDS", default_value_t = 2.0)]
     pub poll_seconds: f64,
+}
+
+impl Args {
+    /// Makes every path given to the service (packs directories, logs
+    /// directory) absolute against the current directory; called once, at
+    /// startup, so what sensors are told (their spool file) names the same file
+    /// wherever they run.
+    pub fn make_paths_absolute(&mut self) -> Result<(), PathError> {
+        self.service.make_paths_absolute()?;
+        paths::make_absolute(
+            &paths::flag_name("logs-dir", env::LOGS_DIR),
+            &mut self.logs_dir,
+        )
+    }
 }
 
 /// One supervised sensor.
@@ -257,4 +271,33 @@ pub fn supervise(args: Args) -> Result<(), String> {
         Supervisor::stop(m);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_packs_and_logs_dirs_are_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        let mut args = Args::try_parse_from([
+            "attune-sensor",
+            "--token",
+            "t",
+            "--packs-dir",
+            "vol",
+            "--packs-dev-dir",
+            "../dev",
+            "--logs-dir",
+            "./logs",
+        ])
+        .unwrap();
+        args.make_paths_absolute().unwrap();
+        assert_eq!(args.service.packs_dir, cwd.join("vol"));
+        assert_eq!(
+            args.service.packs_dev_dir,
+            cwd.parent().unwrap().join("dev")
+        );
+        assert_eq!(args.logs_dir, cwd.join("logs"));
+    }
 }

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = attune_sensor::Args::parse();
+    let mut args = attune_sensor::Args::parse();
+    if let Err(e) = args.make_paths_absolute() {
+        eprintln!("attune-sensor: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     args.service.init_logging();
     match attune_sensor::supervise(args) {
         Ok(()) => ExitCode::SUCCESS,

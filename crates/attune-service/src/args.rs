@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::env;
 use crate::logging::LogFormat;
+use crate::paths::{self, PathError};
 
 /// API, packs and logging settings of a service that talks to the API.
 #[derive(Clone, Debug, clap::Args)]
@@ -30,8 +31,60 @@ pub struct ServiceArgs {
 }
 
 impl ServiceArgs {
+    /// Makes the packs directories absolute against the current directory
+    /// ([`crate::paths`]); called once, at startup, before they are used.
+    pub fn make_paths_absolute(&mut self) -> Result<(), PathError> {
+        paths::make_absolute(
+            &paths::flag_name("packs-dir", env::PACKS_DIR),
+            &mut self.packs_dir,
+        )?;
+        paths::make_absolute(
+            &paths::flag_name("packs-dev-dir", env::PACKS_DEV_DIR),
+            &mut self.packs_dev_dir,
+        )
+    }
+
     /// Installs logging as configured.
     pub fn init_logging(&self) {
         crate::init_logging(self.log_format, &self.log_level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::path::Path;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    #[test]
+    fn relative_packs_dirs_are_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        let mut cli = Cli::try_parse_from([
+            "x",
+            "--token",
+            "t",
+            "--packs-dir",
+            "vol",
+            "--packs-dev-dir",
+            "./dev/",
+        ])
+        .unwrap();
+        cli.service.make_paths_absolute().unwrap();
+        assert_eq!(cli.service.packs_dir, cwd.join("vol"));
+        assert_eq!(cli.service.packs_dev_dir, cwd.join("dev"));
+        // The defaults are absolute already, and stay as they are.
+        let mut cli = Cli::try_parse_from(["x", "--token", "t"]).unwrap();
+        cli.service.make_paths_absolute().unwrap();
+        assert_eq!(cli.service.packs_dir, Path::new(env::DEFAULT_PACKS_DIR));
+        assert_eq!(
+            cli.service.packs_dev_dir,
+            Path::new(env::DEFAULT_PACKS_DEV_DIR)
+        );
     }
 }

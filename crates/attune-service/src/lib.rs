@@ -13,7 +13,9 @@ mod args;
 mod client;
 pub mod env;
 mod logging;
+pub mod paths;
 
 pub use args::ServiceArgs;
 pub use client::{ApiError, Client};
 pub use logging::{LogFormat, init_logging};
+pub use paths::PathError;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use attune_service::{ApiError, Client, ServiceArgs};
+use attune_service::{ApiError, Client, PathError, ServiceArgs, paths};
 use clap::Parser;
 use serde_json::json;
 
@@ -31,6 +31,15 @@ pub struct Args {
     /// Bytes of stdout and of stderr kept per execution.
     #[arg(long, env = "ATTUNE_WORKER_MAX_OUTPUT", default_value_t = 1 << 20)]
     pub max_output: usize,
+}
+
+impl Args {
+    /// Makes every path given to the worker absolute against the current
+    /// directory; called once, at startup: actions run in their pack's
+    /// directory, where a relative path names nothing.
+    pub fn make_paths_absolute(&mut self) -> Result<(), PathError> {
+        self.service.make_paths_absolute()
+    }
 }
 
 /// Retries `f` while the API is unreachable, with backoff, until it answers or
@@ -64,11 +73,15 @@ pub fn work(args: Args) -> Result<(), String> {
         .name
         .clone()
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    // Actions' HOME and parameter files: absolute like the other paths, since
+    // actions run in their pack's directory.
+    let temp_dir = paths::absolute("TMPDIR", &std::env::temp_dir()).map_err(|e| e.to_string())?;
     let api = Client::new(&args.service.api_url, &args.service.token);
     let runner = run::Runner {
         packs_dir: args.service.packs_dir.clone(),
         dev_dir: args.service.packs_dev_dir.clone(),
         api_url: args.service.api_url.clone(),
+        temp_dir,
         max_output: args.max_output,
         default_timeout: Duration::from_secs(600),
     };

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = attune_worker::Args::parse();
+    let mut args = attune_worker::Args::parse();
+    if let Err(e) = args.make_paths_absolute() {
+        eprintln!("attune-worker: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     args.service.init_logging();
     match attune_worker::work(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -105,12 +105,14 @@ impl Report {
 /// Where actions are and how to run them.
 #[derive(Clone, Debug)]
 pub struct Runner {
-    /// The packs volume.
+    /// The packs volume (absolute: actions run elsewhere).
     pub packs_dir: PathBuf,
-    /// packs.dev.
+    /// packs.dev (absolute).
     pub dev_dir: PathBuf,
     /// API URL given to actions as `ATTUNE_API_URL`.
     pub api_url: String,
+    /// Where parameter files go; also `HOME` of actions (absolute).
+    pub temp_dir: PathBuf,
     /// Bytes kept of each output stream.
     pub max_output: usize,
     /// Timeout when the action declares none.
@@ -262,10 +264,14 @@ impl Runner {
     }
 
     /// The entry point's path, as the pack names it: below the pack's
-    /// `actions/` (no `..`, not absolute), resolving to a file inside the packs
-    /// directory. A published volume's directories are links into its object
-    /// store, so the file is really elsewhere in the volume (never outside it);
-    /// the path given to the action is the one through the pack, as upstream's.
+    /// `actions/` (no `..`, not absolute), whose canonical path lies inside the
+    /// canonical packs directory. In a published volume the file is really
+    /// elsewhere in the volume (never outside it): the pack is a link,
+    /// `<pack> -> ..data/<pack>`, through the generation into the store, a real
+    /// tree at `..store/<obj>/<pack>` (older volumes linked the directories
+    /// inside a pack into the store instead). The path given to the action is
+    /// the one through the pack, as upstream's; it is absolute because the
+    /// packs directories are (made so at startup).
     pub fn entry_point(&self, c: &Claimed) -> Result<PathBuf, String> {
         let root = self.root(c);
         let actions = root.join(&c.pack_ref).join("actions");
@@ -339,7 +345,7 @@ impl Runner {
             .env("PWD", &pack_dir)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
-            .env("HOME", std::env::temp_dir())
+            .env("HOME", &self.temp_dir)
             .env("ATTUNE_EXEC_ID", c.execution.id.to_string())
             .env("ATTUNE_ACTION", &c.execution.action_ref)
             .env("ATTUNE_PACK_REF", &c.pack_ref)
@@ -392,7 +398,7 @@ impl Runner {
             }
             ParameterDelivery::File => {
                 // Owner read-only (0400), as upstream's.
-                let file = match tempfile::NamedTempFile::new()
+                let file = match tempfile::NamedTempFile::new_in(&self.temp_dir)
                     .and_then(|mut f| f.write_all(encoded.as_bytes()).map(|_| f))
                     .and_then(|f| {
                         std::fs::set_permissions(
@@ -530,6 +536,7 @@ mod tests {
             packs_dir: tmp.path().join("vol"),
             dev_dir: tmp.path().join("dev"),
             api_url: "http://api".into(),
+            temp_dir: std::env::temp_dir(),
             max_output: 64,
             default_timeout: Duration::from_secs(10),
         };
@@ -680,6 +687,64 @@ mod tests {
                 "{ep}: {err}"
             );
         }
+    }
+
+    /// Today's volume: `demo -> ..data/demo`, `..data -> ..g1`,
+    /// `..g1/demo -> ../..store/o1/demo`, and a real tree below the pack root.
+    /// A nested entry point runs in the pack directory, under its path through
+    /// the pack link; a link out of the volume, from inside a pack or as the
+    /// pack itself, is refused.
+    #[test]
+    fn entry_points_resolve_through_the_generation_and_pack_links() {
+        use std::os::unix::fs::symlink;
+        let (t, mut r, mut c) = setup("", "");
+        r.max_output = 4096;
+        let vol = t.path().join("vol");
+        std::fs::remove_dir_all(vol.join("demo")).unwrap();
+        let real = vol.join("..store/o1/demo");
+        std::fs::create_dir_all(real.join("actions/lib")).unwrap();
+        std::fs::write(real.join("data.txt"), "pack data\n").unwrap();
+        std::fs::write(
+            real.join("actions/lib/x.sh"),
+            "#!/bin/sh\necho \"$PWD\"\npwd -P\necho \"$0\"\ncat data.txt\n",
+        )
+        .unwrap();
+        std::fs::create_dir(vol.join("..g1")).unwrap();
+        symlink("../..store/o1/demo", vol.join("..g1/demo")).unwrap();
+        symlink("..g1", vol.join("..data")).unwrap();
+        symlink("..data/demo", vol.join("demo")).unwrap();
+        c.action.entry_point = "lib/x.sh".into();
+        let rep = r.run(&c);
+        assert_eq!(rep.status, "succeeded", "{rep:?}");
+        assert_eq!(
+            rep.stdout,
+            format!(
+                "{}\n{}\n{}\npack data\n",
+                vol.join("demo").display(),
+                real.canonicalize().unwrap().display(),
+                vol.join("demo/actions/lib/x.sh").display()
+            ),
+            "{rep:?}"
+        );
+        // A link inside the pack out of the volume: refused, never run.
+        std::fs::write(t.path().join("outside.sh"), "#!/bin/sh\necho escaped\n").unwrap();
+        symlink(t.path().join("outside.sh"), real.join("actions/out.sh")).unwrap();
+        c.action.entry_point = "out.sh".into();
+        let err = r.entry_point(&c).unwrap_err();
+        assert!(err.contains("outside"), "{err}");
+        // A pack whose link leads out of the volume: refused too.
+        let elsewhere = t.path().join("elsewhere/evil");
+        std::fs::create_dir_all(elsewhere.join("actions")).unwrap();
+        std::fs::write(elsewhere.join("actions/a.sh"), "#!/bin/sh\necho escaped\n").unwrap();
+        symlink(&elsewhere, vol.join("..g1/evil")).unwrap();
+        symlink("..data/evil", vol.join("evil")).unwrap();
+        c.pack_ref = "evil".into();
+        c.action.entry_point = "a.sh".into();
+        let rep = r.run(&c);
+        assert!(
+            rep.error.as_deref().is_some_and(|e| e.contains("outside")) && rep.stdout.is_empty(),
+            "{rep:?}"
+        );
     }
 
     #[test]
