@@ -129,6 +129,9 @@ fn run(
 ) -> Result<Audit, Error> {
     let parts = crate::parallel::try_map(&jobs, |job| one_dir(object, entries, job, stamps, how))?;
     let mut audit = Audit::default();
+    audit
+        .confirmed
+        .reserve(parts.iter().map(|(a, _)| a.confirmed.len()).sum());
     let mut reread: Vec<(usize, Record, PathBuf)> = vec![];
     for (a, r) in parts {
         audit.merge(a);

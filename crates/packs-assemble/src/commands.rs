@@ -412,15 +412,17 @@ pub fn inspect(args: &InspectArgs, out: Output) -> Result<ExitCode, Error> {
     Ok(ExitCode::from(exit::OK))
 }
 
+/// The volume at `path`, which must exist (a usage error otherwise, as for `verify`).
+fn existing_volume(path: &std::path::Path) -> Result<Volume, Error> {
+    if !exists(path) {
+        return Err(Error::Usage(format!("{} does not exist", path.display())));
+    }
+    Ok(Volume::new(path))
+}
+
 /// `history`.
 pub fn history(args: &HistoryArgs, out: Output) -> Result<ExitCode, Error> {
-    let vol = Volume::new(&args.volume);
-    if !exists(&vol.root) {
-        return Err(Error::Usage(format!(
-            "{} does not exist",
-            vol.root.display()
-        )));
-    }
+    let vol = existing_volume(&args.volume)?;
     let gens = crate::history::history(&vol)?;
     out.result(&gens, || {
         if gens.is_empty() {
@@ -453,13 +455,7 @@ pub fn history(args: &HistoryArgs, out: Output) -> Result<ExitCode, Error> {
 
 /// `rollback`.
 pub fn rollback(args: &RollbackArgs, out: Output) -> Result<ExitCode, Error> {
-    let vol = Volume::new(&args.volume);
-    if !exists(&vol.root) {
-        return Err(Error::Usage(format!(
-            "{} does not exist",
-            vol.root.display()
-        )));
-    }
+    let vol = existing_volume(&args.volume)?;
     let lock = vol.lock(Duration::from_secs(args.lock_timeout))?;
     crate::gc::sweep_leftovers(&vol)?;
     let r = crate::history::rollback(&vol, &lock, args.generation.as_deref())?;

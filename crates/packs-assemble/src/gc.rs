@@ -1,8 +1,8 @@
 //! Garbage collection: leftovers of interrupted runs, generations beyond
 //! `--keep`, and store objects that no generation links to.
 //!
-//! Whatever goes is first renamed to a tombstone `..tmp-*-trash-*` in the
-//! volume root (one rename(2)), then deleted: from that instant nothing can
+//! Whatever goes is first renamed to a tombstone `..tmp-*-trash-*` beside it
+//! (one rename(2)), then deleted: from that instant nothing can
 //! take what is left of it for a generation or an object, and a kill in
 //! between leaves a tombstone, which the next run sweeps. Leftovers are swept
 //! at the start of every run that holds the lock (up-to-date runs included):
@@ -40,13 +40,15 @@ pub fn sweep_leftovers(vol: &Volume) -> Result<Vec<String>, Error> {
     Ok(removed)
 }
 
-/// Removes `name` (relative to the volume root) through a tombstone.
+/// Removes `name` (relative to the volume root) through a tombstone in the
+/// same directory (moving a sealed directory to another parent rewrites its
+/// `..`, which a publisher without root may not do).
 pub fn remove(vol: &Volume, name: &str) -> Result<(), Error> {
     let path = vol.root.join(name);
     if !exists(&path) {
         return Ok(());
     }
-    let tomb = vol.root.join(tmp_name("trash"));
+    let tomb = path.parent().unwrap_or(&vol.root).join(tmp_name("trash"));
     fsops::rename(&path, &tomb)?;
     fsops::sync_dir(path.parent().unwrap_or(&vol.root))?;
     fsops::delete_tree(&tomb)

@@ -5,7 +5,7 @@
 //! at any moment is safe.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -246,12 +246,15 @@ pub fn publish(
     if let Decision::UpToDate = decision {
         out.up_to_date = true;
         out.generation = current.clone().unwrap_or_default();
+        for name in &unmanaged {
+            crate::gc::remove(vol, name)?; // --adopt
+        }
         if links_need_repair(vol, &packs)? {
             add_links(vol, &packs)?;
             drop_stale_links(vol, &packs)?;
         }
         if trust.audit.rehashed + trust.audit.relisted > 0 {
-            save_stamps(vol, trust.audit.confirmed.iter().map(|(_, r)| *r).collect())?;
+            save_stamps(vol, trust.records())?;
         }
         return Ok(out);
     }
@@ -319,7 +322,10 @@ pub fn publish(
         if !jobs.is_empty() && !exists(&store) {
             fsops::create_dir(&store)?;
         }
-        let written = write_objects(&store, entries, &jobs, &sources, plan, &seal, progress)?;
+        let link = |k: usize| trust.path_of(k);
+        let written = write_objects(
+            &store, entries, &jobs, &sources, &link, plan, &seal, progress,
+        )?;
         out.hardlinked = written.hardlinked;
         out.copied = written.copied;
         out.objects_written = jobs.len();
@@ -373,6 +379,8 @@ pub fn publish(
     // (10) Record the stamps of what is now published: links and unlinks above
     // moved the ctimes of shared inodes, so those are stat'ed again.
     let mut records = trust.refreshed(&objects, &packs, &link_sources)?;
+    drop(trust);
+    drop(stamps);
     for &k in &new_objects {
         let p = &packs[k];
         let dir = store.join(&objects[&p.name]);
@@ -403,11 +411,14 @@ struct Trust<'a> {
     store: &'a Path,
     manifest: &'a Manifest,
     stamps: &'a Stamps,
+    /// The objects audited, by index.
+    names: Vec<String>,
     /// Object name -> whether it was confirmed whole.
     whole: HashMap<String, bool>,
-    /// Every confirmed entry: (object, entry index, record).
-    by_object: Vec<(String, usize, Record)>,
-    /// Everything found, merged.
+    /// Every confirmed entry: (object index, entry index, record); a few
+    /// dozen bytes each, so that 100,000 of them stay small.
+    confirmed: Vec<(u32, u32, Record)>,
+    /// What was found, counted (and the damage).
     audit: Audit,
 }
 
@@ -417,24 +428,37 @@ impl<'a> Trust<'a> {
             store,
             manifest,
             stamps,
+            names: vec![],
             whole: HashMap::new(),
-            by_object: vec![],
+            confirmed: vec![],
             audit: Audit::default(),
         }
     }
 
     fn take(&mut self, object: &str, a: Audit) -> bool {
         let ok = a.damaged.is_empty();
-        self.by_object.extend(
-            a.confirmed
-                .iter()
-                .map(|(i, r)| (object.to_string(), *i, *r)),
-        );
+        let o = self.names.len() as u32;
+        self.names.push(object.to_string());
+        self.confirmed.reserve_exact(a.confirmed.len());
+        self.confirmed
+            .extend(a.confirmed.into_iter().map(|(i, r)| (o, i as u32, r)));
         self.audit.rehashed += a.rehashed;
         self.audit.relisted += a.relisted;
-        self.audit.confirmed.extend(a.confirmed);
         self.audit.damaged.extend(a.damaged);
         ok
+    }
+
+    /// The records confirmed.
+    fn records(&self) -> Vec<Record> {
+        self.confirmed.iter().map(|(_, _, r)| *r).collect()
+    }
+
+    /// The path of confirmed entry `k`.
+    fn path_of(&self, k: usize) -> PathBuf {
+        let (o, i, _) = &self.confirmed[k];
+        self.store
+            .join(&self.names[*o as usize])
+            .join(&self.manifest.contents.entries[*i as usize].path)
     }
 
     /// Whether object `o` holds pack `p` exactly (audited once per object).
@@ -472,14 +496,15 @@ impl<'a> Trust<'a> {
 
     /// Where each file of the new objects comes from: a confirmed published
     /// file with the same contents and mode (at the same path first), the
-    /// stage, another new file with the same contents, or the inputs.
+    /// stage, another new file with the same contents, or the inputs. Also
+    /// which confirmed entries are link sources (their ctime moves).
     fn sources(
         &self,
         packs: &[PackTree],
         choices: &[PackChoice],
         plan: &Plan,
         alive: &HashSet<String>,
-    ) -> (BTreeMap<usize, Source>, HashSet<(String, usize)>) {
+    ) -> (Vec<(usize, Source)>, HashSet<usize>) {
         let entries = &self.manifest.contents.entries;
         let key = |i: usize| {
             (
@@ -487,46 +512,65 @@ impl<'a> Trust<'a> {
                 entries[i].mode_bits(),
             )
         };
-        let mut same_path: HashMap<usize, (&str, usize)> = HashMap::new();
-        let mut by_content: HashMap<(Sha256Digest, u32), (&str, usize)> = HashMap::new();
-        for (o, i, _) in &self.by_object {
-            // Objects of generations that step (5) removed are gone.
-            if entries[*i].kind != Kind::File || !alive.contains(o) {
-                continue;
+        // Objects of generations that step (5) removed are gone.
+        let usable: Vec<bool> = self.names.iter().map(|n| alive.contains(n)).collect();
+        let mut same_path = vec![u32::MAX; entries.len()];
+        for (k, (o, i, _)) in self.confirmed.iter().enumerate() {
+            let i = *i as usize;
+            if entries[i].kind == Kind::File && usable[*o as usize] && same_path[i] == u32::MAX {
+                same_path[i] = k as u32;
             }
-            by_content.entry(key(*i)).or_insert((o.as_str(), *i));
-            same_path.entry(*i).or_insert((o.as_str(), *i));
+        }
+        let new_files = || {
+            packs
+                .iter()
+                .zip(choices)
+                .filter(|(_, c)| matches!(c, PackChoice::New))
+                .flat_map(|(p, _)| p.below.clone())
+                .filter(|&i| entries[i].kind == Kind::File)
+        };
+        // Contents wanted by files with no confirmed file at their path.
+        let wanted: HashSet<(Sha256Digest, u32)> = new_files()
+            .filter(|&i| !plan.staged(i) && same_path[i] == u32::MAX)
+            .map(key)
+            .collect();
+        let mut by_content: HashMap<(Sha256Digest, u32), usize> = HashMap::new();
+        if !wanted.is_empty() {
+            for (k, (o, i, _)) in self.confirmed.iter().enumerate() {
+                let i = *i as usize;
+                if entries[i].kind == Kind::File && usable[*o as usize] && wanted.contains(&key(i))
+                {
+                    by_content.entry(key(i)).or_insert(k);
+                }
+            }
         }
         let mut used = HashSet::new();
         let mut first_copy: HashMap<(Sha256Digest, u32), usize> = HashMap::new();
-        let mut out = BTreeMap::new();
-        for (p, c) in packs.iter().zip(choices) {
-            if !matches!(c, PackChoice::New) {
-                continue;
-            }
-            for i in p.below.clone().filter(|&i| entries[i].kind == Kind::File) {
-                let s = if plan.staged(i) {
-                    // Copied while hashed; a repeat of an earlier file is
-                    // replaced by a link to it.
-                    match first_copy.get(&key(i)) {
-                        Some(&of) => Source::Same(of),
-                        None => {
-                            first_copy.insert(key(i), i);
-                            Source::Staged
-                        }
+        let mut out = vec![];
+        for i in new_files() {
+            let s = if plan.staged(i) {
+                // Copied while hashed; a repeat of an earlier file is
+                // replaced by a link to it.
+                match first_copy.get(&key(i)) {
+                    Some(&of) => Source::Same(of),
+                    None => {
+                        first_copy.insert(key(i), i);
+                        Source::Staged
                     }
-                } else if let Some(&(o, at)) = same_path.get(&i).or_else(|| by_content.get(&key(i)))
-                {
-                    used.insert((o.to_string(), at));
-                    Source::Link(self.store.join(o).join(&entries[at].path))
-                } else if let Some(&of) = first_copy.get(&key(i)) {
-                    Source::Same(of)
-                } else {
-                    first_copy.insert(key(i), i);
-                    Source::Copy
-                };
-                out.insert(i, s);
-            }
+                }
+            } else if let Some(k) = (same_path[i] != u32::MAX)
+                .then_some(same_path[i] as usize)
+                .or_else(|| by_content.get(&key(i)).copied())
+            {
+                used.insert(k);
+                Source::Link(k)
+            } else if let Some(&of) = first_copy.get(&key(i)) {
+                Source::Same(of)
+            } else {
+                first_copy.insert(key(i), i);
+                Source::Copy
+            };
+            out.push((i, s));
         }
         (out, used)
     }
@@ -538,7 +582,7 @@ impl<'a> Trust<'a> {
         &self,
         objects: &BTreeMap<String, String>,
         packs: &[PackTree],
-        link_sources: &HashSet<(String, usize)>,
+        link_sources: &HashSet<usize>,
     ) -> Result<Vec<Record>, Error> {
         let entries = &self.manifest.contents.entries;
         let reused: HashSet<&str> = packs
@@ -547,18 +591,17 @@ impl<'a> Trust<'a> {
             .map(String::as_str)
             .filter(|o| self.whole.get(*o) == Some(&true))
             .collect();
-        let items: Vec<&(String, usize, Record)> = self
-            .by_object
-            .iter()
-            .filter(|(o, _, _)| reused.contains(o.as_str()))
+        let items: Vec<usize> = (0..self.confirmed.len())
+            .filter(|&k| reused.contains(self.names[self.confirmed[k].0 as usize].as_str()))
             .collect();
-        crate::parallel::try_map(&items, |(o, i, r)| {
-            let touched = entries[*i].kind == Kind::File
-                && (r.nlink > 1 || link_sources.contains(&(o.clone(), *i)));
+        crate::parallel::try_map(&items, |&k| {
+            let (_, i, r) = &self.confirmed[k];
+            let touched = entries[*i as usize].kind == Kind::File
+                && (r.nlink > 1 || link_sources.contains(&k));
             if !touched {
                 return Ok(*r);
             }
-            let path = self.store.join(o).join(&entries[*i].path);
+            let path = self.path_of(k);
             let st = crate::scan::Stamp::read(&path).ctx("read", &path)?;
             Ok(Record {
                 ctime_ns: st.ctime_ns,

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, openat, statat};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, statat};
 
 use attune_pack::{Diagnostic, Diagnostics};
 use serde::{Deserialize, Serialize};
@@ -146,13 +146,13 @@ pub fn is_excluded(name: &str) -> bool {
 /// returning its entries under `prefix` sorted by path. The root itself is
 /// included as `prefix`. Refused entries become errors in `diags`, sorted too.
 ///
-/// Directories are opened with `O_NOFOLLOW` relative to their parent's
-/// descriptor and their entries stat'ed relative to their own, so nothing is
-/// followed and no path is looked up twice; directories are read by several
-/// threads (stat dominates a walk). A directory is opened only when a thread
-/// takes it from the queue, and the queue is a stack, so the descriptors open
-/// at once are bounded by the depth of the tree times the threads, however
-/// many siblings a directory has.
+/// Directories are opened with `O_NOFOLLOW` and their entries stat'ed
+/// relative to the directory's descriptor, so nothing is followed; directories
+/// are read by several threads (stat dominates a walk). A queued directory
+/// holds no descriptor: it is opened by its path when a thread takes it, and
+/// the inode opened must be the one its parent listed (a directory swapped for
+/// a link meanwhile is refused), so each thread holds one or two descriptors
+/// however wide the tree (3,000 siblings once failed under `ulimit -n 1024`).
 /// `allow_hard_links` is false for pack sources: a file with several links may
 /// be a hard link to a file outside the tree that its author cannot read.
 pub fn scan(
@@ -249,10 +249,11 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
-/// A directory to read: open already (a root), or a name in its open parent.
+/// A directory to read: open already (a root), or the (device, inode) its
+/// parent listed, to be opened by its path.
 enum DirFd {
     Open(OwnedFd),
-    At(Arc<OwnedFd>, String),
+    Listed(u64, u64),
 }
 
 type Job = (DirFd, PathBuf, String, Arc<Base>);
@@ -311,15 +312,24 @@ impl Walker {
         queue: &Queue,
     ) -> Result<(), Error> {
         let io = |e: rustix::io::Errno| std::io::Error::from(e);
-        let fd = Arc::new(match fd {
+        let fd = match fd {
             DirFd::Open(fd) => fd,
-            DirFd::At(parent, name) => openat(&*parent, name.as_str(), dir_flags(), Mode::empty())
-                .map_err(io)
-                .ctx("open", abs)?,
-        });
-        let entries = Dir::read_from(&*fd)
-            .map_err(io)
-            .ctx("read directory", abs)?;
+            DirFd::Listed(dev, ino) => {
+                let fd = rustix::fs::open(abs, dir_flags(), Mode::empty())
+                    .map_err(io)
+                    .ctx("open", abs)?;
+                let st = rustix::fs::fstat(&fd).map_err(io).ctx("read", abs)?;
+                #[allow(clippy::unnecessary_cast)]
+                if (st.st_dev as u64, st.st_ino as u64) != (dev, ino) {
+                    return Err(Error::Environment(format!(
+                        "{} changed while it was being read; nothing was published. Run again once the sources are still",
+                        abs.display()
+                    )));
+                }
+                fd
+            }
+        };
+        let entries = Dir::read_from(&fd).map_err(io).ctx("read directory", abs)?;
         for entry in entries {
             let entry = entry.map_err(io).ctx("read directory", abs)?;
             let name = entry.file_name().to_bytes();
@@ -337,7 +347,7 @@ impl Walker {
             if is_excluded(name) {
                 continue;
             }
-            let st = statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            let st = statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(io)
                 .ctx_with("read", path)?;
             let kind = match FileType::from_raw_mode(st.st_mode as _) {
@@ -361,8 +371,9 @@ impl Walker {
             child_rel.push('/');
             child_rel.push_str(name);
             if kind == Kind::Dir {
+                #[allow(clippy::unnecessary_cast)]
                 queue.push((
-                    DirFd::At(fd.clone(), name.to_string()),
+                    DirFd::Listed(st.st_dev as u64, st.st_ino as u64),
                     path(),
                     child_rel.clone(),
                     base.clone(),

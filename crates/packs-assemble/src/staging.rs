@@ -81,9 +81,10 @@ impl Stage {
 pub enum Source {
     /// Copied into the stage while it was hashed: already in place.
     Staged,
-    /// A confirmed published file with the same contents and mode: hard-linked
-    /// (copied from `input` when the file has as many links as allowed).
-    Link(PathBuf),
+    /// A confirmed published file with the same contents and mode (the
+    /// caller's number for it, turned into a path by `link`): hard-linked, or
+    /// copied from the inputs when it has as many links as allowed.
+    Link(usize),
     /// Copied from the inputs.
     Copy,
     /// The same contents and mode as the file of entry `.0` in this run's new
@@ -121,42 +122,43 @@ pub trait Inputs: Sync {
 }
 
 /// Writes `jobs` into `store`: directories, then every file on all cores
-/// (`sources[i]` for entry `i`), then the files that repeat one of them,
-/// then seals and renames each object into place.
+/// (`sources`: each new file's entry and source, sorted), then the files that
+/// repeat one of them, then seals and renames each object into place.
+#[allow(clippy::too_many_arguments)]
 pub fn write_objects(
     store: &Path,
     entries: &[Entry],
     jobs: &[ObjectJob],
-    sources: &BTreeMap<usize, Source>,
+    sources: &[(usize, Source)],
+    link: &(dyn Fn(usize) -> PathBuf + Sync),
     inputs: &dyn Inputs,
     seal: &Seal,
     progress: &Progress,
 ) -> Result<Written, Error> {
-    let mut dst: BTreeMap<usize, PathBuf> = BTreeMap::new();
+    // Each file's job, so that its path is made only when it is written.
+    let mut job_of = vec![u32::MAX; entries.len()];
     let mut dirs: Vec<(PathBuf, u32)> = vec![];
-    for job in jobs {
+    for (k, job) in jobs.iter().enumerate() {
         if !job.staged {
             fsops::create_dir(&job.tmp)?;
         }
         for i in job.pack.entries() {
             let e = &entries[i];
-            let at = job.tmp.join(&e.path);
-            match e.kind {
-                Kind::Dir => {
-                    if !job.staged {
-                        fsops::create_dir(&at)?;
-                    }
-                    dirs.push((at, e.mode_bits()));
+            if e.kind == Kind::Dir {
+                let at = job.tmp.join(&e.path);
+                if !job.staged {
+                    fsops::create_dir(&at)?;
                 }
-                Kind::File => {
-                    dst.insert(i, at);
-                }
+                dirs.push((at, e.mode_bits()));
+            } else {
+                job_of[i] = k as u32;
             }
         }
     }
+    let dst = |i: usize| jobs[job_of[i] as usize].tmp.join(&entries[i].path);
     let copy = |i: usize| -> Result<(), Error> {
         let (src, stamp) = inputs.input(i);
-        fsops::copy_file(&src, &stamp, &dst[&i], entries[i].mode_bits(), seal)
+        fsops::copy_file(&src, &stamp, &dst(i), entries[i].mode_bits(), seal)
     };
     let first: Vec<(usize, &Source)> = sources
         .iter()
@@ -172,8 +174,8 @@ pub fn write_objects(
                 copy(i)?;
                 false
             }
-            Source::Link(from) => {
-                let ok = fsops::hard_link(from, &dst[&i])?;
+            Source::Link(k) => {
+                let ok = fsops::hard_link(&link(*k), &dst(i))?;
                 if !ok {
                     copy(i)?;
                 }
@@ -195,10 +197,11 @@ pub fn write_objects(
         })
         .collect();
     let again = crate::parallel::try_map(&repeats, |&(i, of)| {
-        if crate::volume::exists(&dst[&i]) {
-            fsops::remove_file(&dst[&i])?; // a staged repeat
+        let at = dst(i);
+        if crate::volume::exists(&at) {
+            fsops::remove_file(&at)?; // a staged repeat
         }
-        let ok = fsops::hard_link(&dst[&of], &dst[&i])?;
+        let ok = fsops::hard_link(&dst(of), &at)?;
         if !ok {
             copy(i)?;
         }

@@ -248,7 +248,7 @@ fn verify_fails_when_a_pack_link_is_missing() {
 /// A pack with 3,000 sibling directories failed under `ulimit -n 1024`:
 /// every child directory was held open while queued.
 #[test]
-fn a_pack_with_3000_sibling_directories_publishes_under_ulimit_n_256() {
+fn a_pack_with_3000_sibling_directories_publishes_under_ulimit_n_64() {
     let f = Fixture::new();
     f.fresh_sensor("v1");
     f.write(
@@ -267,7 +267,7 @@ fn a_pack_with_3000_sibling_directories_publishes_under_ulimit_n_256() {
             .current_dir(f.tmp.path())
             .args([
                 "-c",
-                "ulimit -n 256 && exec \"$0\" assemble --packs packs --binaries bins --arch amd64 --out vol --no-sync -q && exec \"$0\" verify vol -q",
+                "ulimit -n 64 && \"$0\" assemble --packs packs --binaries bins --arch amd64 --out vol --no-sync -q && exec \"$0\" verify vol -q",
                 bin.to_str().unwrap(),
             ])
             .output()

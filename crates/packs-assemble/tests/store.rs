@@ -314,4 +314,16 @@ fn a_publisher_without_root_publishes_cold_and_incrementally() {
     let again = run();
     assert_eq!(again["copied"], 1, "{again}");
     f.assert_verifies();
+    // Beyond --keep, old generations and their objects are collected: a
+    // sealed object must be moved aside within the store, not to the root.
+    for v in 3..6 {
+        f.write(
+            "packs/core/actions/echo.sh",
+            format!("#!/bin/sh\necho v{v}\n"),
+        );
+        let r = run();
+        assert_eq!(r["copied"], 1, "{r}");
+    }
+    f.assert_verifies();
+    assert_eq!(f.generations().len(), 2);
 }
