@@ -77,14 +77,7 @@ impl Args {
         if self.db != ":memory:" {
             paths::make_absolute_str(&paths::flag_name("db", env::DB), &mut self.db)?;
         }
-        paths::make_absolute(
-            &paths::flag_name("packs-dir", env::PACKS_DIR),
-            &mut self.packs_dir,
-        )?;
-        paths::make_absolute(
-            &paths::flag_name("packs-dev-dir", env::PACKS_DEV_DIR),
-            &mut self.packs_dev_dir,
-        )
+        paths::make_packs_dirs_absolute(&mut self.packs_dir, &mut self.packs_dev_dir)
     }
 }
 

@@ -34,14 +34,7 @@ impl ServiceArgs {
     /// Makes the packs directories absolute against the current directory
     /// ([`crate::paths`]); called once, at startup, before they are used.
     pub fn make_paths_absolute(&mut self) -> Result<(), PathError> {
-        paths::make_absolute(
-            &paths::flag_name("packs-dir", env::PACKS_DIR),
-            &mut self.packs_dir,
-        )?;
-        paths::make_absolute(
-            &paths::flag_name("packs-dev-dir", env::PACKS_DEV_DIR),
-            &mut self.packs_dev_dir,
-        )
+        paths::make_packs_dirs_absolute(&mut self.packs_dir, &mut self.packs_dev_dir)
     }
 
     /// Installs logging as configured.

@@ -143,6 +143,19 @@ pub fn flag_name(flag: &str, var: &str) -> String {
     format!("--{flag} ({var})")
 }
 
+/// Makes the packs directory and the packs.dev directory absolute: every
+/// service takes both (`--packs-dir`, `--packs-dev-dir`).
+pub fn make_packs_dirs_absolute(
+    packs_dir: &mut PathBuf,
+    packs_dev_dir: &mut PathBuf,
+) -> Result<(), PathError> {
+    make_absolute(&flag_name("packs-dir", crate::env::PACKS_DIR), packs_dir)?;
+    make_absolute(
+        &flag_name("packs-dev-dir", crate::env::PACKS_DEV_DIR),
+        packs_dev_dir,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,7 +54,7 @@ pub fn remove(vol: &Volume, name: &str) -> Result<(), Error> {
     fsops::delete_tree(&tomb)
 }
 
-/// The generations of `vol` other than those in `spare`, newest first.
+/// The generations of `vol` with their ctimes (when they were written), newest first.
 pub fn generations(vol: &Volume) -> Result<Vec<(i64, String)>, Error> {
     let mut out = vec![];
     for (name, link) in vol.root_entries()? {

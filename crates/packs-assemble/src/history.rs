@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::manifest::{FORMAT, MANIFEST_NAME, Manifest, root_hash};
 use crate::stamps::Stamps;
 use crate::store::{Objects, object_id, pack_trees, read_objects};
-use crate::volume::{STAMPS_NAME, STORE_DIR, Volume, VolumeLock, generation_name, tmp_name};
+use crate::volume::{STAMPS_NAME, STORE_DIR, Volume, VolumeLock, generation_name};
 
 /// One kept generation.
 #[derive(Debug, Serialize)]
@@ -182,12 +182,7 @@ pub fn rollback(vol: &Volume, _lock: &VolumeLock, target: Option<&str>) -> Resul
         .filter(|e| e.sha256.is_some())
         .count();
     crate::publish::commit(vol, &name, &packs)?;
-    crate::fsops::write_atomic(
-        &vol.root.join(STAMPS_NAME),
-        &vol.root.join(tmp_name("stamps")),
-        &Stamps::bytes(records),
-        None,
-    )?;
+    crate::publish::save_stamps(vol, records)?;
     Ok(Rollback {
         generation: name,
         previous: current,

@@ -228,7 +228,7 @@ pub fn publish(
     let decision = if same_manifest && all_reused && gen_ok && !opts.force {
         Decision::UpToDate
     } else if opts.force {
-        Decision::Write(free_generation_name(vol, &out.generation))
+        Decision::Write(free_generation_name(current.as_deref(), &out.generation))
     } else {
         let target = vol.root.join(&out.generation);
         match kept_generation(&target, manifest, &packs, &mut trust)? {
@@ -238,7 +238,7 @@ pub fn publish(
                 }
                 Decision::Reuse(out.generation.clone())
             }
-            _ => Decision::Write(free_generation_name(vol, &out.generation)),
+            _ => Decision::Write(free_generation_name(current.as_deref(), &out.generation)),
         }
     };
     phase("confirm and decide");
@@ -249,10 +249,9 @@ pub fn publish(
         for name in &unmanaged {
             crate::gc::remove(vol, name)?; // --adopt
         }
-        if links_need_repair(vol, &packs)? {
-            add_links(vol, &packs)?;
-            drop_stale_links(vol, &packs)?;
-        }
+        // Links an interrupted run left wrong (each call changes only those).
+        add_links(vol, &packs)?;
+        drop_stale_links(vol, &packs)?;
         if trust.audit.rehashed + trust.audit.relisted > 0 {
             save_stamps(vol, trust.records())?;
         }
@@ -651,11 +650,10 @@ fn generation_links_ok(dir: &Path, packs: &[PackTree], choices: &[PackChoice]) -
 
 /// `name`, or `name-<n>` for the first `n` free (another copy of the same
 /// contents, beside a damaged one that is still current).
-fn free_generation_name(vol: &Volume, name: &str) -> String {
-    let current = vol.current().ok().flatten();
+fn free_generation_name(current: Option<&str>, name: &str) -> String {
     let mut candidate = name.to_string();
     let mut n = 1;
-    while current.as_deref() == Some(candidate.as_str()) {
+    while current == Some(candidate.as_str()) {
         n += 1;
         candidate = format!("{name}-{n}");
     }
@@ -726,19 +724,6 @@ fn link_names(packs: &[PackTree]) -> Vec<String> {
         .collect()
 }
 
-fn links_need_repair(vol: &Volume, packs: &[PackTree]) -> Result<bool, Error> {
-    let wanted = link_names(packs);
-    let ok = wanted.iter().all(|n| {
-        std::fs::read_link(vol.root.join(n)).ok().as_deref()
-            == Some(Path::new(&format!("{DATA_LINK}/{n}")))
-    });
-    let extra = vol
-        .root_entries()?
-        .into_iter()
-        .any(|(n, link)| classify(&n, link) == Some(RootEntry::Link) && !wanted.contains(&n));
-    Ok(!ok || extra)
-}
-
 /// Points `<pack>` and the manifest link through `..data`, atomically each.
 fn add_links(vol: &Volume, packs: &[PackTree]) -> Result<(), Error> {
     for name in link_names(packs) {
@@ -764,7 +749,7 @@ fn drop_stale_links(vol: &Volume, packs: &[PackTree]) -> Result<(), Error> {
 }
 
 /// Writes the stamps record.
-fn save_stamps(vol: &Volume, records: Vec<Record>) -> Result<(), Error> {
+pub(crate) fn save_stamps(vol: &Volume, records: Vec<Record>) -> Result<(), Error> {
     fsops::write_atomic(
         &vol.root.join(STAMPS_NAME),
         &vol.root.join(tmp_name("stamps")),

@@ -264,6 +264,7 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// The pack root's own mode (its entries are checked by [`Walk::dir`]).
     fn check_mode(
         &self,
         disk: &Path,
@@ -271,19 +272,11 @@ impl Walk<'_> {
         rel: &str,
         d: &mut Diagnostics,
     ) -> Result<(), Error> {
-        let Some(e) = self.manifest.get(rel) else {
-            return Ok(());
-        };
-        let meta = std::fs::symlink_metadata(disk).ctx("read", logical)?;
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode != e.mode_bits() {
-            d.push(
-                Diagnostic::error(
-                    logical,
-                    format!("has mode {mode:04o}, the manifest says {}", e.mode),
-                )
-                .hint(REASSEMBLE),
-            );
+        if let Some(e) = self.manifest.get(rel) {
+            let meta = std::fs::symlink_metadata(disk).ctx("read", logical)?;
+            if let Some(p) = mode_problem(&meta, e, logical) {
+                d.push(p);
+            }
         }
         Ok(())
     }
@@ -345,15 +338,8 @@ impl Walk<'_> {
                 );
                 continue;
             }
-            let mode = meta.permissions().mode() & 0o7777;
-            if mode != e.mode_bits() {
-                d.push(
-                    Diagnostic::error(
-                        &path,
-                        format!("has mode {mode:04o}, the manifest says {}", e.mode),
-                    )
-                    .hint(REASSEMBLE),
-                );
+            if let Some(p) = mode_problem(&meta, e, &path) {
+                d.push(p);
             }
             if kind == Kind::Dir {
                 self.dir(&on_disk, &path, &child_rel, d)?;
@@ -370,6 +356,22 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
+
+/// An error when `meta`'s mode is not the one the manifest gives `e`.
+fn mode_problem(
+    meta: &std::fs::Metadata,
+    e: &crate::manifest::Entry,
+    path: &Path,
+) -> Option<Diagnostic> {
+    let mode = meta.permissions().mode() & 0o7777;
+    (mode != e.mode_bits()).then(|| {
+        Diagnostic::error(
+            path,
+            format!("has mode {mode:04o}, the manifest says {}", e.mode),
+        )
+        .hint(REASSEMBLE)
+    })
 }
 
 /// The root holds only what this tool writes, and its links go through `..data`.
