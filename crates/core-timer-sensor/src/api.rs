@@ -23,7 +23,8 @@ pub struct Api {
     token: String,
 }
 
-/// An event as posted to `/api/v1/events`.
+/// An event as posted to `/api/v1/events` (upstream's `CreateEventRequest`),
+/// and as one line of the spool.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// The trigger type.
@@ -34,15 +35,68 @@ pub struct Event {
     pub trigger_instance_id: String,
 }
 
-/// How a request ended.
-#[derive(Debug)]
+impl std::fmt::Display for Event {
+    /// Names the event for a log line: trigger, instance, count and time,
+    /// for example `core.intervaltimer rule_1 #3 fired at 2030-01-01T00:00:03Z`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.trigger_ref, self.trigger_instance_id)?;
+        if let Some(n) = self.payload.get("execution_count").and_then(Value::as_u64) {
+            write!(f, " #{n}")?;
+        }
+        if let Some(t) = self.payload.get("fired_at").and_then(Value::as_str) {
+            write!(f, " fired at {t}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a request ended, as the sender acts on it.
+#[derive(Debug, PartialEq)]
 pub enum Outcome {
     /// 2xx.
     Ok(Vec<u8>),
-    /// Worth retrying: unreachable, 5xx or 429.
-    Retry(String),
-    /// Not worth retrying (401, 403, other 4xx).
-    Rejected(u16, String),
+    /// Worth retrying: unreachable, a timeout (408), busy (429), a server error
+    /// (5xx), or a status this sensor does not expect. `after` is the server's
+    /// `Retry-After` on 429 and 503.
+    Retry {
+        /// What happened, for the log.
+        why: String,
+        /// How long the server asked to wait.
+        after: Option<Duration>,
+    },
+    /// 401 or 403: the token is refused; only a restart with a fresh one helps.
+    Unauthorized(u16),
+    /// 400 or 422: the request itself is refused; sending it again cannot help.
+    Invalid(u16, String),
+}
+
+/// What a status means for a request that can be sent again unchanged.
+pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Ok(body.to_vec()),
+        401 | 403 => Outcome::Unauthorized(status),
+        400 | 422 => Outcome::Invalid(
+            status,
+            String::from_utf8_lossy(body).chars().take(300).collect(),
+        ),
+        429 | 503 => Outcome::Retry {
+            why: format!("HTTP {status}"),
+            after: retry_after,
+        },
+        408 | 500..=599 => Outcome::Retry {
+            why: format!("HTTP {status}"),
+            after: None,
+        },
+        // 404, 405, 413, 3xx...: a misconfigured URL or proxy, not a bad event.
+        // Dropping would lose events the API may take once it is fixed.
+        other => Outcome::Retry {
+            why: format!(
+                "unexpected HTTP {other} (is {} right?)",
+                crate::config::keys::API_URL
+            ),
+            after: None,
+        },
+    }
 }
 
 impl Api {
@@ -56,15 +110,17 @@ impl Api {
 
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> Outcome {
         match http::request(&self.url, method, path, Some(&self.token), body, timeout) {
-            Err(e) => Outcome::Retry(format!("{method} {path}: {e}")),
-            Ok(r) if (200..300).contains(&r.status) => Outcome::Ok(r.body),
-            Ok(r) if r.status >= 500 || r.status == 429 => {
-                Outcome::Retry(format!("{method} {path}: HTTP {}", r.status))
-            }
-            Ok(r) => Outcome::Rejected(
-                r.status,
-                String::from_utf8_lossy(&r.body).chars().take(300).collect(),
-            ),
+            Err(e) => Outcome::Retry {
+                why: format!("{method} {path}: {e}"),
+                after: None,
+            },
+            Ok(r) => match classify(r.status, &r.body, r.retry_after) {
+                Outcome::Retry { why, after } => Outcome::Retry {
+                    why: format!("{method} {path}: {why}"),
+                    after,
+                },
+                other => other,
+            },
         }
     }
 
@@ -98,8 +154,11 @@ impl Api {
             );
             let body = match self.call("GET", &path, None, TIMEOUT) {
                 Outcome::Ok(b) => b,
-                Outcome::Retry(m) => return Err(m),
-                Outcome::Rejected(s, m) => return Err(format!("GET {path}: HTTP {s}: {m}")),
+                Outcome::Retry { why, .. } => return Err(why),
+                Outcome::Unauthorized(s) => {
+                    return Err(format!("GET {path}: HTTP {s}: the token is refused"));
+                }
+                Outcome::Invalid(s, m) => return Err(format!("GET {path}: HTTP {s}: {m}")),
             };
             let v: Value =
                 serde_json::from_slice(&body).map_err(|e| format!("GET {path}: not JSON: {e}"))?;
@@ -125,5 +184,70 @@ impl Api {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn kind(status: u16) -> &'static str {
+        match classify(status, b"", None) {
+            Outcome::Ok(_) => "ok",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Unauthorized(_) => "auth",
+            Outcome::Invalid(..) => "invalid",
+        }
+    }
+
+    /// 408 (the API's own body timeout) was final: the event was dropped.
+    #[test]
+    fn only_400_and_422_are_final_for_an_event() {
+        for (status, want) in [
+            (200, "ok"),
+            (201, "ok"),
+            (400, "invalid"),
+            (422, "invalid"),
+            (401, "auth"),
+            (403, "auth"),
+            (408, "retry"),
+            (429, "retry"),
+            (500, "retry"),
+            (503, "retry"),
+            (504, "retry"),
+            (404, "retry"),
+            (413, "retry"),
+            (302, "retry"),
+        ] {
+            assert_eq!(kind(status), want, "HTTP {status}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_kept_for_429_and_503_only() {
+        let wait = Some(Duration::from_secs(2));
+        for status in [429, 503] {
+            assert!(
+                matches!(classify(status, b"", wait), Outcome::Retry { after, .. } if after == wait)
+            );
+        }
+        assert!(matches!(
+            classify(500, b"", wait),
+            Outcome::Retry { after: None, .. }
+        ));
+    }
+
+    #[test]
+    fn an_event_names_itself() {
+        let e = Event {
+            trigger_ref: "core.intervaltimer".into(),
+            payload: json!({"execution_count": 3, "fired_at": "2030-01-01T00:00:03Z"}),
+            trigger_instance_id: "rule_1".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "core.intervaltimer rule_1 #3 fired at 2030-01-01T00:00:03Z"
+        );
     }
 }

@@ -24,8 +24,8 @@ pub mod keys {
     pub const RECONCILE_SECONDS: &str = "ATTUNE_SENSOR_RECONCILE_SECONDS";
     /// Events held while the API is unreachable.
     pub const QUEUE_CAPACITY: &str = "ATTUNE_SENSOR_QUEUE_CAPACITY";
-    /// A file where unsent events wait for the next start after the API
-    /// refused the token (set by the sensor service).
+    /// A file where the events still unsent at any stop wait for the next
+    /// start (set by the sensor service).
     pub const SPOOL: &str = "ATTUNE_SENSOR_SPOOL";
     /// Every key, for `--help` and stdin configuration.
     pub const ALL: &[&str] = &[
@@ -80,7 +80,7 @@ pub struct Config {
     pub reconcile: Option<Duration>,
     /// Queue capacity (events).
     pub queue_capacity: usize,
-    /// Where unsent events are kept across a restart for a new token.
+    /// Where unsent events are kept from one run to the next.
     pub spool: Option<std::path::PathBuf>,
 }
 

@@ -65,13 +65,16 @@ impl Url {
     }
 }
 
-/// A response: status and body.
+/// A response: status, body, and the one header the sensor acts on.
 #[derive(Debug)]
 pub struct Response {
     /// HTTP status code.
     pub status: u16,
     /// The body, de-chunked.
     pub body: Vec<u8>,
+    /// `Retry-After` in its delay-seconds form (the HTTP-date form is ignored:
+    /// the sensor then falls back to its own backoff).
+    pub retry_after: Option<Duration>,
 }
 
 /// Sends one request and reads the whole response.
@@ -186,6 +189,7 @@ pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
         .ok_or_else(|| bad("malformed status line"))?;
     let mut chunked = false;
     let mut length = None;
+    let mut retry_after = None;
     for l in lines {
         if let Some((k, v)) = l.split_once(':') {
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
@@ -193,6 +197,8 @@ pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
                 chunked = true;
             } else if k == "content-length" {
                 length = v.parse::<usize>().ok();
+            } else if k == "retry-after" {
+                retry_after = v.parse::<u64>().ok().map(Duration::from_secs);
             }
         }
     }
@@ -203,7 +209,11 @@ pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
         let n = length.unwrap_or(rest.len()).min(rest.len());
         rest[..n].to_vec()
     };
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        body,
+        retry_after,
+    })
 }
 
 fn dechunk(mut rest: &[u8]) -> io::Result<Vec<u8>> {
@@ -260,6 +270,17 @@ mod tests {
         let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
         assert_eq!(r.body, b"abcde");
         assert!(parse_response(b"HTTP/1.1 200").is_err());
+    }
+
+    #[test]
+    fn reads_retry_after_in_seconds_only() {
+        let r = parse_response(b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\n\r\n").unwrap();
+        assert_eq!(r.retry_after, Some(Duration::from_secs(7)));
+        let r = parse_response(
+            b"HTTP/1.1 503 Unavailable\r\nRetry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.retry_after, None);
     }
 
     /// A chunk size near `usize::MAX` overflowed `size + 2` and panicked the

@@ -8,10 +8,13 @@
 //! does not read packs (that is `attune-pack`) and does not run actions.
 //!
 //! Threads: the scheduler ([`scheduler`]) queues events; a sender delivers them
-//! in order with backoff ([`queue`]); a reconciler refreshes the timers; a
-//! signal thread stops all within a second of SIGTERM or SIGINT.
+//! in order with backoff ([`queue`], [`backoff`]); a reconciler refreshes the
+//! timers; a signal thread stops all within a second of SIGTERM or SIGINT.
+//! Every stop after the queue exists (a signal, a refused token, a panic)
+//! keeps the unsent events in the spool ([`spool`]).
 
 pub mod api;
+pub mod backoff;
 pub mod config;
 pub mod http;
 pub mod queue;
@@ -33,8 +36,9 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// A setting is missing or malformed, or the command line is wrong.
     pub const USAGE: u8 = 2;
-    /// The API refused the token (401/403): restart with a fresh one.
-    pub const AUTH: u8 = 4;
+    /// The environment is wrong: the API refused the token (401/403), so the
+    /// sensor manager restarts the sensor with a fresh one.
+    pub const ENVIRONMENT: u8 = 3;
 }
 
 /// After SIGTERM the process ends within this long (the flush gets most of it).
@@ -67,14 +71,16 @@ Environment (or keys of the stdin object):
       inferred from the config keys (interval, expression, fire_at) when absent
   {}  seconds between rule reconciliations, 0 to disable [default: 30]
   {}  events held while the API is unreachable [default: 1000]
-  {}  file that keeps unsent events, in order, across a restart after
-      the API refused the token [default: none: they are lost]
+  {}  file that keeps the events still unsent at any stop, in order,
+      for the next start, which sends them first [default: none: they are lost]
   {}  error, warn, info, debug, trace [default: info]
   {}  human or json [default: human]
 
-Logs go to stderr; events go only to the API. Exit codes: 0 stopped by
-SIGTERM/SIGINT, 2 bad configuration or usage, 4 the API refused the token
-(401/403), so that the sensor manager restarts it with a fresh one.",
+Logs go to stderr; events go only to the API. 408, 429, 5xx and unreachable
+are retried; only a 400 or 422 drops an event, with a warning naming it.
+Exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad configuration or usage, 3 the
+API refused the token (401/403), so that the sensor manager restarts it with a
+fresh one.",
         env!("CARGO_PKG_VERSION"),
         keys::API_URL,
         keys::API_TOKEN,
@@ -169,6 +175,13 @@ pub fn run(config: Config) -> ExitCode {
             }
         });
     }
+    keep_events_on_panic(queue.clone(), config.spool.clone());
+    if config.spool.is_none() {
+        tracing::warn!(
+            "{} is not set: events still unsent when the sensor stops are lost",
+            keys::SPOOL
+        );
+    }
 
     tracing::info!(api = %config.api_url, sensor = %config.sensor_ref, timers = config.triggers.len(), "starting; waiting for the API");
     let mut wait = Duration::from_millis(250);
@@ -205,25 +218,34 @@ pub fn run(config: Config) -> ExitCode {
     }
     sched.run(config.triggers.clone(), &config.sensor_ref, &queue);
 
-    // Stopped: give the sender its last flush, within the budget.
+    // Stopped: give the sender its last flush, within the budget, then keep
+    // whatever is left, whatever the reason for the stop.
     let stopped = Instant::now();
     let _ = done_rx.recv_timeout(STOP_BUDGET.saturating_sub(stopped.elapsed()));
+    spool::keep(config.spool.as_deref(), &queue.drain());
     if let Some(status) = queue.auth_failed() {
-        let pending = queue.pending();
-        match &config.spool {
-            Some(spool) => spool::save(spool, &pending),
-            None if !pending.is_empty() => tracing::warn!(
-                lost = pending.len(),
-                "unsent events are lost: set {} to keep them for the next start",
-                config::keys::SPOOL
-            ),
-            None => {}
-        }
         tracing::error!(status, "stopped: the API refused the token");
-        return ExitCode::from(exit::AUTH);
+        return ExitCode::from(exit::ENVIRONMENT);
     }
     tracing::info!("stopped");
     ExitCode::from(exit::OK)
+}
+
+/// A panic is the one stop no code path returns from (the shipped binary
+/// aborts): the hook keeps the unsent events first, then aborts, in every
+/// build profile alike.
+fn keep_events_on_panic(queue: Arc<queue::Queue>, spool: Option<std::path::PathBuf>) {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        match queue.try_drain() {
+            Some(events) => spool::keep(spool.as_deref(), &events),
+            None => {
+                tracing::error!("cannot reach the event queue from the panic; its events are lost")
+            }
+        }
+        std::process::abort();
+    }));
 }
 
 /// Every `period`, asks the API for the enabled rules of each timer trigger and

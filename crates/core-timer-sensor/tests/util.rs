@@ -1,9 +1,10 @@
 //! A fake Attune API on 127.0.0.1 that records requests and answers as told,
 //! and a wrapper that runs the real sensor binary against it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ pub struct Request {
     pub body: Value,
     /// What was answered (0: the connection was dropped).
     pub status: u16,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// How the fake API answers.
@@ -28,6 +31,10 @@ pub struct Behaviour {
     pub health: u16,
     /// Status for `POST /api/v1/events`; 0 drops the connection (API unreachable).
     pub events: u16,
+    /// Statuses for the next event posts, one each, before `events` applies.
+    pub events_script: VecDeque<u16>,
+    /// `Retry-After` seconds sent with 429 and 503 answers.
+    pub retry_after: Option<u64>,
     /// Rules by trigger ref for `GET /api/v1/rules`; `None` answers 503.
     pub rules: Option<BTreeMap<String, Vec<Value>>>,
 }
@@ -37,6 +44,8 @@ impl Default for Behaviour {
         Behaviour {
             health: 200,
             events: 200,
+            events_script: VecDeque::new(),
+            retry_after: None,
             rules: Some(BTreeMap::new()),
         }
     }
@@ -126,10 +135,19 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, behaviour: &Mutex<Be
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
-    let b = behaviour.lock().unwrap().clone();
+    let at = Instant::now();
+    let (b, scripted) = {
+        let mut b = behaviour.lock().unwrap();
+        let scripted = if (method.as_str(), path) == ("POST", "/api/v1/events") {
+            b.events_script.pop_front()
+        } else {
+            None
+        };
+        (b.clone(), scripted)
+    };
     let (status, answer) = match (method.as_str(), path) {
         ("GET", "/health") => (b.health, json!({"status": "ok"})),
-        ("POST", "/api/v1/events") => (b.events, json!({"id": 1})),
+        ("POST", "/api/v1/events") => (scripted.unwrap_or(b.events), json!({"id": 1})),
         ("GET", "/api/v1/rules") => match &b.rules {
             None => (503, json!({"error": "unavailable"})),
             Some(rules) => {
@@ -154,15 +172,20 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, behaviour: &Mutex<Be
         headers,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         status,
+        at,
     });
     if status == 0 {
         return; // dropped: the client sees the connection close without an answer
     }
     let text = answer.to_string();
+    let retry_after = match b.retry_after {
+        Some(s) if matches!(status, 429 | 503) => format!("Retry-After: {s}\r\n"),
+        _ => String::new(),
+    };
     let mut stream = stream;
     let _ = write!(
         stream,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n{text}",
         text.len()
     );
 }
@@ -199,14 +222,37 @@ impl Sensor {
     }
 
     /// Sends SIGTERM and returns (how long it took to exit, exit code, stdout, stderr).
-    pub fn terminate(mut self) -> (Duration, Option<i32>, String, String) {
+    pub fn terminate(self) -> (Duration, Option<i32>, String, String) {
+        self.signal("TERM")
+    }
+
+    /// Sends `SIG<name>` and returns what [`Sensor::terminate`] returns.
+    pub fn signal(self, name: &str) -> (Duration, Option<i32>, String, String) {
         let sent = Instant::now();
         Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
+        self.finish(sent)
+    }
+
+    /// Waits (at most `limit`, a hang guard) for the sensor to exit on its own.
+    pub fn exit_within(mut self, limit: Duration) -> (Option<i32>, String) {
+        let started = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("the sensor did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (_, code, _, err) = self.finish(started);
+        (code, err)
+    }
+
+    fn finish(mut self, since: Instant) -> (Duration, Option<i32>, String, String) {
         let status = self.child.wait().unwrap();
-        let took = sent.elapsed();
+        let took = since.elapsed();
         let mut out = String::new();
         let mut err = String::new();
         self.child
@@ -235,4 +281,34 @@ pub fn wait_for(limit: Duration, f: impl Fn() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+/// Reads a spool file: one event a line, oldest first.
+pub fn spooled(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no spool at {}: {e}", path.display()));
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Reads a spool file, checking that the sensor's log `err` said how many
+/// events it kept there, and where.
+pub fn spooled_as_logged(path: &Path, err: &str) -> Vec<Value> {
+    let kept = spooled(path);
+    let line = format!(
+        "kept {} in {}",
+        core_timer_sensor::spool::unsent(kept.len()),
+        path.display()
+    );
+    assert!(err.contains(&line), "the log does not say `{line}`: {err}");
+    kept
+}
+
+/// The `execution_count` of each event.
+pub fn counts(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["payload"]["execution_count"].as_u64().unwrap())
+        .collect()
 }
