@@ -1,10 +1,11 @@
 //! A fake Attune API on 127.0.0.1 that records requests and answers as told,
-//! and a wrapper that runs the real sensor binary against it.
+//! a wrapper that runs the real sensor binary against it, and the one place
+//! that decides whether a test may skip (never under CI).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -311,4 +312,71 @@ pub fn counts(events: &[Value]) -> Vec<u64> {
         .iter()
         .map(|e| e["payload"]["execution_count"].as_u64().unwrap())
         .collect()
+}
+
+/// Whether `CI` says this is a CI run: set, and not empty, `false` or `0`.
+pub fn under_ci(ci: Option<&str>) -> bool {
+    ci.map(str::trim)
+        .is_some_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// A test cannot run because `missing` is absent. Outside CI it is skipped
+/// with a message; under CI (see [`under_ci`]) it fails naming what is
+/// missing, so that an incomplete checkout cannot pass for a green run.
+pub fn skip_or_fail(missing: &str) {
+    skip_or_fail_under(std::env::var("CI").ok().as_deref(), missing);
+}
+
+/// [`skip_or_fail`] with the value of `CI` given.
+pub fn skip_or_fail_under(ci: Option<&str>, missing: &str) {
+    if under_ci(ci) {
+        panic!(
+            "{missing} is absent, and CI={} forbids skipping this test: put it in place",
+            ci.unwrap_or_default()
+        );
+    }
+    eprintln!("SKIPPED: {missing} is absent (CI is not set, so the test is skipped)");
+}
+
+/// `shared/<rel>` beside the repository (as in CI) or beside one of its
+/// parents (a worktree under the main checkout's parent), if present.
+pub fn shared_dir(rel: &str) -> Result<PathBuf, String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let repo = repo.canonicalize().unwrap_or(repo);
+    repo.ancestors()
+        .skip(1)
+        .map(|d| d.join("shared").join(rel))
+        .find(|d| d.is_dir())
+        .ok_or_else(|| format!("shared/{rel} (beside {} or a parent)", repo.display()))
+}
+
+#[test]
+fn under_ci_unless_unset_empty_false_or_zero() {
+    for (ci, want) in [
+        (None, false),
+        (Some(""), false),
+        (Some("false"), false),
+        (Some("FALSE"), false),
+        (Some("0"), false),
+        (Some("true"), true),
+        (Some("1"), true),
+        (Some("yes"), true),
+    ] {
+        assert_eq!(under_ci(ci), want, "CI={ci:?}");
+    }
+}
+
+/// `timers.rs` printed SKIPPED and passed under CI when `../shared` was absent.
+#[test]
+fn a_missing_input_fails_under_ci_naming_it_instead_of_skipping() {
+    let under = std::panic::catch_unwind(|| skip_or_fail_under(Some("true"), "shared/xyz"));
+    let message = under.expect_err("skipped under CI=true");
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(text.contains("shared/xyz is absent"), "{text}");
+    // Outside CI it still skips.
+    skip_or_fail_under(Some("false"), "shared/xyz");
+    skip_or_fail_under(None, "shared/xyz");
 }
