@@ -14,9 +14,13 @@
   outputs =
     inputs:
     let
+      # Build systems. Each one builds the Linux images of both architectures;
+      # on a Mac they run in Docker Desktop's Linux VM.
       systems = [
         "x86_64-linux"
         "aarch64-linux"
+        "aarch64-darwin"
+        "x86_64-darwin"
       ];
       perSystem = builtins.listToAttrs (
         map (system: {

@@ -1,16 +1,16 @@
-# Everything for one build system: packages, apps, checks, devShells, formatter.
-# Cross builds come from this system for both architectures.
+# Everything for one build system (x86_64-linux, aarch64-linux, aarch64-darwin,
+# x86_64-darwin): packages, apps, checks, devShells, formatter. Both Linux
+# architectures are cross-built from this system, with Zig as C toolchain.
 { inputs, system }:
 let
   pkgs = inputs.nixpkgs.legacyPackages.${system};
   inherit (pkgs) lib;
   root = ../.;
-  targets = import ./targets.nix {
-    inherit pkgs;
-    inherit (inputs) nixpkgs;
-  };
+  targets = import ./targets.nix { inherit (inputs) nixpkgs; };
   toolchain = import ./toolchain.nix { fenix = inputs.fenix.packages.${system}; };
-  hostArch = if system == "aarch64-linux" then "aarch64" else "x86_64";
+  # The Linux architecture of this machine: on a Mac, the one Docker Desktop's
+  # engine runs natively (arm64 on Apple Silicon).
+  hostArch = import ./host-arch.nix { inherit system; };
 
   perArch =
     arch:
@@ -37,7 +37,11 @@ let
     aarch64 = perArch "aarch64";
   };
   # packs-assemble runs at build time, so it is this system's build.
-  packs-assemble = arches.${hostArch}.rust.services;
+  packs-assemble = import ./build-tools.nix {
+    inherit pkgs toolchain root;
+    inherit (inputs) crane;
+    linuxBuild = arches.${hostArch}.rust.services;
+  };
   volume =
     arch:
     pkgs.callPackage ./volume.nix {
@@ -77,6 +81,7 @@ let
       packs-volume-arm64 = volume "aarch64";
       packs-image-amd64 = images.amd64.packs;
       packs-image-arm64 = images.arm64.packs;
+      inherit packs-assemble;
     }
     // lib.listToAttrs (
       lib.concatMap (
@@ -101,17 +106,27 @@ in
   };
 
   checks = import ./checks.nix {
-    inherit pkgs lib root packages;
+    inherit pkgs lib root packages packs-assemble;
     rust = arches.${hostArch}.rust // {
       inherit (arches.${hostArch}.target) arch docker;
     };
-    # User-mode emulation only (nixpkgs' own choice for running foreign binaries).
-    qemuAarch64 = if hostArch == "aarch64" then "${pkgs.coreutils}/bin/env" else "${pkgs.qemu-user}/bin/qemu-aarch64";
+    # User-mode emulation only (nixpkgs' own choice for running foreign
+    # binaries); a Mac runs no Linux binary at build time.
+    qemuAarch64 =
+      if pkgs.stdenv.isDarwin then
+        null
+      else if hostArch == "aarch64" then
+        "${pkgs.coreutils}/bin/env"
+      else
+        "${pkgs.qemu-user}/bin/qemu-aarch64";
   };
 
+  # The same Zig recipe as the flake's builds, for scripts/build-pack-binaries.
   devShells.default = pkgs.mkShell {
     packages = [
       toolchain
+      pkgs.zig
+      pkgs.cargo-zigbuild
       pkgs.cargo-nextest
       pkgs.cargo-deny
       pkgs.skopeo

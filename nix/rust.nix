@@ -1,6 +1,7 @@
-# The workspace built static for one musl target with crane: one commonArgs and
-# one cargoArtifacts (dependencies only) shared by every build and check of that
-# target; the timer sensor's own profile has its own dependency build.
+# The workspace built static for one musl target with crane, linked by Zig
+# (nix/zig.nix) from any build system: one commonArgs and one cargoArtifacts
+# (dependencies only) shared by every build and check of that target; the timer
+# sensor's own profile has its own dependency build.
 {
   pkgs,
   crane,
@@ -11,24 +12,12 @@
 let
   craneLib = (crane.mkLib pkgs).overrideToolchain (_: toolchain);
   src = craneLib.cleanCargoSource root;
-  cc = "${target.cc}/bin/${target.cc.targetPrefix}cc";
-  ar = "${target.cc.bintools}/bin/${target.cc.targetPrefix}ar";
-  envTarget = builtins.replaceStrings [ "-" ] [ "_" ] (pkgs.lib.toUpper target.rustTarget);
-  commonArgs = {
+  zig = pkgs.callPackage ./zig.nix { inherit target; };
+  commonArgs = zig.env // {
     inherit src;
     pname = "attune";
     version = "0.1.0";
     strictDeps = true;
-    CARGO_BUILD_TARGET = target.rustTarget;
-    CARGO_BUILD_RUSTFLAGS = "-C target-feature=+crt-static";
-    "CARGO_TARGET_${envTarget}_LINKER" = cc;
-    # The cc crate (rusqlite's bundled SQLite) reads these for the target.
-    TARGET_CC = cc;
-    TARGET_AR = ar;
-    "CC_${target.rustTarget}" = cc;
-    "AR_${target.rustTarget}" = ar;
-    HOST_CC = "${pkgs.stdenv.cc}/bin/cc";
-    depsBuildBuild = [ target.cc ];
     dontStrip = true;
   };
   # With crane's default doCheck, the dependency build also compiles the
@@ -58,6 +47,7 @@ let
 in
 {
   inherit
+    zig
     craneLib
     commonArgs
     cargoArtifacts

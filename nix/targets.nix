@@ -1,16 +1,16 @@
-# The architectures we build for: Rust target, Docker name, Nix system, and the
-# C toolchain (linker, TARGET_CC and TARGET_AR for the bundled SQLite) of the musl
-# target. What the worker image only copies (bash, coreutils, python3) comes from
-# nixpkgs' own package set of that system, which the binary cache holds, not from
-# a cross build.
-{ pkgs, nixpkgs }:
+# The architectures we build for: Rust target, Zig target, Docker name and Nix
+# system. The C toolchain of every musl target is Zig's (nix/zig.nix), from any
+# build system. What the worker image only copies (bash, coreutils, python3)
+# comes from nixpkgs' own package set of that Linux system, which the binary
+# cache holds (a Mac substitutes it), not from a cross build.
+{ nixpkgs }:
 {
   x86_64 = {
     arch = "x86_64";
     docker = "amd64";
     system = "x86_64-linux";
     rustTarget = "x86_64-unknown-linux-musl";
-    cc = pkgs.pkgsCross.musl64.stdenv.cc;
+    zigTarget = "x86_64-linux-musl";
     # Packages that run inside the worker image (bash, coreutils, python3).
     runtime = nixpkgs.legacyPackages.x86_64-linux;
   };
@@ -19,7 +19,7 @@
     docker = "arm64";
     system = "aarch64-linux";
     rustTarget = "aarch64-unknown-linux-musl";
-    cc = pkgs.pkgsCross.aarch64-multiplatform-musl.stdenv.cc;
+    zigTarget = "aarch64-linux-musl";
     runtime = nixpkgs.legacyPackages.aarch64-linux;
   };
 }

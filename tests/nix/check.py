@@ -49,23 +49,29 @@ for name in ("nixpkgs", "crane", "fenix", "rust-analyzer-src"):
     check(f"flake.lock pins {name} as nix-pins.json", {k: locked.get(k) for k in want} == want, locked)
 check("fenix follows the flake's nixpkgs", lock["nodes"]["fenix"]["inputs"]["nixpkgs"] == ["nixpkgs"])
 
-# 3. Every output evaluates, for both systems.
+# 3. Every output evaluates, for the four build systems.
+SYSTEMS = ("x86_64-linux", "aarch64-linux", "aarch64-darwin", "x86_64-darwin")
 show = json.loads(nix("flake", "show", "--json", *STUBS))
 want_packages = {
     "pack-binaries-x86_64", "pack-binaries-aarch64", "pack-binaries", "default", "services-x86_64", "services-aarch64",
     "packs-volume-amd64", "packs-volume-arm64", "packs-image-amd64", "packs-image-arm64",
 } | {f"image-{n}-{a}" for n in ("api", "worker", "sensor", "packs-init") for a in ("amd64", "arm64")}
-for system in ("x86_64-linux", "aarch64-linux"):
+for system in SYSTEMS:
     check(f"packages.{system} lists every package", want_packages <= set(show["packages"][system]), sorted(want_packages - set(show["packages"][system])))
     # flake show fails ("not an app definition") if apps come from callPackage, whose
     # stub adds override/overrideDerivation as the real one does.
     check(f"apps.{system}: up, up-amd64, up-arm64, down, logs, publish and nothing else", set(show["apps"][system]) == {"up", "up-amd64", "up-arm64", "down", "logs", "publish"}, sorted(show["apps"][system]))
     checks = set(show["checks"][system])
-    want_checks = {"clippy", "fmt", "nextest", "deny", "packs-check", "verify-volume-amd64", "verify-volume-arm64", "arm64-smoke"} | want_packages
+    want_checks = {"clippy", "fmt", "deny", "packs-check", "verify-volume-amd64", "verify-volume-arm64"} | want_packages
+    runs_linux = {"nextest", "arm64-smoke"}
+    if system.endswith("-linux"):
+        want_checks |= runs_linux
+    else:
+        check(f"checks.{system}: nothing that runs Linux binaries (nextest, arm64-smoke)", not (runs_linux & checks), sorted(runs_linux & checks))
     check(f"checks.{system} include every package and check", want_checks <= checks, sorted(want_checks - checks))
     check(f"devShells.{system}.default and formatter", "default" in show["devShells"][system] and system in show["formatter"])
 
-# 4. What the builds were asked to do (x86_64-linux build system).
+# 4. What the builds were asked to do, from each build system.
 P = """p: let
   rd = d: d.recorded;
   img = name: arch: let r = rd p."image-${name}-${arch}"; in {
@@ -75,7 +81,8 @@ P = """p: let
     systems = map (c: c.system) r.contents;
   };
   build = d: let r = rd d; in {
-    inherit (r) CARGO_BUILD_TARGET CARGO_BUILD_RUSTFLAGS TARGET_CC TARGET_AR cargoExtraArgs doCheck;
+    inherit (r) CARGO_BUILD_TARGET CARGO_BUILD_RUSTFLAGS TARGET_CC TARGET_AR HOST_CC cargoExtraArgs doCheck;
+    cc = r."CC_${r.CARGO_BUILD_TARGET}"; ar = r."AR_${r.CARGO_BUILD_TARGET}";
     depsDoCheck = (rd r.cargoArtifacts).doCheck or "crane default";
     linker = builtins.head (map (k: r.${k}) (builtins.filter (k: builtins.match "CARGO_TARGET_.*_LINKER" k != null) (builtins.attrNames r)));
     profile = r.CARGO_PROFILE or "release";
@@ -91,58 +98,77 @@ in {
   servicesAPath = p.services-aarch64.outPath;
   servicesXPath = p.services-x86_64.outPath;
   binsA = { refs = (rd p.pack-binaries-aarch64).allowedReferences; script = (rd p.pack-binaries-aarch64).script; path = p.pack-binaries-aarch64.outPath; };
-  hostBins = p.pack-binaries.outPath == p.pack-binaries-x86_64.outPath && p.default.outPath == p.pack-binaries-x86_64.outPath;
+  hostBinsX = p.pack-binaries.outPath == p.pack-binaries-x86_64.outPath && p.default.outPath == p.pack-binaries-x86_64.outPath;
+  hostBinsA = p.pack-binaries.outPath == p.pack-binaries-aarch64.outPath && p.default.outPath == p.pack-binaries-aarch64.outPath;
+  tool = let r = rd p.packs-assemble; in { path = p.packs-assemble.outPath; target = r.CARGO_BUILD_TARGET or null; args = r.cargoExtraArgs or null; };
   volumeA = { script = (rd p.packs-volume-arm64).script; tools = map (t: t.outPath) (rd p.packs-volume-arm64).nativeBuildInputs; };
   images = builtins.listToAttrs (builtins.concatMap (a: map (n: { name = "${n}-${a}"; value = img n a; }) ["api" "worker" "sensor" "packs-init"]) ["amd64" "arm64"]);
 }"""
-v = eval_json("packages.x86_64-linux", P)
-sa, sx = v["sensorA"], v["sensorX"]
-check("aarch64 pack binaries: target aarch64-unknown-linux-musl", sa["CARGO_BUILD_TARGET"] == "aarch64-unknown-linux-musl", sa)
-check("aarch64 pack binaries: +crt-static", "target-feature=+crt-static" in sa["CARGO_BUILD_RUSTFLAGS"], sa)
-check("aarch64 pack binaries: aarch64 musl linker and TARGET_CC", sa["linker"].endswith("/bin/aarch64-unknown-linux-musl-cc") and sa["TARGET_CC"] == sa["linker"], sa)
-check("x86_64 pack binaries: target x86_64-unknown-linux-musl, +crt-static", sx["CARGO_BUILD_TARGET"] == "x86_64-unknown-linux-musl" and "+crt-static" in sx["CARGO_BUILD_RUSTFLAGS"], sx)
-check("the sensor builds with the pack-binary profile, alone, --locked", sa["profile"] == "pack-binary" and sa["cargoExtraArgs"] == "--locked -p core-timer-sensor", sa)
-check("aarch64: TARGET_AR is the aarch64 musl ar (rusqlite's bundled SQLite)", sa["TARGET_AR"].endswith("/bin/aarch64-unknown-linux-musl-ar"), sa)
-want_tc = {"stable-cargo", "stable-rustc", "stable-clippy", "stable-rustfmt", "x86_64-unknown-linux-musl-stable-rust-std", "aarch64-unknown-linux-musl-stable-rust-std"}
-check("toolchain: fenix combine of stable cargo/rustc/clippy/rustfmt + both musl rust-std", set(sa["toolchain"]) == want_tc, sa["toolchain"])
-check("dependencies built per target, the sensor's in its own profile", len({sa["deps"], sx["deps"], v["servicesA"]["deps"], v["servicesX"]["deps"]}) == 4 and sa["depsTarget"] == "aarch64-unknown-linux-musl")
-check("services: the four binaries, --locked, tests left to nextest", v["servicesA"]["cargoExtraArgs"] == "--locked -p packs-assemble -p attune-api -p attune-worker -p attune-sensor" and v["servicesA"]["doCheck"] is False, v["servicesA"])
-check("the shared dependency build keeps crane's doCheck (dev-dependencies for clippy and nextest)", v["servicesA"]["depsDoCheck"] == "crane default", v["servicesA"]["depsDoCheck"])
-b = v["binsA"]
-check("pack-binaries-aarch64: no store references, core/sensors layout", b["refs"] == [] and "$out/core/sensors" in b["script"] and "/bin/attune-core-timer-sensor" in b["script"], b)
-check("pack-binaries and default are the host's (x86_64)", v["hostBins"])
-vol = v["volumeA"]
-check("packs-volume-arm64: packs-assemble of this system over arm64 binaries, verified", "--arch arm64" in vol["script"] and b["path"] in vol["script"] and "verify" in vol["script"] and vol["tools"] == [v["servicesXPath"]], vol)
-imgs = v["images"]
-for key, i in imgs.items():
-    arch = key.rsplit("-", 1)[1]
-    check(f"image {key}: architecture {arch}, uid 1000, fixed created, name and tag", i["architecture"] == arch and i["user"] == "1000:1000" and i["created"].startswith("1970") and i["name"] == "attune/" + key.rsplit("-", 1)[0] and len(i["tag"]) == 16, i)
-    check(f"image {key}: holds no packs", not any("packs" == c or c.endswith("-packs") for c in i["contents"]), i["contents"])
-svc_a = v["servicesAPath"]
-check("arm64 sensor image runs the aarch64 attune-sensor", imgs["sensor-arm64"]["entrypoint"] == [f"{svc_a}/bin/attune-sensor"], imgs["sensor-arm64"])
-check("amd64 api image runs the x86_64 attune-api", imgs["api-amd64"]["entrypoint"] == [v["servicesXPath"] + "/bin/attune-api"])
-w = imgs["worker-arm64"]
-runtime = {c: sys_ for c, sys_ in zip(w["contents"], w["systems"]) if c in ("bash", "coreutils", "python3")}
-check("arm64 worker image: bash, coreutils, python3 of nixpkgs' aarch64-linux set (cached, not cross-built)", runtime == {"bash": "aarch64-linux", "coreutils": "aarch64-linux", "python3": "aarch64-linux"}, runtime)
-pi = imgs["packs-init-arm64"]
-check("arm64 packs-init assembles /source/packs with the aarch64 binaries tree at /opt/attune/pack-binaries", pi["entrypoint"] == [f"{svc_a}/bin/packs-assemble"] and pi["cmd"][:3] == ["assemble", "--packs", "/source/packs"] and "/opt/attune/pack-binaries" in pi["cmd"] and f"ln -s {b['path']} opt/attune/pack-binaries" in pi["fakeRootCommands"] and "arm64" in pi["cmd"], pi)
-# The compose file's healthcheck and docker/IMAGE-LAYOUT.md: binaries at /usr/local/bin.
-compose = open("docker/docker-compose.yaml").read()
-health = [l for l in compose.splitlines() if "healthcheck" in l or "--healthcheck" in l]
-check("compose's healthcheck calls /usr/local/bin/attune-api", any('"/usr/local/bin/attune-api", "--healthcheck"' in l for l in health), health)
-for key, i in imgs.items():
-    svc = v["servicesAPath"] if key.endswith("arm64") else v["servicesXPath"]
-    links = f"for bin in {svc}/bin/*; do" in i["fakeRootCommands"] and 'ln -s "$bin" usr/local/bin/' in i["fakeRootCommands"]
-    check(f"image {key}: every service binary also at /usr/local/bin, first on PATH", links and i["env"][0].startswith("PATH=/usr/local/bin:"), (i["fakeRootCommands"], i["env"]))
-pk = eval_json("packages.x86_64-linux", """p: let r = p.packs-image-arm64.recorded; in {
-  inherit (r) architecture name; entrypoint = r.config.Entrypoint; cmd = r.config.Cmd; user = r.config.User;
-  contents = map (c: c.name) r.contents; packs = map (c: c.outPath) p.packs-image-arm64.packs;
-}""")
-check("packs-image-arm64: arm64, uid 1000, one store path (layer) per pack, each a --packs, --verify into /opt/attune/packs",
-      pk["architecture"] == "arm64" and pk["user"] == "1000:1000" and "attune-pack-core-arm64" in pk["contents"]
-      and all(p in pk["entrypoint"] for p in pk["packs"]) and pk["entrypoint"].count("--packs") == len(pk["packs"]) >= 1
-      and "--verify" in pk["entrypoint"] and pk["cmd"] == ["--out", "/opt/attune/packs"], pk)
-check("images of one arch share one content-derived tag", len({imgs[f"{n}-arm64"]["tag"] for n in ("api", "worker", "sensor", "packs-init")}) == 1 and imgs["api-arm64"]["tag"] != imgs["api-amd64"]["tag"])
+def builds(system):
+    """The build assertions of one build system; check names start with it."""
+    host = "aarch64" if system.startswith("aarch64") else "x86_64"
+    check = lambda name, ok, detail="": globals()["check"](f"{system}: {name}", ok, detail)
+    v = eval_json(f"packages.{system}", P)
+    sa, sx = v["sensorA"], v["sensorX"]
+    check("aarch64 pack binaries: target aarch64-unknown-linux-musl", sa["CARGO_BUILD_TARGET"] == "aarch64-unknown-linux-musl", sa)
+    check("aarch64 pack binaries: +crt-static", "target-feature=+crt-static" in sa["CARGO_BUILD_RUSTFLAGS"], sa)
+    for name, bld, zt in (("aarch64 sensor", sa, "aarch64-linux-musl"), ("x86_64 sensor", sx, "x86_64-linux-musl"), ("aarch64 services", v["servicesA"], "aarch64-linux-musl"), ("x86_64 services", v["servicesX"], "x86_64-linux-musl")):
+        check(f"{name}: Zig is linker, TARGET_CC and CC_<target> ({zt}), no cross GCC", bld["linker"].endswith(f"-zig-cc-{zt}") and bld["TARGET_CC"] == bld["cc"] == bld["linker"] and "musl-cc" not in bld["linker"], bld)
+        check(f"{name}: zig ar is TARGET_AR and AR_<target>", bld["TARGET_AR"].endswith(f"-zig-ar-{zt}") and bld["ar"] == bld["TARGET_AR"], bld)
+        check(f"{name}: musl C runtime from Zig (link-self-contained=no), build scripts by this system's cc", "link-self-contained=no" in bld["CARGO_BUILD_RUSTFLAGS"] and bld["HOST_CC"].endswith("/bin/cc"), bld)
+    check("x86_64 pack binaries: target x86_64-unknown-linux-musl, +crt-static", sx["CARGO_BUILD_TARGET"] == "x86_64-unknown-linux-musl" and "+crt-static" in sx["CARGO_BUILD_RUSTFLAGS"], sx)
+    check("the sensor builds with the pack-binary profile, alone, --locked", sa["profile"] == "pack-binary" and sa["cargoExtraArgs"] == "--locked -p core-timer-sensor", sa)
+    want_tc = {"stable-cargo", "stable-rustc", "stable-clippy", "stable-rustfmt", "x86_64-unknown-linux-musl-stable-rust-std", "aarch64-unknown-linux-musl-stable-rust-std"}
+    check("toolchain: fenix combine of stable cargo/rustc/clippy/rustfmt + both musl rust-std", set(sa["toolchain"]) == want_tc, sa["toolchain"])
+    check("dependencies built per target, the sensor's in its own profile", len({sa["deps"], sx["deps"], v["servicesA"]["deps"], v["servicesX"]["deps"]}) == 4 and sa["depsTarget"] == "aarch64-unknown-linux-musl")
+    check("services: the four binaries, --locked, tests left to nextest", v["servicesA"]["cargoExtraArgs"] == "--locked -p packs-assemble -p attune-api -p attune-worker -p attune-sensor" and v["servicesA"]["doCheck"] is False, v["servicesA"])
+    check("the shared dependency build keeps crane's doCheck (dev-dependencies for clippy and nextest)", v["servicesA"]["depsDoCheck"] == "crane default", v["servicesA"]["depsDoCheck"])
+    b = v["binsA"]
+    check("pack-binaries-aarch64: no store references, core/sensors layout", b["refs"] == [] and "$out/core/sensors" in b["script"] and "/bin/attune-core-timer-sensor" in b["script"], b)
+    check(f"pack-binaries and default are the host's ({host})", v["hostBinsA" if host == "aarch64" else "hostBinsX"])
+    tool = v["tool"]
+    if system.endswith("-linux"):
+        host_services = v["servicesAPath"] if host == "aarch64" else v["servicesXPath"]
+        check("packs-assemble at build time: this system's static build", tool["path"] == host_services, tool)
+    else:
+        check("packs-assemble at build time: a native build for the Mac (no Linux target)", tool["target"] is None and tool["args"] == "--locked -p packs-assemble" and tool["path"] not in (v["servicesAPath"], v["servicesXPath"]), tool)
+    vol = v["volumeA"]
+    check("packs-volume-arm64: packs-assemble of this system over arm64 binaries, verified", "--arch arm64" in vol["script"] and b["path"] in vol["script"] and "verify" in vol["script"] and vol["tools"] == [tool["path"]], vol)
+    imgs = v["images"]
+    for key, i in imgs.items():
+        arch = key.rsplit("-", 1)[1]
+        check(f"image {key}: architecture {arch}, uid 1000, fixed created, name and tag", i["architecture"] == arch and i["user"] == "1000:1000" and i["created"].startswith("1970") and i["name"] == "attune/" + key.rsplit("-", 1)[0] and len(i["tag"]) == 16, i)
+        check(f"image {key}: holds no packs", not any("packs" == c or c.endswith("-packs") for c in i["contents"]), i["contents"])
+    svc_a = v["servicesAPath"]
+    check("arm64 sensor image runs the aarch64 attune-sensor", imgs["sensor-arm64"]["entrypoint"] == [f"{svc_a}/bin/attune-sensor"], imgs["sensor-arm64"])
+    check("amd64 api image runs the x86_64 attune-api", imgs["api-amd64"]["entrypoint"] == [v["servicesXPath"] + "/bin/attune-api"])
+    w = imgs["worker-arm64"]
+    runtime = {c: sys_ for c, sys_ in zip(w["contents"], w["systems"]) if c in ("bash", "coreutils", "python3")}
+    check("arm64 worker image: bash, coreutils, python3 of nixpkgs' aarch64-linux set (cached, not cross-built)", runtime == {"bash": "aarch64-linux", "coreutils": "aarch64-linux", "python3": "aarch64-linux"}, runtime)
+    pi = imgs["packs-init-arm64"]
+    check("arm64 packs-init assembles /source/packs with the aarch64 binaries tree at /opt/attune/pack-binaries", pi["entrypoint"] == [f"{svc_a}/bin/packs-assemble"] and pi["cmd"][:3] == ["assemble", "--packs", "/source/packs"] and "/opt/attune/pack-binaries" in pi["cmd"] and f"ln -s {b['path']} opt/attune/pack-binaries" in pi["fakeRootCommands"] and "arm64" in pi["cmd"], pi)
+    # The compose file's healthcheck and docker/IMAGE-LAYOUT.md: binaries at /usr/local/bin.
+    compose = open("docker/docker-compose.yaml").read()
+    health = [l for l in compose.splitlines() if "healthcheck" in l or "--healthcheck" in l]
+    check("compose's healthcheck calls /usr/local/bin/attune-api", any('"/usr/local/bin/attune-api", "--healthcheck"' in l for l in health), health)
+    for key, i in imgs.items():
+        svc = v["servicesAPath"] if key.endswith("arm64") else v["servicesXPath"]
+        links = f"for bin in {svc}/bin/*; do" in i["fakeRootCommands"] and 'ln -s "$bin" usr/local/bin/' in i["fakeRootCommands"]
+        check(f"image {key}: every service binary also at /usr/local/bin, first on PATH", links and i["env"][0].startswith("PATH=/usr/local/bin:"), (i["fakeRootCommands"], i["env"]))
+    pk = eval_json(f"packages.{system}", """p: let r = p.packs-image-arm64.recorded; in {
+      inherit (r) architecture name; entrypoint = r.config.Entrypoint; cmd = r.config.Cmd; user = r.config.User;
+      contents = map (c: c.name) r.contents; packs = map (c: c.outPath) p.packs-image-arm64.packs;
+    }""")
+    check("packs-image-arm64: arm64, uid 1000, one store path (layer) per pack, each a --packs, --verify into /opt/attune/packs",
+          pk["architecture"] == "arm64" and pk["user"] == "1000:1000" and "attune-pack-core-arm64" in pk["contents"]
+          and all(p in pk["entrypoint"] for p in pk["packs"]) and pk["entrypoint"].count("--packs") == len(pk["packs"]) >= 1
+          and "--verify" in pk["entrypoint"] and pk["cmd"] == ["--out", "/opt/attune/packs"], pk)
+    check("images of one arch share one content-derived tag", len({imgs[f"{n}-arm64"]["tag"] for n in ("api", "worker", "sensor", "packs-init")}) == 1 and imgs["api-arm64"]["tag"] != imgs["api-amd64"]["tag"])
+
+
+for system in SYSTEMS:
+    builds(system)
+
 
 # 5. Checks: what each one runs.
 C = """c: let r = d: d.recorded; in {
@@ -199,6 +225,31 @@ check("publish: loads every image of both architectures, the packs image include
 check("up: another ATTUNE_ARCH is refused with the app to use", "nix run .#up-$ATTUNE_ARCH" in up)
 check("up: the user's packs, packs.dev and docker/.env", "$PWD/packs}" in up and "$PWD/docker/.env}" in up)
 check("down and logs run docker/stack", "stack down" in apps["down"]["program"] and "stack logs" in apps["logs"]["program"])
+
+# 7. What `up` starts on each build system: the images of its Linux architecture
+# (Docker Desktop on Apple Silicon runs arm64; on an Intel Mac, amd64).
+for system, arch in (("x86_64-linux", "amd64"), ("aarch64-linux", "arm64"), ("aarch64-darwin", "arm64"), ("x86_64-darwin", "amd64")):
+    prog = json.loads(nix("eval", "--json", f".#apps.{system}.up.program", *STUBS))
+    check(f"apps.{system}.up starts the {arch} images", prog.endswith(f"-attune-up-{arch}"), prog)
+    shell = json.loads(nix("eval", "--json", f".#devShells.{system}.default", "--apply", "s: map (p: p.name) s.recorded.packages", *STUBS))
+    check(f"devShells.{system}.default: the toolchain, Zig and cargo-zigbuild (the cross recipe of scripts/build-pack-binaries)", {"rust-toolchain", "zig", "cargo-zigbuild"} <= set(shell), shell)
+
+# 8. The one cross recipe (nix/zig.nix): cargo-zigbuild's zig cc front end, as `cargo zigbuild` uses it.
+zexpr = f"""let
+  lib = import {ROOT}/tests/nix/nixpkgs/lib.nix;
+  z = import {ROOT}/nix/zig.nix {{
+    inherit lib;
+    writeShellScript = name: text: {{ inherit name text; outPath = "/" + name; }};
+    zig = "/zig"; cargo-zigbuild = "/czb"; stdenv.cc = "/cc";
+    target = {{ rustTarget = "aarch64-unknown-linux-musl"; zigTarget = "aarch64-linux-musl"; }};
+  }};
+in {{ cc = z.cc.text; ar = z.ar.text; env = z.env; }}"""
+z = json.loads(nix("eval", "--json", "--impure", "--expr", zexpr))
+check("zig cc wrapper: cargo-zigbuild's zig cc with -target aarch64-linux-musl, -g -fno-sanitize=all (cargo zigbuild's own flags)", 'exec /czb/bin/cargo-zigbuild zig cc -- -g -fno-sanitize=all -target aarch64-linux-musl "$@"' in z["cc"], z["cc"])
+check("zig wrappers: zig from nixpkgs, caches under $TMPDIR (the sandbox has no $HOME)", all("CARGO_ZIGBUILD_ZIG_PATH=/zig/bin/zig" in t and "TMPDIR" in t for t in (z["cc"], z["ar"])), z)
+check("zig env: linker, CC and AR of the target; crt-static", z["env"]["CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER"] == "/zig-cc-aarch64-linux-musl" and z["env"]["AR_aarch64-unknown-linux-musl"] == "/zig-ar-aarch64-linux-musl" and "+crt-static" in z["env"]["CARGO_BUILD_RUSTFLAGS"], z["env"])
+build_script = open("scripts/build-pack-binaries").read()
+check("scripts/build-pack-binaries uses the same recipe (cargo zigbuild, crt-static, link-self-contained=no)", "zigbuild" in build_script and 'RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no"' in build_script)
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -126,12 +126,19 @@ pub fn write_new(
     seal.file(&f, mode, path)
 }
 
-/// Flushes the whole filesystem that holds `dir` (syncfs(2)).
+/// Flushes the whole filesystem that holds `dir` (syncfs(2) on Linux, where
+/// volumes are published; elsewhere, such as a Mac building the packs image,
+/// sync(2), which flushes every filesystem).
 pub fn sync_fs(dir: &Path) -> Result<(), Error> {
     let f = File::open(dir).ctx("open", dir)?;
-    rustix::fs::syncfs(&f)
-        .map_err(io::Error::from)
-        .ctx("sync filesystem of", dir)
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let synced = rustix::fs::syncfs(&f).map_err(io::Error::from);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let synced = {
+        rustix::fs::sync();
+        f.sync_all()
+    };
+    synced.ctx("sync filesystem of", dir)
 }
 
 /// Flushes a directory's entries (a rename in it) to disk.

@@ -14,6 +14,8 @@
           [
             "x86_64-linux"
             "aarch64-linux"
+            "aarch64-darwin"
+            "x86_64-darwin"
           ]
       );
     };

@@ -12,6 +12,7 @@ in
   escapeShellArg = arg: "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] (toString arg)}'";
   inherit (builtins) listToAttrs concatMap any;
   inherit hasPrefix;
+  optionalAttrs = cond: attrs: if cond then attrs else { };
   removePrefix =
     prefix: s:
     if hasPrefix prefix s then

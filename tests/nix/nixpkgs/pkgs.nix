@@ -63,11 +63,11 @@ let
     stdenv = {
       cc = cc "";
       hostPlatform.system = system;
+      isLinux = builtins.match ".*-linux" system != null;
+      isDarwin = builtins.match ".*-darwin" system != null;
     };
-    pkgsCross = {
-      musl64.stdenv.cc = cc "x86_64-unknown-linux-musl-";
-      aarch64-multiplatform-musl.stdenv.cc = cc "aarch64-unknown-linux-musl-";
-    };
+    zig = pkg "zig";
+    cargo-zigbuild = pkg "cargo-zigbuild";
     runCommand = name: env: script: record "runCommand" name (env // { inherit script; });
     writeShellScript = name: text: record "writeShellScript" name { inherit text; };
     mkShell = args: record "mkShell" "shell" args;
