@@ -39,6 +39,8 @@ pub mod fixtures;
 mod load;
 mod model;
 mod native;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod shared_input;
 mod validate;
 mod volume;
 

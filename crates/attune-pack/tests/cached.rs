@@ -175,11 +175,11 @@ fn the_core_pack_loads_the_same_cached() {
 
 #[test]
 fn upstream_packs_load_the_same_cached() {
-    let root = repo().join("../shared/attune-upstream/packs");
-    let Ok(entries) = fs::read_dir(&root) else {
-        eprintln!("skipped: no {}", root.display());
+    let Some(root) = attune_pack::shared_input::shared_input(&repo(), "attune-upstream/packs")
+    else {
         return;
     };
+    let entries = fs::read_dir(&root).unwrap();
     let mut seen = 0;
     for e in entries {
         let dir = e.unwrap().path();

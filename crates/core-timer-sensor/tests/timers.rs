@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::util::{FakeApi, Sensor, shared_dir, skip_or_fail, wait_for};
+use crate::util::{FakeApi, Sensor, wait_for};
 
 fn at(v: &serde_json::Value, key: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(v[key].as_str().unwrap())
@@ -247,7 +247,12 @@ fn assert_matches_upstream_output(
 /// repository: without it the test fails under CI, and skips elsewhere).
 #[test]
 fn upstream_shaped_triggers_and_payloads() {
-    let upstream = shared_dir("attune-upstream/packs/core/triggers");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let Some(upstream) =
+        attune_pack::shared_input::shared_input(&repo, "attune-upstream/packs/core/triggers")
+    else {
+        return;
+    };
     let api = FakeApi::start();
     let fire_at = Utc::now() + chrono::Duration::milliseconds(1200);
     let s = Sensor::spawn(Sensor::command(
@@ -273,9 +278,6 @@ fn upstream_shaped_triggers_and_payloads() {
             other => panic!("unexpected instance {other}"),
         };
         assert_eq!(e["trigger_ref"], format!("core.{trigger}"));
-        match &upstream {
-            Ok(dir) => assert_matches_upstream_output(dir, trigger, &e["payload"]),
-            Err(missing) => return skip_or_fail(missing),
-        }
+        assert_matches_upstream_output(&upstream, trigger, &e["payload"]);
     }
 }

@@ -12,18 +12,11 @@ use serde_json::Value;
 
 use crate::util::{Fixture, copy_tree, stderr_of};
 
-/// The upstream packs, or `None` (with a message) when `../shared` is absent.
+/// The upstream packs, or `None` (with a message) when `../shared` is absent;
+/// under CI their absence fails the test.
 fn upstream() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/attune-upstream/packs");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is absent (it sits beside the repository in CI)",
-            dir.display()
-        );
-        None
-    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    attune_pack::shared_input::shared_input(&repo, "attune-upstream/packs")
 }
 
 /// A workspace with the upstream packs in `packs/` (no core pack of ours)
