@@ -67,6 +67,9 @@ pub struct Args {
     /// the container healthcheck, for images that hold no curl.
     #[arg(long)]
     pub healthcheck: bool,
+    /// Stopping.
+    #[command(flatten)]
+    pub drain: attune_service::DrainArgs,
 }
 
 impl Args {
@@ -123,7 +126,7 @@ pub fn check_paths(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the server until SIGTERM or SIGINT.
+/// Runs the server until SIGTERM or SIGINT, then drains it ([`server`]).
 pub async fn serve(args: Args) -> Result<(), String> {
     if args.token.trim().is_empty() {
         return Err(format!("{} is empty; set a token", env::API_TOKEN));
@@ -164,19 +167,17 @@ pub async fn serve(args: Args) -> Result<(), String> {
         body_timeout: Duration::from_secs(args.body_timeout.max(1)),
         body_limit: args.body_limit,
     };
-    server::serve(listener, routes::router(state, limits), limits, shutdown())
+    let stop =
+        server::stop_signal().map_err(|e| format!("cannot handle SIGTERM and SIGINT: {e}"))?;
+    let drain_timeout = args.drain.drain_timeout;
+    let stopped = async move {
+        stop.await;
+        drain_timeout
+    };
+    server::serve(listener, routes::router(state, limits), limits, stopped)
         .await
+        .map(drop)
         .map_err(|e| format!("server failed: {e}"))
-}
-
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-    tracing::info!("stopping");
 }
 
 #[cfg(test)]

@@ -4,6 +4,12 @@
 //! it with backoff (1 s to 60 s) when it exits, and restarts all of them when
 //! the volume publishes a new generation or a sensor's rules change.
 //!
+//! Stopping ([`attune_service::shutdown`]): on SIGTERM or SIGINT it starts no
+//! sensor more, sends SIGTERM to every sensor's process group at once (the
+//! timer sensor spools its unsent events then), waits up to `--drain-timeout`
+//! for all of them to exit, SIGKILLs the groups of those left, and exits 0.
+//! A sensor stopped because it or its rules changed gets the same timeout.
+//!
 //! It does not fire events itself (the sensors do) or run actions (the worker).
 
 pub mod desired;
@@ -13,10 +19,9 @@ use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use attune_service::shutdown::{Drain, StopSignal, wait_until};
 use attune_service::{Client, LogFormat, PathError, ServiceArgs, env, paths};
 use clap::Parser;
 use rustix::process::{Pid, Signal, kill_process_group};
@@ -129,23 +134,40 @@ impl Supervisor {
         }
     }
 
-    /// Sends SIGTERM to the sensor's group, then SIGKILL after a grace period.
-    fn stop(m: &mut Managed) {
-        let Some(mut child) = m.child.take() else {
-            return;
-        };
-        let pgid = Pid::from_child(&child);
-        let _ = kill_process_group(pgid, Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                let _ = kill_process_group(pgid, Signal::KILL);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    /// Stops `sensors` together: SIGTERM to each one's process group at
+    /// once, then until `deadline` for all of them to exit, then SIGKILL to
+    /// every group (what a sensor left running ends with it). Returns how
+    /// many had not exited by the deadline.
+    fn stop<'a>(sensors: impl IntoIterator<Item = &'a mut Managed>, deadline: Instant) -> usize {
+        let mut children: Vec<(String, Child)> = sensors
+            .into_iter()
+            .filter_map(|m| Some((m.spec.sensor_ref.clone(), m.child.take()?)))
+            .collect();
+        for (_, child) in &children {
+            let _ = kill_process_group(Pid::from_child(child), Signal::TERM);
         }
-        let _ = kill_process_group(pgid, Signal::KILL);
-        let _ = child.wait();
+        let exited = |child: &mut Child| matches!(child.try_wait(), Ok(Some(_)));
+        wait_until(deadline, || {
+            children
+                .iter_mut()
+                .map(|(_, c)| usize::from(!exited(c)))
+                .sum()
+        });
+        let mut killed = 0;
+        for (sensor, child) in &mut children {
+            if !exited(child) {
+                tracing::warn!(%sensor, "sensor still running at the deadline after SIGTERM; killing it");
+                killed += 1;
+            }
+            let _ = kill_process_group(Pid::from_child(child), Signal::KILL);
+            let _ = child.wait();
+        }
+        killed
+    }
+
+    /// The deadline of a stop that begins now.
+    fn stop_deadline(&self) -> Instant {
+        Instant::now() + self.args.service.drain.drain_timeout
     }
 
     /// Brings the running set in line with the packs and rules.
@@ -163,7 +185,7 @@ impl Supervisor {
         for k in gone {
             if let Some(mut m) = self.sensors.remove(&k) {
                 tracing::info!(sensor = %k, "sensor no longer enabled; stopping it");
-                Self::stop(&mut m);
+                Self::stop([&mut m], self.stop_deadline());
             }
         }
         for (k, spec) in wanted {
@@ -174,11 +196,12 @@ impl Supervisor {
                     continue;
                 }
             };
+            let deadline = self.stop_deadline();
             match self.sensors.get_mut(&k) {
                 Some(m) if m.spec == spec && m.triggers == triggers && !restart_all => {}
                 Some(m) => {
                     tracing::info!(sensor = %k, "sensor or its rules changed; restarting it");
-                    Self::stop(m);
+                    Self::stop([&mut *m], deadline);
                     m.spec = spec;
                     m.triggers = triggers;
                     m.backoff = BACKOFF.0;
@@ -233,11 +256,8 @@ impl Supervisor {
 
 /// Supervises sensors until SIGTERM or SIGINT, then stops them all.
 pub fn supervise(args: Args) -> Result<(), String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("signal handler: {e}"))?;
-    }
+    let stop =
+        StopSignal::install().map_err(|e| format!("cannot handle SIGTERM and SIGINT: {e}"))?;
     let api = Client::with_timeout(
         &args.service.api_url,
         &args.service.token,
@@ -252,7 +272,7 @@ pub fn supervise(args: Args) -> Result<(), String> {
     };
     let mut generation = None;
     let mut next_poll = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.requested() {
         if Instant::now() >= next_poll {
             let now = attune_pack::volume_generation(&sup.args.service.packs_dir);
             let changed = generation.is_some() && now != generation;
@@ -266,10 +286,10 @@ pub fn supervise(args: Args) -> Result<(), String> {
         sup.tend();
         std::thread::sleep(Duration::from_millis(100));
     }
-    tracing::info!("stopping sensors");
-    for m in sup.sensors.values_mut() {
-        Supervisor::stop(m);
-    }
+    let running = sup.sensors.values().filter(|m| m.child.is_some()).count();
+    let drain = Drain::begin("sensor", running, sup.args.service.drain.drain_timeout);
+    let killed = Supervisor::stop(sup.sensors.values_mut(), drain.deadline());
+    drain.end(killed, "killed (SIGKILL)");
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! The command-line flags (and their environment variables) that the worker
-//! and the sensor service share.
+//! and the sensor service share, and the drain flag all three services take.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::env;
 use crate::logging::LogFormat;
@@ -28,6 +29,26 @@ pub struct ServiceArgs {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
     pub log_level: String,
+    /// Stopping.
+    #[command(flatten)]
+    pub drain: DrainArgs,
+}
+
+/// How long a stopping service waits for its work in flight ([`crate::shutdown`]).
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct DrainArgs {
+    /// Seconds the work in flight at SIGTERM or SIGINT (the api's requests,
+    /// the worker's actions, the sensor service's sensors) has to finish;
+    /// then it is cut (an action cut is reported failed), and the service
+    /// exits 0 with a warning that says what was cut.
+    #[arg(
+        long,
+        env = env::DRAIN_TIMEOUT,
+        value_name = "SECONDS",
+        default_value = env::DEFAULT_DRAIN_TIMEOUT,
+        value_parser = crate::shutdown::parse_seconds
+    )]
+    pub drain_timeout: Duration,
 }
 
 impl ServiceArgs {
@@ -74,6 +95,7 @@ mod tests {
         // The defaults are absolute already, and stay as they are.
         let mut cli = Cli::try_parse_from(["x", "--token", "t"]).unwrap();
         cli.service.make_paths_absolute().unwrap();
+        assert_eq!(cli.service.drain.drain_timeout, Duration::from_secs(10));
         assert_eq!(cli.service.packs_dir, Path::new(env::DEFAULT_PACKS_DIR));
         assert_eq!(
             cli.service.packs_dev_dir,

@@ -18,6 +18,10 @@ pub const LISTEN: &str = "ATTUNE_API_LISTEN";
 pub const LOG_LEVEL: &str = "ATTUNE_LOG_LEVEL";
 /// `human` (or `pretty`) or `json`.
 pub const LOG_FORMAT: &str = "ATTUNE_LOG_FORMAT";
+/// Seconds a stopping service (SIGTERM, SIGINT) gives the work in flight to
+/// finish: the api's requests, the worker's actions, the sensor service's
+/// sensors (default [`DEFAULT_DRAIN_TIMEOUT`]; see [`crate::shutdown`]).
+pub const DRAIN_TIMEOUT: &str = "ATTUNE_DRAIN_TIMEOUT";
 
 /// Default of [`PACKS_DIR`].
 pub const DEFAULT_PACKS_DIR: &str = "/opt/attune/packs";
@@ -27,3 +31,8 @@ pub const DEFAULT_PACKS_DEV_DIR: &str = "/opt/attune/packs.dev";
 pub const DEFAULT_DB: &str = "/opt/attune/data/attune.db";
 /// Default of [`LOGS_DIR`].
 pub const DEFAULT_LOGS_DIR: &str = "/opt/attune/logs";
+/// Default of [`DRAIN_TIMEOUT`], in seconds: Docker's grace before SIGKILL
+/// is 10 s too. Give a container a stop grace a few seconds longer than the
+/// drain, so that what follows the deadline (the worker reporting an action it
+/// killed) still happens.
+pub const DEFAULT_DRAIN_TIMEOUT: &str = "10";

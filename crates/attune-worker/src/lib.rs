@@ -1,16 +1,19 @@
 //! `attune-worker`: claims executions from the API (several workers never run
 //! the same one: the API hands each out once), runs the action from the packs
 //! volume or packs.dev ([`run`]), and reports the result, retrying while the API
-//! is briefly down so no result is lost.
+//! is briefly down so no result is lost. On SIGTERM or SIGINT it claims
+//! nothing more and drains ([`drain`]): the running actions finish within
+//! `--drain-timeout`, or are killed and reported failed.
 //!
 //! It does not load packs (the API's registry says what to run) or run sensors.
 
+pub mod drain;
 pub mod run;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use attune_service::shutdown::{Drain, StopSignal};
 use attune_service::{ApiError, Client, PathError, ServiceArgs, paths};
 use clap::Parser;
 use serde_json::json;
@@ -62,13 +65,11 @@ fn with_retry<T>(
     }
 }
 
-/// Runs until SIGTERM or SIGINT; running executions finish and are reported first.
+/// Runs until SIGTERM or SIGINT, then drains: running executions finish (or
+/// are killed at the deadline) and are reported first.
 pub fn work(args: Args) -> Result<(), String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("signal handler: {e}"))?;
-    }
+    let stop =
+        StopSignal::install().map_err(|e| format!("cannot handle SIGTERM and SIGINT: {e}"))?;
     let name = args
         .name
         .clone()
@@ -85,27 +86,48 @@ pub fn work(args: Args) -> Result<(), String> {
         max_output: args.max_output,
         default_timeout: Duration::from_secs(600),
     };
+    let actions = drain::Actions::new(args.service.drain.drain_timeout);
     tracing::info!(worker = %name, api = %args.service.api_url, concurrency = args.concurrency, "attune-worker ready");
-    std::thread::scope(|s| {
+    let (drain, cut) = std::thread::scope(|s| {
         for slot in 0..args.concurrency.max(1) {
-            let (api, runner, stop) = (&api, &runner, &stop);
+            let (api, runner, stop, actions) = (&api, &runner, &stop, &actions);
             let name = format!("{name}/{slot}");
-            s.spawn(move || worker_loop(api, runner, stop, &name));
+            s.spawn(move || worker_loop(api, runner, stop, actions, &name));
         }
+        while !stop.requested() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let drain = Drain::begin(
+            "action",
+            actions.running(),
+            args.service.drain.drain_timeout,
+        );
+        drain.wait(|| actions.busy());
+        let cut = actions.end();
+        // The slots still report what ran before the scope ends.
+        (drain, cut)
     });
-    tracing::info!("stopped");
+    drain.end(cut, "killed and reported failed");
     Ok(())
 }
 
-fn worker_loop(api: &Client, runner: &run::Runner, stop: &AtomicBool, name: &str) {
+fn worker_loop(
+    api: &Client,
+    runner: &run::Runner,
+    stop: &StopSignal,
+    actions: &drain::Actions,
+    name: &str,
+) {
     // Never give up on a result: a lost report would leave the execution running forever.
     let never = AtomicBool::new(false);
-    while !stop.load(Ordering::Relaxed) {
-        let claimed = with_retry("claim", stop, || {
-            api.post::<_, run::Claimed>(
-                "/api/v1/executions/claim",
-                &json!({"worker": name, "wait_ms": 1000}),
-            )
+    while !stop.requested() {
+        let claimed = actions.claiming(|| {
+            with_retry("claim", stop.flag(), || {
+                api.post::<_, run::Claimed>(
+                    "/api/v1/executions/claim",
+                    &json!({"worker": name, "wait_ms": 1000}),
+                )
+            })
         });
         let c = match claimed {
             Ok(Some(c)) => c,
@@ -117,7 +139,7 @@ fn worker_loop(api: &Client, runner: &run::Runner, stop: &AtomicBool, name: &str
             }
         };
         tracing::info!(execution = c.execution.id, action = %c.execution.action_ref, "running");
-        let report = runner.run(&c);
+        let report = actions.run(runner, &c);
         tracing::info!(execution = c.execution.id, status = %report.status, exit_code = ?report.exit_code, "finished");
         let path = format!("/api/v1/executions/{}/result", c.execution.id);
         let sent = with_retry("report", &never, || {
