@@ -897,8 +897,10 @@ pub fn command(args: &CheckImageArgs, out: Output) -> Result<ExitCode, Error> {
     out.diagnostics(&r.diagnostics);
     out.result(&r, || {
         let verdict = if r.ok { "ok" } else { "FAILED" };
+        // The base and the packs, once the layers could be read.
         let layers: Vec<&str> = ["base"]
             .into_iter()
+            .filter(|_| !r.layers.is_empty())
             .chain(r.packs.iter().map(String::as_str))
             .collect();
         format!(
