@@ -17,7 +17,8 @@ Example:
   packs-assemble assemble --packs ./packs --binaries ./bins --arch amd64 --out /var/lib/attune/packs
   packs-assemble verify /var/lib/attune/packs
   packs-assemble history /var/lib/attune/packs
-  packs-assemble rollback /var/lib/attune/packs";
+  packs-assemble rollback /var/lib/attune/packs
+  packs-assemble export --volume /var/lib/attune/packs --assembler ./packs-assemble-amd64 --arch amd64 --out - | docker load";
 
 /// Turns Attune pack sources and fresh static binaries into a packs volume that
 /// services read: verified (static, right architecture, executable), atomic
@@ -83,6 +84,17 @@ pub enum Command {
     /// file of it against its manifest; services pick it up as they pick up any
     /// publish. Exit 1 (nothing changed) if it is damaged.
     Rollback(RollbackArgs),
+    /// Write the packs image of a volume: one base layer (this program for the
+    /// image's architecture, /etc/passwd, /etc/group, /tmp, the mount points)
+    /// and one layer per pack, the same bytes for the same inputs, as a docker
+    /// archive or an OCI layout. Its entrypoint publishes its packs into the
+    /// volume mounted at /opt/attune/packs and verifies it. The volume must
+    /// verify for --arch; the layout is docker/IMAGE-LAYOUT.md's.
+    Export(ExportArgs),
+    /// Check that an image has the packs image's layout (docker/IMAGE-LAYOUT.md):
+    /// a docker archive (`docker save`, `-` for stdin) or an OCI layout
+    /// directory. Each difference is reported; exit 1 if there is any.
+    CheckImage(CheckImageArgs),
 }
 
 /// `assemble`.
@@ -198,6 +210,53 @@ pub struct RollbackArgs {
     /// Seconds to wait for a run publishing to the same volume.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub lock_timeout: u64,
+}
+
+/// Image formats `export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ImageFormat {
+    /// A docker archive: a tar file for `docker load` (or `-`, stdout).
+    DockerArchive,
+    /// An OCI image layout: a directory for `skopeo copy oci:DIR ...`.
+    Oci,
+}
+
+/// `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The assembled volume (published by `assemble`, for --arch).
+    #[arg(long, value_name = "VOL")]
+    pub volume: PathBuf,
+    /// The static packs-assemble for --arch that the image runs.
+    #[arg(long, value_name = "FILE")]
+    pub assembler: PathBuf,
+    /// The image's architecture.
+    #[arg(long, value_name = "amd64|arm64")]
+    pub arch: Arch,
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = ImageFormat::DockerArchive)]
+    pub format: ImageFormat,
+    /// The repository name.
+    #[arg(long, default_value = crate::image_layout::DEFAULT_NAME)]
+    pub name: String,
+    /// The tag [default: the first 16 hex digits of the image id].
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Where to write it, which must not exist: a file (docker-archive; `-` for
+    /// stdout) or a directory (oci).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+}
+
+/// `check-image`.
+#[derive(Debug, Args)]
+pub struct CheckImageArgs {
+    /// A docker archive file (`-`: stdin) or an OCI layout directory.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// The architecture it must be for [default: the one its config names].
+    #[arg(long, value_name = "amd64|arm64")]
+    pub arch: Option<Arch>,
 }
 
 fn parse_owner(s: &str) -> Result<(u32, u32), String> {

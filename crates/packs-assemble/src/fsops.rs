@@ -227,10 +227,17 @@ impl Seal {
 
 /// Creates `dst`, which must not exist (a link there is not followed).
 fn create_new(dst: &Path) -> Result<File, Error> {
+    create_file(dst, 0o600)
+}
+
+/// Creates the file `dst` with `mode` (less the umask) for the caller to fill:
+/// a new file only, never through a link (for outputs other than volumes,
+/// such as the image files of `export`).
+pub fn create_file(dst: &Path, mode: u32) -> Result<File, Error> {
     let f = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(dst)
         .ctx("create", dst)?;

@@ -72,6 +72,12 @@ impl FileReport {
 
 /// Inspects `path`; the verdict is for `arch` (the host's when `None` and the host is one of ours).
 pub fn inspect(path: &Path, arch: Option<Arch>) -> Result<FileReport, Error> {
+    let (bytes, executable) = read(path)?;
+    Ok(report(path, &bytes, executable, arch))
+}
+
+/// The contents of the file `path` and whether any execute bit is set.
+pub fn read(path: &Path) -> Result<(Vec<u8>, bool), Error> {
     if !crate::volume::exists(path) {
         // A path on the command line that is not there is a usage error, as for `verify`.
         return Err(Error::Usage(format!("{} does not exist", path.display())));
@@ -83,16 +89,21 @@ pub fn inspect(path: &Path, arch: Option<Arch>) -> Result<FileReport, Error> {
         .mode()
         & 0o111
         != 0;
-    let (elf, elf_error) = if is_elf(&bytes) {
-        match ElfFacts::parse(&bytes) {
+    Ok((bytes, executable))
+}
+
+/// The report on `bytes`, the contents of `path`, for `arch` (as [`inspect`]).
+pub fn report(path: &Path, bytes: &[u8], executable: bool, arch: Option<Arch>) -> FileReport {
+    let (elf, elf_error) = if is_elf(bytes) {
+        match ElfFacts::parse(bytes) {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e.to_string())),
         }
     } else {
         (None, None)
     };
-    let interpreter = if elf.is_none() { shebang(&bytes) } else { None };
-    let kind = if is_elf(&bytes) {
+    let interpreter = if elf.is_none() { shebang(bytes) } else { None };
+    let kind = if is_elf(bytes) {
         "elf"
     } else if interpreter.is_some() {
         "script"
@@ -101,9 +112,9 @@ pub fn inspect(path: &Path, arch: Option<Arch>) -> Result<FileReport, Error> {
     };
     let arch = arch.or_else(Arch::host);
     let problems = arch
-        .map(|a| check_native(&bytes, executable, a))
+        .map(|a| check_native(bytes, executable, a))
         .unwrap_or_default();
-    Ok(FileReport {
+    FileReport {
         path: path.to_path_buf(),
         kind,
         elf,
@@ -112,5 +123,5 @@ pub fn inspect(path: &Path, arch: Option<Arch>) -> Result<FileReport, Error> {
         executable,
         arch,
         problems,
-    })
+    }
 }

@@ -4,6 +4,8 @@
 //! `attune-pack`; this crate scans untrusted inputs ([`scan`]), hashes them
 //! ([`hash`]), plans the generation and its manifest ([`plan`], [`manifest`]),
 //! publishes it ([`publish`]) and checks published volumes ([`verify`]).
+//! It also writes the packs image of a volume ([`export`]) and checks any
+//! packs image's layout ([`check_image`]).
 //!
 //! # The reader contract
 //!
@@ -64,15 +66,18 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod audit;
+pub mod check_image;
 pub mod cli;
 mod commands;
 pub mod crashpoint;
 pub mod error;
+pub mod export;
 pub mod facts;
 pub mod fsops;
 pub mod gc;
 pub mod hash;
 pub mod history;
+pub mod image_layout;
 pub mod inspect;
 mod logging;
 pub mod manifest;
@@ -85,6 +90,7 @@ pub mod scan;
 pub mod staging;
 pub mod stamps;
 pub mod store;
+pub mod tarstream;
 pub mod verify;
 pub mod volume;
 
@@ -109,6 +115,8 @@ pub fn run(cli: cli::Cli) -> ExitCode {
         cli::Command::Inspect(a) => commands::inspect(a, out),
         cli::Command::History(a) => commands::history(a, out),
         cli::Command::Rollback(a) => commands::rollback(a, out),
+        cli::Command::Export(a) => export::command(a, out),
+        cli::Command::CheckImage(a) => check_image::command(a, out),
     };
     match result {
         Ok(code) => code,

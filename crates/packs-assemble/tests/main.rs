@@ -5,6 +5,7 @@
 
 mod assemble;
 mod crash;
+mod export;
 mod hardening;
 mod inspect;
 mod publish;

@@ -1,0 +1,181 @@
+//! The layout of the packs image, in one place: what [`crate::export`] writes
+//! and what [`crate::check_image`] asserts of any packs image, whoever built
+//! it (docker/build-packs-image, the flake). docker/IMAGE-LAYOUT.md ("The
+//! packs image") documents it, and `tests/export.rs` checks that the document
+//! lists exactly these entries and this config.
+
+use attune_pack::Arch;
+
+use crate::manifest::{MODE_EXEC, MODE_FILE};
+use crate::scan::Kind;
+
+/// The image's default repository name.
+pub const DEFAULT_NAME: &str = "attune/packs";
+/// Owner of every entry but the mount points.
+pub const ROOT: (u32, u32) = (0, 0);
+/// `attune`, the user the image runs as, and the owner of the mount points.
+pub const ATTUNE: (u32, u32) = (1000, 1000);
+/// The packs, one layer each: `PACKS_SRC/<pack>/...`.
+pub const PACKS_SRC: &str = "opt/attune/packs-src";
+/// The assembler, the entrypoint.
+pub const ASSEMBLER: &str = "usr/local/bin/packs-assemble";
+/// Where the entrypoint publishes (the packs volume's mount point).
+pub const VOLUME: &str = "/opt/attune/packs";
+
+/// `/etc/passwd`.
+pub const PASSWD: &str =
+    "root:x:0:0::/:/sbin/nologin\nattune:x:1000:1000::/opt/attune:/sbin/nologin\n";
+/// `/etc/group`.
+pub const GROUP: &str = "root:x:0:\nattune:x:1000:\n";
+
+/// What a base entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Nothing (a directory).
+    None,
+    /// This text.
+    Text(&'static str),
+    /// The static packs-assemble of the image's architecture.
+    Assembler,
+}
+
+/// One entry of the base layer.
+#[derive(Clone, Copy, Debug)]
+pub struct BaseEntry {
+    /// Relative path, no trailing `/`.
+    pub path: &'static str,
+    /// Directory or file.
+    pub kind: Kind,
+    /// Mode bits.
+    pub mode: u32,
+    /// `(uid, gid)`.
+    pub owner: (u32, u32),
+    /// Contents.
+    pub body: Body,
+}
+
+const fn dir(path: &'static str, mode: u32, owner: (u32, u32)) -> BaseEntry {
+    BaseEntry {
+        path,
+        kind: Kind::Dir,
+        mode,
+        owner,
+        body: Body::None,
+    }
+}
+
+const fn file(path: &'static str, mode: u32, body: Body) -> BaseEntry {
+    BaseEntry {
+        path,
+        kind: Kind::File,
+        mode,
+        owner: ROOT,
+        body,
+    }
+}
+
+/// The base layer, the image's first, entry by entry in path order. The mount
+/// points are owned by 1000 (a new named volume takes the ownership of the
+/// directory it covers).
+pub const BASE: &[BaseEntry] = &[
+    dir("etc", 0o755, ROOT),
+    file("etc/group", 0o644, Body::Text(GROUP)),
+    file("etc/passwd", 0o644, Body::Text(PASSWD)),
+    dir("opt", 0o755, ROOT),
+    dir("opt/attune", 0o755, ROOT),
+    dir("opt/attune/data", 0o755, ATTUNE),
+    dir("opt/attune/logs", 0o755, ATTUNE),
+    dir("opt/attune/packs", 0o755, ATTUNE),
+    dir(PACKS_SRC, 0o755, ROOT),
+    dir("opt/attune/packs.dev", 0o755, ATTUNE),
+    dir("tmp", 0o1777, ROOT),
+    dir("usr", 0o755, ROOT),
+    dir("usr/local", 0o755, ROOT),
+    dir("usr/local/bin", 0o755, ROOT),
+    file(ASSEMBLER, 0o755, Body::Assembler),
+];
+
+/// The directories every pack layer starts with, as in [`BASE`], so that each
+/// layer stands alone.
+pub const PACK_PARENTS: [&str; 3] = ["opt", "opt/attune", PACKS_SRC];
+/// Their mode.
+pub const PARENT_MODE: u32 = 0o755;
+/// Directories below `PACKS_SRC`, as the volume publishes them.
+pub const PACK_DIR_MODE: u32 = MODE_EXEC;
+/// Files below `PACKS_SRC`: plain or executable, as the volume publishes them.
+pub const PACK_FILE_MODES: [u32; 2] = [MODE_FILE, MODE_EXEC];
+
+/// `User`.
+pub const USER: &str = "1000:1000";
+/// `WorkingDir`.
+pub const WORKING_DIR: &str = "/opt/attune";
+/// `Env`.
+pub const ENV: &[&str] = &["PATH=/usr/local/bin:/bin"];
+/// Label: the architecture.
+pub const LABEL_ARCH: &str = "io.attune.arch";
+/// Label: the packs, in layer order, separated by spaces.
+pub const LABEL_PACKS: &str = "io.attune.packs";
+/// Label: the volume manifest's root hash.
+pub const LABEL_ROOT_HASH: &str = "io.attune.packs.root-hash";
+/// Label: the title, as the other images of the stack have one.
+pub const LABEL_TITLE: (&str, &str) = ("org.opencontainers.image.title", "attune packs");
+
+/// `Entrypoint`: publish the image's packs into a volume and verify it.
+pub fn entrypoint(arch: Arch) -> Vec<String> {
+    [
+        &format!("/{ASSEMBLER}"),
+        "assemble",
+        "--packs",
+        &format!("/{PACKS_SRC}"),
+        "--arch",
+        arch.docker_name(),
+        "--verify",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// `Cmd`: into the volume mounted at [`VOLUME`].
+pub fn cmd() -> Vec<String> {
+    vec!["--out".to_string(), VOLUME.to_string()]
+}
+
+/// The image config's `created`, `history[].created` and every entry's mtime:
+/// `mtime` (`SOURCE_DATE_EPOCH`, else 1) as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn created(mtime: u64) -> String {
+    crate::history::utc(mtime as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_is_in_path_order_with_parents_first() {
+        assert!(BASE.windows(2).all(|w| w[0].path < w[1].path));
+        for e in BASE {
+            if let Some((parent, _)) = e.path.rsplit_once('/') {
+                assert!(
+                    BASE.iter().any(|p| p.path == parent && p.kind == Kind::Dir),
+                    "{}",
+                    e.path
+                );
+            }
+        }
+        for p in PACK_PARENTS {
+            assert!(
+                BASE.iter()
+                    .any(|e| e.path == p && e.mode == PARENT_MODE && e.owner == ROOT)
+            );
+        }
+    }
+
+    #[test]
+    fn entrypoint_publishes_and_verifies_into_the_volume() {
+        assert_eq!(
+            [entrypoint(Arch::Arm64), cmd()].concat().join(" "),
+            "/usr/local/bin/packs-assemble assemble --packs /opt/attune/packs-src --arch arm64 --verify --out /opt/attune/packs"
+        );
+        assert_eq!(created(1), "1970-01-01T00:00:01Z");
+    }
+}
