@@ -3,14 +3,15 @@
 # images whose tag is missing and drives docker compose (v2) or docker-compose
 # (v1). Each `up` depends on the image streams of its own architecture only, so
 # `nix run .#up` never builds the other one. `.#publish -- REGISTRY/PREFIX`
-# loads every image of both architectures (the packs image included) and runs
-# docker/publish.
+# loads every image of both architectures (the packs image, a docker archive
+# written by packs-assemble export, included) and runs docker/publish.
 {
   writeShellScript,
   lib,
   docker,
   hostArch,
   images,
+  packs-assemble,
 }:
 let
   specs =
@@ -52,12 +53,16 @@ let
         arm64) specs=(${published "arm64"}) ;;
       esac
       for spec in "''${specs[@]}"; do
-        name=''${spec%%:*}; rest=''${spec#*:}; imagetag=''${rest%%=*}; stream=''${rest#*=}
-        docker image inspect "attune/$name:$imagetag" >/dev/null 2>&1 || "$stream" | docker load >/dev/null
+        name=''${spec%%:*}; rest=''${spec#*:}; imagetag=''${rest%%=*}; src=''${rest#*=}
+        # The service images are streams, the packs image a docker archive file.
+        if ! docker image inspect "attune/$name:$imagetag" >/dev/null 2>&1; then
+          if [ -f "$src" ] && [ ! -x "$src" ]; then docker load -i "$src" >/dev/null; else "$src" | docker load >/dev/null; fi
+        fi
         docker tag "attune/$name:$imagetag" "attune/$name:$tag-$arch"
       done
     done
-    exec ${docker}/publish "$1" "$tag"
+    # docker/publish checks the packs images with this system's packs-assemble.
+    PACKS_ASSEMBLE=${packs-assemble}/bin/packs-assemble exec ${docker}/publish "$1" "$tag"
   '';
   other =
     command:

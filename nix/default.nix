@@ -49,15 +49,12 @@ let
       inherit packs-assemble;
       packs = root + "/packs";
     };
-  # The packs of ./packs, by directory name (each becomes a layer of the packs image).
-  packsDir = builtins.readDir (root + "/packs");
-  packNames = builtins.filter (n: packsDir.${n} == "directory") (builtins.attrNames packsDir);
   packsImage =
     arch:
     pkgs.callPackage ./packs-image.nix {
       inherit (arches.${arch}) target;
       inherit (arches.${arch}.rust) services;
-      inherit packNames;
+      inherit packs-assemble;
       volume = volume arch;
     };
   images = {
@@ -100,7 +97,7 @@ in
   # `overrideDerivation` to the set, which are not apps (`nix flake show` fails).
   apps = import ./apps.nix {
     inherit (pkgs) writeShellScript lib;
-    inherit images;
+    inherit images packs-assemble;
     docker = root + "/docker";
     hostArch = arches.${hostArch}.target.docker;
   };

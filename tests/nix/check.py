@@ -156,13 +156,14 @@ def builds(system):
         links = f"for bin in {svc}/bin/*; do" in i["fakeRootCommands"] and 'ln -s "$bin" usr/local/bin/' in i["fakeRootCommands"]
         check(f"image {key}: every service binary also at /usr/local/bin, first on PATH", links and i["env"][0].startswith("PATH=/usr/local/bin:"), (i["fakeRootCommands"], i["env"]))
     pk = eval_json(f"packages.{system}", """p: let r = p.packs-image-arm64.recorded; in {
-      inherit (r) architecture name; entrypoint = r.config.Entrypoint; cmd = r.config.Cmd; user = r.config.User;
-      contents = map (c: c.name) r.contents; packs = map (c: c.outPath) p.packs-image-arm64.packs;
+      inherit (r) script SOURCE_DATE_EPOCH; tools = map (t: t.outPath) r.nativeBuildInputs;
+      tag = p.packs-image-arm64.imageTag; volume = p.packs-volume-arm64.outPath;
     }""")
-    check("packs-image-arm64: arm64, uid 1000, one store path (layer) per pack, each a --packs, --verify into /opt/attune/packs",
-          pk["architecture"] == "arm64" and pk["user"] == "1000:1000" and "attune-pack-core-arm64" in pk["contents"]
-          and all(p in pk["entrypoint"] for p in pk["packs"]) and pk["entrypoint"].count("--packs") == len(pk["packs"]) >= 1
-          and "--verify" in pk["entrypoint"] and pk["cmd"] == ["--out", "/opt/attune/packs"], pk)
+    want_export = f"packs-assemble -q export --volume {pk['volume']}/volume \\\n  --assembler {svc_a}/bin/packs-assemble --arch arm64"
+    check("packs-image-arm64: written by the one writer, packs-assemble export (this system's), from the arm64 volume with the aarch64 assembler",
+          want_export in pk["script"] and pk["tools"] == [v["tool"]["path"]] and "--format docker-archive --out $out" in pk["script"], pk)
+    check("packs-image-arm64: checked by packs-assemble check-image, fixed SOURCE_DATE_EPOCH, 16-hex tag",
+          "packs-assemble -q check-image --arch arm64 $out" in pk["script"] and pk["SOURCE_DATE_EPOCH"] == "1" and len(pk["tag"]) == 16 and f"--tag {pk['tag']}" in pk["script"], pk)
     check("images of one arch share one content-derived tag", len({imgs[f"{n}-arm64"]["tag"] for n in ("api", "worker", "sensor", "packs-init")}) == 1 and imgs["api-arm64"]["tag"] != imgs["api-amd64"]["tag"])
 
 
@@ -213,6 +214,7 @@ expr = f"""let
     images = {{ amd64 = img "amd64"; arm64 = img "arm64"; }};
     docker = "/the/docker/dir";
     hostArch = "amd64";
+    packs-assemble = "/the/packs-assemble";
   }};
 in builtins.mapAttrs (_: a: {{ inherit (a) type program; }}) apps"""
 apps = json.loads(nix("eval", "--json", "--impure", "--expr", expr))
@@ -221,7 +223,7 @@ check("up: type app, runs docker/stack up", apps["up"]["type"] == "app" and "exe
 check("up: this system's images only (never builds the other architecture)", "'attune/api:tag-amd64=/api-amd64'" in up and "arm64" not in up.split("ATTUNE_IMAGE_TAG")[1], up)
 check("up-arm64: the arm64 images, ATTUNE_ARCH=arm64", "'attune/packs-init:tag-arm64=/init-arm64'" in apps["up-arm64"]["program"] and "ATTUNE_ARCH=arm64" in apps["up-arm64"]["program"] and "-amd64'" not in apps["up-arm64"]["program"])
 pub = apps["publish"]["program"]
-check("publish: loads every image of both architectures, the packs image included, then docker/publish", all(f"'{n}:it-{n2}-{a}=/{n2}-{a}'" in pub for a in ("amd64", "arm64") for n, n2 in (("api", "api"), ("packs", "packs"), ("packs-init", "init"))) and 'exec /the/docker/dir/publish "$1" "$tag"' in pub, pub)
+check("publish: loads every image of both architectures, the packs image included, then docker/publish", all(f"'{n}:it-{n2}-{a}=/{n2}-{a}'" in pub for a in ("amd64", "arm64") for n, n2 in (("api", "api"), ("packs", "packs"), ("packs-init", "init"))) and 'PACKS_ASSEMBLE=/the/packs-assemble/bin/packs-assemble exec /the/docker/dir/publish "$1" "$tag"' in pub and 'docker load -i "$src"' in pub, pub)
 check("up: another ATTUNE_ARCH is refused with the app to use", "nix run .#up-$ATTUNE_ARCH" in up)
 check("up: the user's packs, packs.dev and docker/.env", "$PWD/packs}" in up and "$PWD/docker/.env}" in up)
 check("down and logs run docker/stack", "stack down" in apps["down"]["program"] and "stack logs" in apps["logs"]["program"])
