@@ -69,6 +69,14 @@ fn the_database_files_never_hold_a_secret_during_or_after_its_execution() {
     assert_eq!(code, 201, "{created}");
     let id = created["data"]["id"].as_i64().unwrap();
     assert_eq!(created["data"]["parameters"]["auth_token"], "********");
+    // A row after it in the same page: the secret's row, rewritten larger
+    // at its claim and its end, moves and leaves its old cell as free space.
+    let (code, _) = post(
+        addr,
+        "/api/v1/executions",
+        r#"{"action_ref": "core.http_request", "parameters": {"url": "http://127.0.0.1:9/"}}"#,
+    );
+    assert_eq!(code, 201);
     assert_eq!(
         files_holding(&db, secret.as_bytes()),
         Vec::<String>::new(),
@@ -88,10 +96,11 @@ fn the_database_files_never_hold_a_secret_during_or_after_its_execution() {
     );
     let sealed = sealed_of(&db, id).expect("sealed while it runs");
     assert!(!files_holding(&db, &sealed).is_empty());
+    let report = serde_json::json!({"status": "succeeded", "exit_code": 0, "stdout": "o".repeat(600), "stderr": ""});
     let (code, done) = post(
         addr,
         &format!("/api/v1/executions/{id}/result"),
-        r#"{"status": "succeeded", "exit_code": 0, "stdout": "", "stderr": "", "stdout_truncated": false, "stderr_truncated": false}"#,
+        &report.to_string(),
     );
     assert_eq!(code, 200, "{done}");
     assert_eq!(sealed_of(&db, id), None, "erased at the end");
