@@ -279,3 +279,38 @@ fn the_documented_limits_are_the_enforced_ones() {
         "claims"
     );
 }
+
+/// `timeout: 18446744073709551615` passes the pack checks; the claim's lease
+/// (`timeout + 60`) overflowed: a panic after the claim was stored (the
+/// worker saw its connection drop, and the execution was claimed again at
+/// every lease), or in release a lease already expired.
+#[test]
+fn an_action_timeout_of_u64_max_is_leased_without_overflow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let actions = tmp.path().join("big/actions");
+    std::fs::create_dir_all(&actions).unwrap();
+    std::fs::write(
+        tmp.path().join("big/pack.yaml"),
+        "ref: big\nlabel: Big\nversion: 1.0.0\nenabled: true\n",
+    )
+    .unwrap();
+    std::fs::write(actions.join("a.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        actions.join("a.yaml"),
+        format!(
+            "ref: big.a\nlabel: A\nrunner_type: shell\nentry_point: a.sh\ntimeout: {}\n",
+            u64::MAX
+        ),
+    )
+    .unwrap();
+    let (addr, state) = start_with(memory_store(), tmp.path(), Limits::default());
+    let (code, v) = post(addr, "/api/v1/executions", r#"{"action_ref": "big.a"}"#);
+    assert_eq!(code, 201, "{v}");
+    let (code, v) = post(addr, "/api/v1/executions/claim", r#"{"worker": "w"}"#);
+    assert_eq!(code, 200, "{v}");
+    let id = v["execution"]["id"].as_i64().unwrap();
+    // Leased far ahead: another claim does not take it.
+    let (code, _) = post(addr, "/api/v1/executions/claim", r#"{"worker": "w2"}"#);
+    assert_eq!(code, 204);
+    assert_eq!(state.store.execution(id).unwrap().status, status::RUNNING);
+}
