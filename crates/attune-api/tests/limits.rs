@@ -285,7 +285,7 @@ fn the_documented_limits_are_the_enforced_ones() {
 /// worker saw its connection drop, and the execution was claimed again at
 /// every lease), or in release a lease already expired.
 #[test]
-fn an_action_timeout_of_u64_max_is_leased_without_overflow() {
+fn an_action_timeout_of_u64_max_is_leased_and_awaited_without_overflow() {
     let tmp = tempfile::tempdir().unwrap();
     let actions = tmp.path().join("big/actions");
     std::fs::create_dir_all(&actions).unwrap();

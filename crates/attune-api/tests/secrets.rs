@@ -179,6 +179,9 @@ fn run_api(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Str
     (out.status.code(), stderr)
 }
 
+/// Arguments, environment, the exit code and what stderr says.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
+
 /// A key other than the database's own opened it and the sealed secrets
 /// were lost at the claim; a key file anyone could read was used as it was.
 /// The api now refuses both at startup, exit 3, naming the file and what to
@@ -203,7 +206,7 @@ fn a_wrong_key_or_a_key_file_others_can_read_stops_the_api_with_exit_3() {
     let hex = "ab".repeat(32);
     let own = tmp.path().join("attune.db.key");
     let chmod = format!("run `chmod 600 {}`", own.display());
-    let cases: [(&[&str], &[(&str, &str)], i32, &str); 4] = [
+    let cases: [Case; 4] = [
         (
             &other_file,
             &[],
