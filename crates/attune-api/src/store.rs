@@ -300,7 +300,10 @@ fn fail_on(conn: &Connection, id: i64, reason: &str) -> Result<bool, StoreError>
 }
 
 /// Checks `key` against the database's key-check row (writing one the
-/// first time), so a wrong key is refused at open, not at a claim.
+/// first time), so a wrong key is refused at open, not at a claim. A key
+/// that does not fit is refused while any execution holds secrets sealed
+/// under the old one; with none pending nothing is lost, and the database
+/// takes the new key.
 fn check_key(conn: &Connection, key: &SecretsKey) -> Result<(), StoreError> {
     let check: Option<Vec<u8>> = conn
         .query_row(
@@ -309,23 +312,31 @@ fn check_key(conn: &Connection, key: &SecretsKey) -> Result<(), StoreError> {
             |r| r.get(0),
         )
         .optional()?;
-    match check {
-        Some(sealed) => match key.open(&sealed) {
-            Ok(plain) if plain == KEY_CHECK => Ok(()),
-            _ => Err(StoreError::Key(format!(
-                "this database's secrets were sealed under another key than {}; start the api with the key it was created with (its key file, or {})",
-                key.source(),
-                attune_service::env::SECRETS_KEY
-            ))),
-        },
-        None => {
-            conn.execute(
-                "INSERT INTO meta (name, value) VALUES ('secrets_key_check', ?1)",
-                [key.seal(KEY_CHECK)?],
-            )?;
-            Ok(())
-        }
+    if check.is_some_and(|sealed| key.open(&sealed).is_ok_and(|plain| plain == KEY_CHECK)) {
+        return Ok(());
     }
+    let pending: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM executions WHERE sealed_secrets IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    if pending > 0 {
+        return Err(StoreError::Key(format!(
+            "{pending} {} secrets sealed under another key than {}; start the api with the key they were sealed with (its key file, or {}); if that key is lost, so are their secrets: move the database aside to start over",
+            if pending == 1 {
+                "execution holds"
+            } else {
+                "executions hold"
+            },
+            key.source(),
+            attune_service::env::SECRETS_KEY
+        )));
+    }
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (name, value) VALUES ('secrets_key_check', ?1)",
+        [key.seal(KEY_CHECK)?],
+    )?;
+    Ok(())
 }
 
 /// Seals the clear `secrets` an older version left; then truncates the WAL,
@@ -860,11 +871,25 @@ mod tests {
         let text = e.to_string();
         assert!(matches!(e, StoreError::Key(_)), "{e:?}");
         assert!(
-            text.contains("sealed under another key than ATTUNE_SECRETS_KEY"),
+            text.contains(
+                "1 execution holds secrets sealed under another key than ATTUNE_SECRETS_KEY"
+            ),
             "{text}"
         );
         // The right key still opens it.
-        assert!(file(db).claim("w").unwrap().execution.is_some());
+        let s = file(db);
+        let x = s.claim("w").unwrap().execution.unwrap();
+        assert_eq!(x.parameters["t"], "x");
+        // With no secret pending, nothing is lost: another key is taken.
+        s.fail(x.id, "done").unwrap();
+        drop(s);
+        let other = SecretsKey::from_hex(&"ab".repeat(32), "ATTUNE_SECRETS_KEY").unwrap();
+        let s = Store::open(db, other).unwrap();
+        with_secret(&s);
+        assert_eq!(
+            s.claim("w").unwrap().execution.unwrap().parameters["t"],
+            "x"
+        );
     }
 
     /// One sealed value that does not open (altered in the file) ended the

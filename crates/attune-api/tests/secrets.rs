@@ -192,8 +192,19 @@ fn a_wrong_key_or_a_key_file_others_can_read_stops_the_api_with_exit_3() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("attune.db");
     let db_text = db.to_str().unwrap();
-    // A database whose secrets are sealed under the key in <db>.key.
-    drop(Store::open(db_text, SecretsKey::for_db(db_text, None, None).unwrap()).unwrap());
+    // A database with a secret sealed under the key in <db>.key.
+    let store = Store::open(db_text, SecretsKey::for_db(db_text, None, None).unwrap()).unwrap();
+    let secret = serde_json::json!({"auth_token": "x"});
+    store
+        .create_execution(
+            "core.http_request",
+            &serde_json::json!({}),
+            Some(&secret),
+            None,
+            None,
+        )
+        .unwrap();
+    drop(store);
     let other = tmp.path().join("other.key");
     std::fs::write(&other, format!("{}\n", "cd".repeat(32))).unwrap();
     std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -211,7 +222,7 @@ fn a_wrong_key_or_a_key_file_others_can_read_stops_the_api_with_exit_3() {
             &other_file,
             &[],
             3,
-            "sealed under another key than the secrets key file",
+            "1 execution holds secrets sealed under another key than the secrets key file",
         ),
         (
             &["--db", db_text],
