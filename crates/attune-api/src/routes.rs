@@ -596,7 +596,8 @@ async fn execute(
         .action(&body.action_ref)
         .and_then(|(_, a)| a.spec.timeout)
         .unwrap_or(60);
-    // An action's timeout may be any u64: saturate, and wait "forever" past a year.
+    // An action's timeout may be any u64: saturate; past what an Instant
+    // holds, wait a year.
     let now = tokio::time::Instant::now();
     let deadline = now
         .checked_add(Duration::from_secs(timeout.saturating_add(30)))
@@ -652,11 +653,11 @@ struct ClaimIn {
 /// that travels with them.
 pub const MAX_CLAIM_BYTES: usize = 8 << 20;
 
-/// The claim answer of `x`, leased for its action's timeout; or why no
+/// The claim answer of `x` and the seconds to lease it for; or why no
 /// worker could run it (it is then failed with that reason, never handed
 /// out again): its action is gone, its parameters break the [`params::limits`]
 /// (rows stored before them), or the answer would be too large to read.
-fn claim_answer(s: &AppState, x: &Execution) -> Result<Value, String> {
+fn claim_answer(s: &AppState, x: &Execution) -> Result<(Value, u64), String> {
     let r = s.registry();
     let Some((reg, action)) = r.action(&x.action_ref) else {
         return Err(format!("action `{}` is no longer registered", x.action_ref));
@@ -667,10 +668,6 @@ fn claim_answer(s: &AppState, x: &Execution) -> Result<Value, String> {
             bad.field, bad.message
         )
     })?;
-    // The worker kills the action at its timeout and reports; a minute
-    // more covers a brief API outage before the execution is requeued.
-    let lease = action.spec.timeout.unwrap_or(600).saturating_add(60);
-    s.store.lease(x.id, lease).map_err(|e| e.to_string())?;
     let mut execution = json!(x);
     // The worker names the rule and trigger to the action (ATTUNE_RULE, ATTUNE_TRIGGER).
     if let Some(event) = x.event_id.and_then(|id| s.store.event(id).ok()) {
@@ -683,7 +680,9 @@ fn claim_answer(s: &AppState, x: &Execution) -> Result<Value, String> {
             "its claim would take {size} bytes, over the {MAX_CLAIM_BYTES} a worker reads; not run"
         ));
     }
-    Ok(body)
+    // The worker kills the action at its timeout and reports; a minute
+    // more covers a brief API outage before the execution is requeued.
+    Ok((body, action.spec.timeout.unwrap_or(600).saturating_add(60)))
 }
 
 /// Gives the oldest requested execution to a worker, with what it needs to run
@@ -707,7 +706,10 @@ async fn claim(State(s): Shared, Body(c): Body<ClaimIn>) -> ApiResult<Response> 
             }
             let Some(x) = claim.execution else { break };
             match claim_answer(&s, &x) {
-                Ok(body) => return Ok(Json(body).into_response()),
+                Ok((body, lease)) => {
+                    s.store.lease(x.id, lease)?;
+                    return Ok(Json(body).into_response());
+                }
                 Err(reason) => {
                     tracing::error!(execution = x.id, action = %x.action_ref, "failed at its claim: {reason}");
                     if s.store.fail(x.id, &reason)? {

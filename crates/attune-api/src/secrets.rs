@@ -103,6 +103,16 @@ impl SecretsKey {
     ) -> Result<SecretsKey, KeyError> {
         match (text, file) {
             (Some(KeyText(hex)), _) => SecretsKey::from_hex(hex, attune_service::env::SECRETS_KEY),
+            (None, Some(file))
+                if ["", "-wal", "-shm"]
+                    .iter()
+                    .any(|suffix| file == Path::new(&format!("{db}{suffix}"))) =>
+            {
+                Err(KeyError(format!(
+                    "--secrets-key-file {} is the database or one of its files; the key lives in a file of its own (by default {db}.key)",
+                    file.display()
+                )))
+            }
             (None, Some(file)) => SecretsKey::from_file(file),
             (None, None) if db == ":memory:" => SecretsKey::ephemeral(),
             (None, None) => SecretsKey::from_file(Path::new(&format!("{db}.key"))),
@@ -282,6 +292,13 @@ mod tests {
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert!(SecretsKey::from_file(&path).is_ok());
+    }
+
+    /// The key never sits in the database's own file.
+    #[test]
+    fn the_key_file_cannot_be_the_database() {
+        let e = SecretsKey::for_db("/d/a.db", Some(Path::new("/d/a.db-wal")), None).unwrap_err();
+        assert!(e.0.contains("a file of its own"), "{e}");
     }
 
     #[test]

@@ -50,9 +50,16 @@ pub struct Claimed {
 /// definition of another version) still names its execution, which is then
 /// reported failed with the reason. Unreported, it stayed `running` and was
 /// claimed again at every lease expiry, forever.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(transparent)]
 pub struct ClaimAnswer(Box<serde_json::value::RawValue>);
+
+/// Its size only: the answer holds the secret parameters in clear.
+impl std::fmt::Debug for ClaimAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClaimAnswer({} bytes)", self.0.get().len())
+    }
+}
 
 /// Only the id of a claim's execution: read without depth limit, since
 /// serde_json skips the fields it does not need without recursing.
