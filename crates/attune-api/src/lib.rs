@@ -9,6 +9,7 @@ pub mod output;
 pub mod params;
 pub mod registry;
 pub mod routes;
+pub mod secrets;
 pub mod server;
 pub mod store;
 
@@ -35,6 +36,14 @@ pub struct Args {
     /// SQLite database file, or `:memory:`.
     #[arg(long, env = env::DB, default_value = env::DEFAULT_DB)]
     pub db: String,
+    /// File of the key that seals secret parameters in the database (64 hex
+    /// digits, mode 0600), generated when missing [default: `<db>.key`].
+    #[arg(long, env = env::SECRETS_KEY_FILE)]
+    pub secrets_key_file: Option<PathBuf>,
+    /// The secrets key itself, 64 hex digits, instead of a key file; prefer the
+    /// environment variable (a flag shows in the process list).
+    #[arg(long, env = env::SECRETS_KEY, hide_env_values = true, conflicts_with = "secrets_key_file")]
+    pub secrets_key: Option<secrets::KeyText>,
     /// The packs volume (read-only).
     #[arg(long, env = env::PACKS_DIR, default_value = env::DEFAULT_PACKS_DIR)]
     pub packs_dir: PathBuf,
@@ -79,6 +88,10 @@ impl Args {
     pub fn make_paths_absolute(&mut self) -> Result<(), PathError> {
         if self.db != ":memory:" {
             paths::make_absolute_str(&paths::flag_name("db", env::DB), &mut self.db)?;
+        }
+        if let Some(file) = &mut self.secrets_key_file {
+            let name = paths::flag_name("secrets-key-file", env::SECRETS_KEY_FILE);
+            paths::make_absolute(&name, file)?;
         }
         paths::make_packs_dirs_absolute(&mut self.packs_dir, &mut self.packs_dev_dir)
     }
@@ -131,8 +144,14 @@ pub async fn serve(args: Args) -> Result<(), String> {
     if args.token.trim().is_empty() {
         return Err(format!("{} is empty; set a token", env::API_TOKEN));
     }
-    let store = store::Store::open(&args.db)
-        .map_err(|e| format!("failed to open database {}: {e:?}", args.db))?;
+    let key = secrets::SecretsKey::for_db(
+        &args.db,
+        args.secrets_key_file.as_deref(),
+        args.secrets_key.as_ref(),
+    )
+    .map_err(|e| e.to_string())?;
+    let store = store::Store::open(&args.db, key)
+        .map_err(|e| format!("failed to open database {}: {e}", args.db))?;
     let state = Arc::new(routes::AppState {
         registry: RwLock::new(Arc::new(registry::Registry::default())),
         store,

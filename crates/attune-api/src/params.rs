@@ -3,9 +3,35 @@
 //! and the JSON-Schema bounds `minimum`, `maximum`, `minLength`, `maxLength`,
 //! `minItems`, `maxItems` and an array's `items.type` are refused naming the
 //! field; defaults are filled in. Other keywords are carried, not checked.
+//!
+//! Whatever the schema says, every execution's parameters are bounded
+//! ([`limits`]): each value nests at most [`MAX_DEPTH`] levels and all of them
+//! take at most [`MAX_PARAMETERS_BYTES`] as JSON, so that every answer that
+//! carries them (the worker's claim, `GET /executions`) can be read back.
 
 use attune_pack::Action;
 use serde_json::{Map, Value};
+
+/// How deep a parameter's value (or an event's payload) may nest: arrays and
+/// objects inside one another, a scalar being 0 and `[1]` 1.
+///
+/// Answers wrap parameters a few levels deeper (`{"data": {"parameters":
+/// ...}}`, the claim's `{"execution": {"parameters": ...}}`), and serde_json,
+/// the worker's parser, stops at 128 levels: the api once accepted 125 and
+/// the worker could not read its own claim. Upstream's packs declare at most
+/// one level (an object of strings, an array of objects of strings) and real
+/// JSON bodies rarely pass ten, so 32 is far from both.
+pub const MAX_DEPTH: usize = 32;
+
+/// The most bytes an execution's parameters (after defaults, as compact JSON)
+/// may take: 1 MiB.
+///
+/// Far above any upstream pack's parameters (a message, a URL, a request body)
+/// and far below what a worker reads in one claim answer (10 MB), so a rule
+/// that renders a large payload into several parameters cannot make a claim
+/// unreadable either. The worker exports non-secret parameters as variables,
+/// and 1 MiB also stays under Linux's 2 MiB for an action's whole environment.
+pub const MAX_PARAMETERS_BYTES: usize = 1 << 20;
 
 /// A parameter problem: the field and what is wrong.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,7 +54,56 @@ fn type_ok(t: &str, v: &Value) -> bool {
     }
 }
 
-/// The parameters with defaults applied, or the first problem.
+/// How deeply `v` nests: 0 for a scalar, 1 for `[1]` or `{"a": 1}`.
+pub fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Refuses a value, named `field`, that nests deeper than [`MAX_DEPTH`].
+pub fn check_depth(field: &str, v: &Value) -> Result<(), Invalid> {
+    let d = depth(v);
+    if d > MAX_DEPTH {
+        return Err(Invalid {
+            field: field.into(),
+            message: format!(
+                "nests {d} levels deep; the limit is {MAX_DEPTH} levels (arrays and objects inside one another)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The bounds of every execution's parameters, whatever its action declares:
+/// each value at most [`MAX_DEPTH`] deep, all of them at most
+/// [`MAX_PARAMETERS_BYTES`] as JSON. Checked when an execution is requested
+/// and again when it is claimed (rows written before these limits).
+pub fn limits(parameters: &Value) -> Result<(), Invalid> {
+    match parameters {
+        Value::Object(m) => {
+            for (name, v) in m {
+                check_depth(name, v)?;
+            }
+        }
+        other => check_depth("parameters", other)?,
+    }
+    let size = serde_json::to_vec(parameters).map_or(usize::MAX, |b| b.len());
+    if size > MAX_PARAMETERS_BYTES {
+        return Err(Invalid {
+            field: "parameters".into(),
+            message: format!(
+                "take {size} bytes as JSON; the limit is {MAX_PARAMETERS_BYTES} bytes (1 MiB) for all of an execution's parameters"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The parameters with defaults applied, or the first problem; within
+/// [`limits`].
 pub fn check(action: &Action, given: &Value) -> Result<Value, Invalid> {
     let given = match given {
         Value::Null => Map::new(),
@@ -95,7 +170,9 @@ pub fn check(action: &Action, given: &Value) -> Result<Value, Invalid> {
         }
         out.insert(name.clone(), value);
     }
-    Ok(Value::Object(out))
+    let out = Value::Object(out);
+    limits(&out)?;
+    Ok(out)
 }
 
 /// The first JSON-Schema bound `value` breaks, if any.
@@ -179,6 +256,44 @@ mod tests {
         );
         assert!(bad(json!({"tags": [1]})).message.contains("item 0"));
         assert!(bad(json!({"s": "abcd"})).message.contains("at most 3"));
+    }
+
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!("x"), |v, _| json!([v]))
+    }
+
+    /// The api accepted parameters nested 125 levels deep; the claim wrapped
+    /// them past serde_json's 128 and the worker could not read it.
+    #[test]
+    fn parameters_nest_at_most_max_depth_levels() {
+        let a: Action = serde_saphyr::from_str(
+            "ref: p.a\nentry_point: a.sh\nparameters:\n  data: {type: array}\n",
+        )
+        .unwrap();
+        assert_eq!(depth(&nested(MAX_DEPTH)), MAX_DEPTH);
+        assert!(check(&a, &json!({"data": nested(MAX_DEPTH)})).is_ok());
+        let e = check(&a, &json!({"data": nested(125)})).unwrap_err();
+        assert_eq!(e.field, "data");
+        assert!(
+            e.message.contains("nests 125 levels") && e.message.contains("limit is 32"),
+            "{}",
+            e.message
+        );
+    }
+
+    /// A megabyte-sized parameter went into the claim unbounded.
+    #[test]
+    fn parameters_take_at_most_max_parameters_bytes() {
+        let big = json!({"message": "m".repeat(MAX_PARAMETERS_BYTES)});
+        let e = limits(&big).unwrap_err();
+        assert_eq!(e.field, "parameters");
+        assert!(
+            e.message
+                .contains(&format!("limit is {MAX_PARAMETERS_BYTES} bytes")),
+            "{}",
+            e.message
+        );
+        assert!(limits(&json!({"message": "m".repeat(100_000)})).is_ok());
     }
 
     fn action() -> Action {

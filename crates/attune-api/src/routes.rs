@@ -108,6 +108,15 @@ fn error_code(status: StatusCode) -> &'static str {
     }
 }
 
+/// A 422 naming `field`.
+fn unprocessable(field: String, message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message,
+        field: Some(field),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({"error": self.message, "code": error_code(self.status)});
@@ -129,6 +138,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not found"),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            StoreError::Key(m) => {
+                tracing::error!("secrets: {m}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+            }
             StoreError::Db(e) => {
                 tracing::error!("database: {e}");
                 ApiError::new(
@@ -444,6 +457,9 @@ async fn post_event(
     State(s): Shared,
     Body(e): Body<EventIn>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    // Rules render the payload into parameters, and answers wrap it deeper.
+    params::check_depth("payload", &e.payload)
+        .map_err(|bad| unprocessable(bad.field, format!("`payload` {}", bad.message)))?;
     let event =
         s.store
             .insert_event(&e.trigger_ref, &e.payload, e.trigger_instance_id.as_deref())?;
@@ -550,10 +566,9 @@ fn request_execution(s: &AppState, body: &ExecutionIn) -> ApiResult<Execution> {
             format!("action `{}` is disabled", body.action_ref),
         ));
     }
-    let p = params::check(&action.spec, &body.parameters).map_err(|bad| ApiError {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        message: format!("parameter `{}` {}", bad.field, bad.message),
-        field: Some(bad.field),
+    let p = params::check(&action.spec, &body.parameters).map_err(|bad| {
+        let message = format!("parameter `{}` {}", bad.field, bad.message);
+        unprocessable(bad.field, message)
     })?;
     let (public, secrets) = params::split_secrets(&action.spec, &p);
     let x = s
@@ -581,7 +596,12 @@ async fn execute(
         .action(&body.action_ref)
         .and_then(|(_, a)| a.spec.timeout)
         .unwrap_or(60);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout + 30);
+    // An action's timeout may be any u64: saturate; past what an Instant
+    // holds, wait a year.
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(Duration::from_secs(timeout.saturating_add(30)))
+        .unwrap_or(now + Duration::from_secs(365 * 86_400));
     loop {
         let notified = s.finished.notified();
         let now = s.store.execution(x.id)?;
@@ -627,8 +647,47 @@ struct ClaimIn {
     wait_ms: u64,
 }
 
+/// The largest claim answer, as JSON: 8 MiB, below the 10 MB the worker's
+/// HTTP client reads of one answer. Parameters are bounded far below it
+/// ([`params::MAX_PARAMETERS_BYTES`]); this also bounds the action definition
+/// that travels with them.
+pub const MAX_CLAIM_BYTES: usize = 8 << 20;
+
+/// The claim answer of `x` and the seconds to lease it for; or why no
+/// worker could run it (it is then failed with that reason, never handed
+/// out again): its action is gone, its parameters break the [`params::limits`]
+/// (rows stored before them), or the answer would be too large to read.
+fn claim_answer(s: &AppState, x: &Execution) -> Result<(Value, u64), String> {
+    let r = s.registry();
+    let Some((reg, action)) = r.action(&x.action_ref) else {
+        return Err(format!("action `{}` is no longer registered", x.action_ref));
+    };
+    params::limits(&x.parameters).map_err(|bad| {
+        format!(
+            "parameter `{}` {}; a worker could not read its claim, so it was not run",
+            bad.field, bad.message
+        )
+    })?;
+    let mut execution = json!(x);
+    // The worker names the rule and trigger to the action (ATTUNE_RULE, ATTUNE_TRIGGER).
+    if let Some(event) = x.event_id.and_then(|id| s.store.event(id).ok()) {
+        execution["trigger_ref"] = json!(event.trigger_ref);
+    }
+    let body = json!({"execution": execution, "action": action.spec, "pack_ref": reg.pack.meta.pack_ref, "source": reg.source});
+    let size = serde_json::to_vec(&body).map_or(usize::MAX, |b| b.len());
+    if size > MAX_CLAIM_BYTES {
+        return Err(format!(
+            "its claim would take {size} bytes, over the {MAX_CLAIM_BYTES} a worker reads; not run"
+        ));
+    }
+    // The worker kills the action at its timeout and reports; a minute
+    // more covers a brief API outage before the execution is requeued.
+    Ok((body, action.spec.timeout.unwrap_or(600).saturating_add(60)))
+}
+
 /// Gives the oldest requested execution to a worker, with what it needs to run
-/// it; waits up to `wait_ms` for one; 204 when there is none.
+/// it; waits up to `wait_ms` for one; 204 when there is none. An execution no
+/// worker could run is failed with the reason on the way ([`claim_answer`]).
 async fn claim(State(s): Shared, Body(c): Body<ClaimIn>) -> ApiResult<Response> {
     if c.wait_ms > MAX_CLAIM_WAIT_MS {
         return Err(ApiError {
@@ -640,34 +699,22 @@ async fn claim(State(s): Shared, Body(c): Body<ClaimIn>) -> ApiResult<Response> 
     let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms);
     loop {
         let notified = s.requested.notified();
-        while let Some(x) = s.store.claim(&c.worker)? {
-            let r = s.registry();
-            match r.action(&x.action_ref) {
-                Some((reg, action)) => {
-                    // The worker kills the action at its timeout and reports; a minute
-                    // more covers a brief API outage before the execution is requeued.
-                    s.store
-                        .lease(x.id, action.spec.timeout.unwrap_or(600) + 60)?;
-                    let mut execution = json!(x);
-                    // The worker names the rule and trigger to the action (ATTUNE_RULE, ATTUNE_TRIGGER).
-                    if let Some(event) = x.event_id.and_then(|id| s.store.event(id).ok()) {
-                        execution["trigger_ref"] = json!(event.trigger_ref);
-                    }
-                    let body = json!({"execution": execution, "action": action.spec, "pack_ref": reg.pack.meta.pack_ref, "source": reg.source});
+        loop {
+            let claim = s.store.claim(&c.worker)?;
+            if claim.ended > 0 {
+                s.finished.notify_waiters();
+            }
+            let Some(x) = claim.execution else { break };
+            match claim_answer(&s, &x) {
+                Ok((body, lease)) => {
+                    s.store.lease(x.id, lease)?;
                     return Ok(Json(body).into_response());
                 }
-                None => {
-                    let report = Report {
-                        status: status::FAILED.into(),
-                        exit_code: None,
-                        stdout: String::new(),
-                        stderr: String::new(),
-                        stdout_truncated: false,
-                        stderr_truncated: false,
-                        error: Some(format!("action `{}` is no longer registered", x.action_ref)),
-                    };
-                    s.store.finish(x.id, &report, None)?;
-                    s.finished.notify_waiters();
+                Err(reason) => {
+                    tracing::error!(execution = x.id, action = %x.action_ref, "failed at its claim: {reason}");
+                    if s.store.fail(x.id, &reason)? {
+                        s.finished.notify_waiters();
+                    }
                 }
             }
         }

@@ -2,64 +2,17 @@
 //! malformed requests, huge pages. Each test is named after what it guards;
 //! the server runs in-process on 127.0.0.1 with an ephemeral port.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use attune_api::routes::{AppState, router};
-use attune_api::server::{Limits, serve};
-use attune_api::store::Store;
-
-const TOKEN: &str = "t0ken";
-
-/// Starts a server with `limits`; returns its address. It runs until the test ends.
-fn start(limits: Limits) -> SocketAddr {
-    let state = Arc::new(AppState {
-        registry: Default::default(),
-        store: Store::open(":memory:").unwrap(),
-        token: TOKEN.into(),
-        packs_dir: "/nonexistent".into(),
-        dev_dir: "/nonexistent".into(),
-        requested: Default::default(),
-        finished: Default::default(),
-    });
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            serve(
-                listener,
-                router(state, limits),
-                limits,
-                std::future::pending(),
-            )
-            .await
-            .unwrap();
-        });
-    });
-    rx.recv().unwrap()
-}
-
-/// Sends `raw` and returns the whole answer (the request asks to close).
-fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(raw).unwrap();
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    exchange(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-}
+use attune_api::params::{MAX_DEPTH, MAX_PARAMETERS_BYTES};
+use attune_api::server::Limits;
+use attune_api::store::status;
+use common::{TOKEN, exchange, get, memory_store, nested, post, repo_packs, start, start_with};
+use serde_json::json;
 
 fn small_limits() -> Limits {
     Limits {
@@ -225,4 +178,139 @@ fn envelopes_are_upstreams() {
         serde_json::from_str(missing.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(v["code"], "NOT_FOUND");
     assert!(v["error"].as_str().unwrap().contains("99"));
+}
+
+/// The api accepted parameters nested 125 levels deep (all serde_json lets
+/// through in a body); the worker could not read the claim that wraps them.
+/// Parameters and event payloads past the nesting or size limit are a 422
+/// that names the parameter and the limit.
+#[test]
+fn parameters_past_the_nesting_or_size_limit_are_refused_with_422_naming_it() {
+    let (addr, state) = start_with(memory_store(), &repo_packs(), Limits::default());
+    let request = |params: String| {
+        post(
+            addr,
+            "/api/v1/executions",
+            &format!(
+                r#"{{"action_ref": "core.http_request", "parameters": {{"url": "http://x", {params}}}}}"#
+            ),
+        )
+    };
+    let (code, v) = request(format!(r#""json_body": {}"#, nested(125, "1")));
+    assert_eq!(code, 422, "{v}");
+    assert_eq!(
+        (v["code"].as_str(), v["field"].as_str()),
+        (Some("VALIDATION_ERROR"), Some("json_body"))
+    );
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("nests 125 levels deep") && e.contains(&format!("limit is {MAX_DEPTH} levels")),
+        "{e}"
+    );
+    let (code, v) = request(format!(r#""body": "{}""#, "b".repeat(MAX_PARAMETERS_BYTES)));
+    assert_eq!(code, 422, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("limit is {MAX_PARAMETERS_BYTES} bytes")),
+        "{v}"
+    );
+    let (code, v) = post(
+        addr,
+        "/api/v1/events",
+        &format!(
+            r#"{{"trigger_ref": "core.intervaltimer", "payload": {}}}"#,
+            nested(40, "1")
+        ),
+    );
+    assert_eq!(code, 422, "{v}");
+    assert_eq!(v["field"], "payload");
+    // Within the limits: accepted.
+    let (code, v) = request(format!(r#""json_body": {}"#, nested(MAX_DEPTH, "1")));
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(state.store.executions(None, None, 0, 10).unwrap().1, 1);
+}
+
+/// A row whose parameters a worker cannot read (stored before the limits)
+/// was handed out at every claim and stayed `running` for good. It is failed
+/// at its claim, with the reason, and never handed out.
+#[test]
+fn an_execution_no_worker_can_read_is_failed_at_its_claim_never_handed_out() {
+    let store = memory_store();
+    let deep: serde_json::Value = serde_json::from_str(&nested(126, "1")).unwrap();
+    let x = store
+        .create_execution(
+            "core.http_request",
+            &json!({"url": "http://x", "json_body": deep}),
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+    let (addr, state) = start_with(store, &repo_packs(), Limits::default());
+    for _ in 0..2 {
+        let (code, v) = post(addr, "/api/v1/executions/claim", r#"{"worker": "w"}"#);
+        assert_eq!(code, 204, "{v}");
+    }
+    let done = state.store.execution(x.id).unwrap();
+    assert_eq!(done.status, status::FAILED);
+    let why = done.error.unwrap();
+    assert!(
+        why.contains("`json_body` nests 126 levels deep") && why.contains("not run"),
+        "{why}"
+    );
+}
+
+/// The limits the OpenAPI document states are the ones the api enforces.
+#[test]
+fn the_documented_limits_are_the_enforced_ones() {
+    let doc = attune_api::routes::OPENAPI;
+    assert!(
+        doc.contains(&format!("nests at most {MAX_DEPTH} levels")),
+        "depth"
+    );
+    assert_eq!(MAX_PARAMETERS_BYTES, 1 << 20);
+    assert!(doc.contains("at most 1 MiB as JSON"), "size");
+    assert_eq!(attune_api::routes::MAX_CLAIM_BYTES, 8 << 20);
+    assert!(doc.contains("pass 8 MiB"), "claim size");
+    assert!(
+        doc.contains(&format!("after {} claims", attune_api::store::MAX_CLAIMS)),
+        "claims"
+    );
+}
+
+/// `timeout: 18446744073709551615` passes the pack checks; the claim's lease
+/// (`timeout + 60`) overflowed: a panic after the claim was stored (the
+/// worker saw its connection drop, and the execution was claimed again at
+/// every lease), or in release a lease already expired.
+#[test]
+fn an_action_timeout_of_u64_max_is_leased_and_awaited_without_overflow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let actions = tmp.path().join("big/actions");
+    std::fs::create_dir_all(&actions).unwrap();
+    std::fs::write(
+        tmp.path().join("big/pack.yaml"),
+        "ref: big\nlabel: Big\nversion: 1.0.0\nenabled: true\n",
+    )
+    .unwrap();
+    std::fs::write(actions.join("a.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        actions.join("a.yaml"),
+        format!(
+            "ref: big.a\nlabel: A\nrunner_type: shell\nentry_point: a.sh\ntimeout: {}\n",
+            u64::MAX
+        ),
+    )
+    .unwrap();
+    let (addr, state) = start_with(memory_store(), tmp.path(), Limits::default());
+    let (code, v) = post(addr, "/api/v1/executions", r#"{"action_ref": "big.a"}"#);
+    assert_eq!(code, 201, "{v}");
+    let (code, v) = post(addr, "/api/v1/executions/claim", r#"{"worker": "w"}"#);
+    assert_eq!(code, 200, "{v}");
+    let id = v["execution"]["id"].as_i64().unwrap();
+    // Leased far ahead: another claim does not take it.
+    let (code, _) = post(addr, "/api/v1/executions/claim", r#"{"worker": "w2"}"#);
+    assert_eq!(code, 204);
+    assert_eq!(state.store.execution(id).unwrap().status, status::RUNNING);
 }

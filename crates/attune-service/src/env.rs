@@ -22,6 +22,11 @@ pub const LOG_FORMAT: &str = "ATTUNE_LOG_FORMAT";
 /// finish: the api's requests, the worker's actions, the sensor service's
 /// sensors (default [`DEFAULT_DRAIN_TIMEOUT`]; see [`crate::shutdown`]).
 pub const DRAIN_TIMEOUT: &str = "ATTUNE_DRAIN_TIMEOUT";
+/// The file holding the API's secrets key, 64 hex digits, mode 0600
+/// (default `<ATTUNE_DB>.key`, generated on first start).
+pub const SECRETS_KEY_FILE: &str = "ATTUNE_SECRETS_KEY_FILE";
+/// The API's secrets key itself, 64 hex digits, instead of a key file.
+pub const SECRETS_KEY: &str = "ATTUNE_SECRETS_KEY";
 
 /// Default of [`PACKS_DIR`].
 pub const DEFAULT_PACKS_DIR: &str = "/opt/attune/packs";

@@ -87,18 +87,10 @@ impl Actions {
     pub fn run(&self, runner: &Runner, c: &Claimed) -> Report {
         let _running = Counted::enter(&self.running);
         if self.ended.load(Ordering::SeqCst) {
-            return Report {
-                status: "failed".into(),
-                exit_code: None,
-                stdout: String::new(),
-                stderr: String::new(),
-                stdout_truncated: false,
-                stderr_truncated: false,
-                error: Some(
-                    "worker stopped: the execution was claimed as the worker stopped, and not run"
-                        .into(),
-                ),
-            };
+            return Report::not_started(
+                "worker stopped: the execution was claimed as the worker stopped, and not run"
+                    .into(),
+            );
         }
         let report = runner.run(c);
         // Killed by a signal (no exit code) with no reason of its own: ours.

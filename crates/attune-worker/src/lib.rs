@@ -123,14 +123,14 @@ fn worker_loop(
     while !stop.requested() {
         let claimed = actions.claiming(|| {
             with_retry("claim", stop.flag(), || {
-                api.post::<_, run::Claimed>(
+                api.post::<_, run::ClaimAnswer>(
                     "/api/v1/executions/claim",
                     &json!({"worker": name, "wait_ms": 1000}),
                 )
             })
         });
-        let c = match claimed {
-            Ok(Some(c)) => c,
+        let answer = match claimed {
+            Ok(Some(answer)) => answer,
             Ok(None) => continue,
             Err(e) => {
                 tracing::error!("claim failed: {e}");
@@ -138,28 +138,24 @@ fn worker_loop(
                 continue;
             }
         };
-        tracing::info!(execution = c.execution.id, action = %c.execution.action_ref, "running");
-        let report = actions.run(runner, &c);
-        tracing::info!(execution = c.execution.id, status = %report.status, exit_code = ?report.exit_code, "finished");
-        let path = format!("/api/v1/executions/{}/result", c.execution.id);
+        // A claim it cannot read is reported failed too: never claimed again.
+        let Some((id, report)) = runner.run_answer(&answer, |c| actions.run(runner, c)) else {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        };
+        let path = format!("/api/v1/executions/{id}/result");
         let sent = with_retry("report", &never, || {
             api.post::<_, serde_json::Value>(&path, &report)
         });
         if let Err(e) = sent {
             // A refused result must still end the execution, or its lease would
             // expire and it would run again, forever: report the refusal itself.
-            tracing::error!(
-                execution = c.execution.id,
-                "the API refused the result: {e}"
-            );
+            tracing::error!(execution = id, "the API refused the result: {e}");
             let fallback = run::Report::refused(&report, &e.to_string());
             if let Err(e) = with_retry("report", &never, || {
                 api.post::<_, serde_json::Value>(&path, &fallback)
             }) {
-                tracing::error!(
-                    execution = c.execution.id,
-                    "the API refused the short result too: {e}"
-                );
+                tracing::error!(execution = id, "the API refused the short result too: {e}");
             }
         }
     }

@@ -16,6 +16,10 @@
 //! - Each stream keeps at most `max_output` bytes, and the whole report is cut
 //!   to [`MAX_REPORT_BYTES`] as JSON, below the API's body limit, so a result
 //!   is never refused for its size.
+//!
+//! And every claim ends in a report, so none is claimed again and again: a
+//! claim this worker cannot read ([`ClaimAnswer`]) is reported failed with
+//! the reason, and any `timeout` an action declares, even `u64::MAX`, works.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -39,6 +43,47 @@ pub struct Claimed {
     pub pack_ref: String,
     /// `volume` or `dev`.
     pub source: String,
+}
+
+/// A claim answer as the API sent it, kept raw: one this worker cannot read
+/// as a [`Claimed`] (nested past serde_json's 128 levels, an action
+/// definition of another version) still names its execution, which is then
+/// reported failed with the reason. Unreported, it stayed `running` and was
+/// claimed again at every lease expiry, forever.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct ClaimAnswer(Box<serde_json::value::RawValue>);
+
+/// Its size only: the answer holds the secret parameters in clear.
+impl std::fmt::Debug for ClaimAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClaimAnswer({} bytes)", self.0.get().len())
+    }
+}
+
+/// Only the id of a claim's execution: read without depth limit, since
+/// serde_json skips the fields it does not need without recursing.
+#[derive(Deserialize)]
+struct IdOnly {
+    execution: IdField,
+}
+
+#[derive(Deserialize)]
+struct IdField {
+    id: i64,
+}
+
+impl ClaimAnswer {
+    /// The claim; or, when it cannot be read, its execution id (if even
+    /// that cannot be read, `None`) and why.
+    pub fn read(&self) -> Result<Claimed, (Option<i64>, String)> {
+        serde_json::from_str(self.0.get()).map_err(|e| {
+            let id = serde_json::from_str::<IdOnly>(self.0.get())
+                .ok()
+                .map(|x| x.execution.id);
+            (id, e.to_string())
+        })
+    }
 }
 
 /// The execution fields a worker uses.
@@ -89,7 +134,7 @@ impl Report {
         short
     }
 
-    fn not_started(error: String) -> Report {
+    pub(crate) fn not_started(error: String) -> Report {
         Report {
             status: "failed".into(),
             exit_code: None,
@@ -174,6 +219,11 @@ pub const RUNTIME_VARS: &[&str] = &[
     "ATTUNE_RULE",
     "ATTUNE_TRIGGER",
 ];
+
+/// The largest `NAME=value` a parameter is exported as: Linux refuses to start
+/// a program with one variable of 128 KiB or more (`MAX_ARG_STRLEN`), so a
+/// larger parameter is only on stdin or in the file.
+pub const MAX_ENV_VAR_BYTES: usize = (128 << 10) - 1;
 
 /// How long output is still collected after the process group was killed.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -320,6 +370,35 @@ impl Runner {
         Ok(cmd)
     }
 
+    /// Runs the execution of a claim answer: its id and how it ended, also
+    /// when the claim cannot be read (then it is failed, not run); `None`
+    /// when the answer does not even name an execution.
+    pub fn run_answer(
+        &self,
+        answer: &ClaimAnswer,
+        run: impl FnOnce(&Claimed) -> Report,
+    ) -> Option<(i64, Report)> {
+        match answer.read() {
+            Ok(c) => {
+                tracing::info!(execution = c.execution.id, action = %c.execution.action_ref, "running");
+                let report = run(&c);
+                tracing::info!(execution = c.execution.id, status = %report.status, exit_code = ?report.exit_code, "finished");
+                Some((c.execution.id, report))
+            }
+            Err((Some(id), why)) => {
+                tracing::error!(execution = id, "cannot read the claim: {why}");
+                let report = Report::not_started(format!(
+                    "the worker cannot read this execution's claim ({why}); not run"
+                ));
+                Some((id, report))
+            }
+            Err((None, why)) => {
+                tracing::error!("cannot read a claim, nor which execution it is: {why}");
+                None
+            }
+        }
+    }
+
     /// Runs a claimed execution to its end and reports what happened.
     pub fn run(&self, c: &Claimed) -> Report {
         let path = match self.entry_point(c) {
@@ -372,19 +451,29 @@ impl Runner {
             }
             let var = format!("ATTUNE_{}", name.to_ascii_uppercase());
             let valid = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid || RUNTIME_VARS.contains(&var.as_str()) {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let why_not = if !valid || RUNTIME_VARS.contains(&var.as_str()) {
                 // A parameter never changes the runtime's own environment.
+                Some("the name is the runtime's or not a valid variable name".to_string())
+            } else if var.len() + 1 + text.len() > MAX_ENV_VAR_BYTES {
+                Some(format!(
+                    "{} bytes, more than one variable may hold",
+                    text.len()
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why_not {
                 let note = format!(
-                    "parameter `{name}` not exported as {var}: the name is the runtime's or not a valid variable name (it is still on stdin or in the file)"
+                    "parameter `{name}` not exported as {var}: {why} (it is still on stdin or in the file)"
                 );
                 tracing::warn!(execution = c.execution.id, "{note}");
                 notes.push_str(&format!("[attune-worker] warning: {note}\n"));
                 continue;
             }
-            let text = match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
             if text.contains('\0') {
                 continue;
             }
@@ -424,8 +513,12 @@ impl Runner {
             .action
             .timeout
             .map_or(self.default_timeout, Duration::from_secs);
-        // The one deadline starts before anything is written to the action.
-        let deadline = Instant::now() + timeout;
+        // The one deadline starts before anything is written to the action;
+        // a timeout past what an Instant holds is a year (never, in practice).
+        let start = Instant::now();
+        let deadline = start
+            .checked_add(timeout)
+            .unwrap_or(start + Duration::from_secs(365 * 86_400));
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Report::not_started(format!("cannot start {}: {e}", path.display())),
@@ -849,6 +942,75 @@ mod tests {
         let short = Report::refused(&rep, "HTTP 413");
         assert_eq!(short.status, "failed");
         assert!(short.stdout.is_empty() && short.error.unwrap().contains("413"));
+    }
+
+    /// The api handed out parameters nested 125 levels; the claim was 128
+    /// deep, past serde_json's limit, the worker could not read it and never
+    /// reported: the execution was claimed again at every lease, forever.
+    #[test]
+    fn a_claim_nested_past_serde_jsons_limit_is_reported_failed_by_id() {
+        let (_t, r, c) = setup("#!/bin/sh\necho ran\n", "");
+        let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
+        let text = format!(
+            r#"{{"execution": {{"id": 42, "action_ref": "demo.a", "parameters": {{"message": {deep}}}}}, "action": {}, "pack_ref": "demo", "source": "volume"}}"#,
+            serde_json::to_string(&json!({"ref": "demo.a", "entry_point": "a.sh"})).unwrap()
+        );
+        assert!(
+            serde_json::from_str::<Value>(&text).is_err(),
+            "not deep enough"
+        );
+        let answer: ClaimAnswer = serde_json::from_str(&text).unwrap();
+        let (id, rep) = r.run_answer(&answer, |c| r.run(c)).unwrap();
+        assert_eq!((id, rep.status.as_str()), (42, "failed"));
+        let why = rep.error.unwrap();
+        assert!(
+            why.contains("cannot read this execution's claim") && why.contains("recursion limit"),
+            "{why}"
+        );
+        assert!(rep.stdout.is_empty(), "it must not run");
+        // A readable one runs; one without an execution id names none.
+        let ok = json!({"execution": {"id": c.execution.id, "action_ref": "demo.a", "parameters": {}}, "action": {"ref": "demo.a", "entry_point": "a.sh"}, "pack_ref": "demo", "source": "volume"});
+        let answer: ClaimAnswer = serde_json::from_str(&ok.to_string()).unwrap();
+        let (id, rep) = r.run_answer(&answer, |c| r.run(c)).unwrap();
+        assert_eq!((id, rep.stdout.as_str()), (7, "ran\n"), "{rep:?}");
+        let answer: ClaimAnswer = serde_json::from_str(r#"{"execution": {}}"#).unwrap();
+        assert!(r.run_answer(&answer, |c| r.run(c)).is_none());
+    }
+
+    /// `timeout: 18446744073709551615` (accepted by the pack checks) made
+    /// `Instant + timeout` overflow: the worker's slot panicked, the
+    /// execution stayed running, and the next slot took it after the lease.
+    #[test]
+    fn a_timeout_past_what_an_instant_holds_still_runs_the_action() {
+        let (_t, r, c) = setup("#!/bin/sh\necho ok\n", &format!("timeout: {}\n", u64::MAX));
+        assert_eq!(c.action.timeout, Some(u64::MAX));
+        let rep = r.run(&c);
+        assert_eq!(
+            (rep.status.as_str(), rep.stdout.as_str()),
+            ("succeeded", "ok\n"),
+            "{rep:?}"
+        );
+    }
+
+    /// A 200 KB parameter (the api takes 1 MiB) was exported as a variable
+    /// too, and Linux refused to start the action (E2BIG).
+    #[test]
+    fn a_parameter_too_large_for_a_variable_is_still_on_stdin() {
+        let (_t, mut r, mut c) = setup(
+            "#!/bin/sh\necho \"env=${ATTUNE_MESSAGE-unset}\"\nwc -c\n",
+            "",
+        );
+        r.max_output = 4096;
+        c.execution.parameters = json!({"message": "m".repeat(200_000)});
+        let rep = r.run(&c);
+        assert_eq!(rep.status, "succeeded", "{rep:?}");
+        assert_eq!(rep.stdout, "env=unset\n200015\n");
+        assert!(
+            rep.stderr
+                .contains("parameter `message` not exported as ATTUNE_MESSAGE: 200000 bytes"),
+            "{}",
+            rep.stderr
+        );
     }
 
     #[test]
