@@ -251,7 +251,7 @@ check("zig cc wrapper: cargo-zigbuild's zig cc with -target aarch64-linux-musl, 
 check("zig wrappers: zig from nixpkgs, caches under $TMPDIR (the sandbox has no $HOME)", all("CARGO_ZIGBUILD_ZIG_PATH=/zig/bin/zig" in t and "TMPDIR" in t for t in (z["cc"], z["ar"])), z)
 check("zig env: linker, CC and AR of the target; crt-static", z["env"]["CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER"] == "/zig-cc-aarch64-linux-musl" and z["env"]["AR_aarch64-unknown-linux-musl"] == "/zig-ar-aarch64-linux-musl" and "+crt-static" in z["env"]["CARGO_BUILD_RUSTFLAGS"], z["env"])
 build_script = open("scripts/build-pack-binaries").read()
-check("scripts/build-pack-binaries uses the same recipe (cargo zigbuild, crt-static, link-self-contained=no)", "zigbuild" in build_script and 'RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no"' in build_script)
+check("scripts/build-pack-binaries uses the same recipe (cargo zigbuild, crt-static, link-self-contained=no)", "zigbuild" in build_script and 'RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no' in build_script)
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
