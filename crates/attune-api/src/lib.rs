@@ -18,14 +18,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use attune_service::{LogFormat, PathError, env, paths};
+use attune_service::{LogFormat, LogLevel, PathError, env, paths};
 use clap::Parser;
 
 /// Serves the Attune API: packs, events, rules and executions.
 ///
 /// Every /api/v1 route needs `Authorization: Bearer <ATTUNE_API_TOKEN>`; /health is open.
 #[derive(Debug, Parser)]
-#[command(name = "attune-api", version)]
+#[command(name = "attune-api", version, after_help = attune_service::exit::help())]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, env = env::LISTEN, default_value = "0.0.0.0:8080")]
@@ -51,26 +51,26 @@ pub struct Args {
     #[arg(long, env = env::PACKS_DEV_DIR, default_value = env::DEFAULT_PACKS_DEV_DIR)]
     pub packs_dev_dir: PathBuf,
     /// Seconds between checks of the volume's generation (reload when it changes).
-    #[arg(long, env = "ATTUNE_PACKS_WATCH_SECONDS", default_value_t = 1.0)]
+    #[arg(long, env = env::PACKS_WATCH_SECONDS, default_value_t = 1.0)]
     pub watch_seconds: f64,
     /// Log format.
-    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Human)]
+    #[arg(long, env = env::LOG_FORMAT, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
-    /// Log level: error, warn, info, debug, trace.
-    #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
-    pub log_level: String,
+    /// Log level.
+    #[arg(long, env = env::LOG_LEVEL, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
     /// Connections open at once; one more is closed at once.
-    #[arg(long, env = "ATTUNE_API_MAX_CONNECTIONS", default_value_t = 512)]
+    #[arg(long, env = env::API_MAX_CONNECTIONS, default_value_t = 512)]
     pub max_connections: usize,
     /// Seconds a client has to send a request's headers; also how long an idle
     /// keep-alive connection stays open.
-    #[arg(long, env = "ATTUNE_API_HEADER_TIMEOUT", default_value_t = 10)]
+    #[arg(long, env = env::API_HEADER_TIMEOUT, default_value_t = 10)]
     pub header_timeout: u64,
     /// Seconds a client has to send a whole request body (then 408).
-    #[arg(long, env = "ATTUNE_API_BODY_TIMEOUT", default_value_t = 30)]
+    #[arg(long, env = env::API_BODY_TIMEOUT, default_value_t = 30)]
     pub body_timeout: u64,
     /// Largest request body in bytes (then 413).
-    #[arg(long, env = "ATTUNE_API_BODY_LIMIT", default_value_t = 4 << 20)]
+    #[arg(long, env = env::API_BODY_LIMIT, default_value_t = 4 << 20)]
     pub body_limit: usize,
     /// Check `GET /health` of the server at --listen and exit 0 (healthy) or 1:
     /// the container healthcheck, for images that hold no curl.

@@ -143,8 +143,8 @@ group! {
     /// The 0400 file that holds the parameters, when they are delivered in a
     /// file.
     PARAMETER_FILE = "ATTUNE_PARAMETER_FILE";
-    /// Prefix of each non-secret parameter, also exported as a variable: the
-    /// parameter `message` is `ATTUNE_MESSAGE`.
+    /// Prefix of each non-secret parameter, also exported as a variable:
+    /// `ATTUNE_<NAME>`, the parameter's name upper-cased.
     PARAMETER_PREFIX = "ATTUNE_";
 }
 

@@ -48,11 +48,32 @@ pub fn meaning(code: &Code) -> String {
         .join(" ")
 }
 
-/// The `Exit codes:` paragraph of every binary's `--help`.
+/// Width of [`help`]'s lines: below clap's 100 columns, which it would rewrap.
+const HELP_WIDTH: usize = 80;
+
+/// The `Exit codes:` paragraph of every binary's `--help`: a code a line,
+/// wrapped at 80 columns under its meaning.
 pub fn help() -> String {
     let mut text = String::from("Exit codes:");
     for c in ALL {
-        text.push_str(&format!("\n  {}  {}", c.code, meaning(c)));
+        let mut line = format!("  {}  ", c.code);
+        let indent = line.len();
+        let mut empty = true;
+        for word in c.meaning.split_whitespace() {
+            if !empty && line.len() + 1 + word.len() > HELP_WIDTH {
+                text.push('\n');
+                text.push_str(&line);
+                line = " ".repeat(indent);
+                empty = true;
+            }
+            if !empty {
+                line.push(' ');
+            }
+            line.push_str(word);
+            empty = false;
+        }
+        text.push('\n');
+        text.push_str(&line);
     }
     text
 }
@@ -72,6 +93,14 @@ mod tests {
             help.contains("\n  3  The environment failed: I/O, permissions,"),
             "{help}"
         );
-        assert_eq!(help.lines().count(), 1 + ALL.len(), "one line per code");
+        assert!(help.lines().all(|l| l.len() <= HELP_WIDTH), "{help}");
+        // Every word of every meaning, in order, under its code.
+        let words: Vec<String> = help.split_whitespace().map(String::from).collect();
+        let mut expected = vec!["Exit".to_string(), "codes:".to_string()];
+        for c in ALL {
+            expected.push(c.code.to_string());
+            expected.extend(c.meaning.split_whitespace().map(String::from));
+        }
+        assert_eq!(words, expected);
     }
 }

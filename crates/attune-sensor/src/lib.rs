@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use attune_service::shutdown::{Drain, StopSignal, wait_until};
-use attune_service::{Client, LogFormat, PathError, ServiceArgs, env, paths};
+use attune_service::{Client, PathError, ServiceArgs, Setting, env, paths};
 use clap::Parser;
 use rustix::process::{Pid, Signal, kill_process_group};
 
@@ -33,7 +33,7 @@ const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_se
 
 /// Runs the sensors of the Attune packs.
 #[derive(Debug, Parser)]
-#[command(name = "attune-sensor", version)]
+#[command(name = "attune-sensor", version, after_help = attune_service::exit::help())]
 pub struct Args {
     /// API, packs and logging (API and logging settings are passed on to sensors).
     #[command(flatten)]
@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long, env = env::LOGS_DIR, default_value = env::DEFAULT_LOGS_DIR)]
     pub logs_dir: PathBuf,
     /// Seconds between checks of packs, rules and the volume generation.
-    #[arg(long, env = "ATTUNE_SENSOR_POLL_SECONDS", default_value_t = 2.0)]
+    #[arg(long, env = env::SENSOR_POLL_SECONDS, default_value_t = 2.0)]
     pub poll_seconds: f64,
 }
 
@@ -99,23 +99,16 @@ impl Supervisor {
         };
         let mut cmd = Command::new(program);
         cmd.args(args);
-        let format = match self.args.service.log_format {
-            LogFormat::Human => "human",
-            LogFormat::Json => "json",
-        };
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env(env::API_URL, &self.args.service.api_url)
             .env(env::API_TOKEN, &self.args.service.token)
-            .env("ATTUNE_SENSOR_REF", &m.spec.sensor_ref)
-            .env("ATTUNE_SENSOR_TRIGGERS", &m.triggers)
+            .env(env::SENSOR_REF, &m.spec.sensor_ref)
+            .env(env::SENSOR_TRIGGERS, &m.triggers)
             // Where a sensor that must restart for a fresh token keeps unsent events.
-            .env(
-                "ATTUNE_SENSOR_SPOOL",
-                log_path.with_extension("spool.jsonl"),
-            )
-            .env(env::LOG_LEVEL, &self.args.service.log_level)
-            .env(env::LOG_FORMAT, format)
+            .env(env::SENSOR_SPOOL, log_path.with_extension("spool.jsonl"))
+            .env(env::LOG_LEVEL, self.args.service.log_level.name())
+            .env(env::LOG_FORMAT, self.args.service.log_format.name())
             .stdin(Stdio::null())
             .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
             .stderr(Stdio::from(log))

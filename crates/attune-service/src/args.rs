@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::env;
-use crate::logging::LogFormat;
 use crate::paths::{self, PathError};
+use crate::{LogFormat, LogLevel};
 
 /// API, packs and logging settings of a service that talks to the API.
 #[derive(Clone, Debug, clap::Args)]
@@ -24,11 +24,11 @@ pub struct ServiceArgs {
     #[arg(long, env = env::PACKS_DEV_DIR, default_value = env::DEFAULT_PACKS_DEV_DIR)]
     pub packs_dev_dir: PathBuf,
     /// Log format.
-    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Human)]
+    #[arg(long, env = env::LOG_FORMAT, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
-    /// Log level: error, warn, info, debug, trace.
-    #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
-    pub log_level: String,
+    /// Log level.
+    #[arg(long, env = env::LOG_LEVEL, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
     /// Stopping.
     #[command(flatten)]
     pub drain: DrainArgs,
@@ -60,7 +60,7 @@ impl ServiceArgs {
 
     /// Installs logging as configured.
     pub fn init_logging(&self) {
-        crate::init_logging(self.log_format, &self.log_level);
+        crate::init_logging(self.log_format, self.log_level);
     }
 }
 
@@ -74,6 +74,31 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         service: ServiceArgs,
+    }
+
+    /// An unknown level was taken silently as `info` (the timer sensor
+    /// refused it): a typo in ATTUNE_LOG_LEVEL hid the debug logs asked for.
+    #[test]
+    fn a_misspelt_log_level_is_refused_naming_the_spellings() {
+        let e = Cli::try_parse_from(["x", "--token", "t", "--log-level", "verbose"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(
+            e.to_string()
+                .contains("`verbose` is not one of error, warn, warning, info, debug, trace"),
+            "{e}"
+        );
+        let cli = Cli::try_parse_from([
+            "x",
+            "--token",
+            "t",
+            "--log-level",
+            "DEBUG",
+            "--log-format",
+            "pretty",
+        ])
+        .unwrap();
+        assert_eq!(cli.service.log_level, LogLevel::Debug);
+        assert_eq!(cli.service.log_format, LogFormat::Human);
     }
 
     #[test]

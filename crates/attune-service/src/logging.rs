@@ -1,34 +1,9 @@
-//! Logging setup for the services: `tracing` to stderr, human or JSON lines.
+//! The services' logging: the one setup of `attune-contract` ([`attune_contract::log`]),
+//! with the time on every line, since their logs are kept and collected.
 
-use tracing::Level;
+use attune_contract::log::{self, LogFormat, LogLevel, Timestamps};
 
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Readable lines.
-    #[value(alias = "pretty")]
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Installs the global subscriber; `level` is `error` ... `trace` (unknown: info).
-pub fn init_logging(format: LogFormat, level: &str) {
-    let level = match level.to_ascii_lowercase().as_str() {
-        "error" => Level::ERROR,
-        "warn" | "warning" => Level::WARN,
-        "debug" => Level::DEBUG,
-        "trace" => Level::TRACE,
-        _ => Level::INFO,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: logs written to files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_max_level(level)
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+/// Installs the global subscriber: stderr, `level` and above, in `format`.
+pub fn init_logging(format: LogFormat, level: LogLevel) {
+    log::init(format, level, Timestamps::Always);
 }

@@ -47,8 +47,8 @@ impl PathError {
     /// The exit code for it: 2 (usage) for an empty path, 3 (environment) otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            PathError::Empty { .. } => 2,
-            PathError::NoCurrentDir { .. } | PathError::NotUtf8 { .. } => 3,
+            PathError::Empty { .. } => crate::exit::USAGE,
+            PathError::NoCurrentDir { .. } | PathError::NotUtf8 { .. } => crate::exit::ENVIRONMENT,
         }
     }
 }

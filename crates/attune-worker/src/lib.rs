@@ -14,25 +14,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use attune_service::shutdown::{Drain, StopSignal};
-use attune_service::{ApiError, Client, PathError, ServiceArgs, paths};
+use attune_service::{ApiError, Client, PathError, ServiceArgs, env, paths};
 use clap::Parser;
 use serde_json::json;
 
 /// Runs Attune actions claimed from the API.
 #[derive(Debug, Parser)]
-#[command(name = "attune-worker", version)]
+#[command(name = "attune-worker", version, after_help = attune_service::exit::help())]
 pub struct Args {
     /// API, packs and logging.
     #[command(flatten)]
     pub service: ServiceArgs,
     /// Name reported to the API [default: worker-<pid>].
-    #[arg(long, env = "ATTUNE_WORKER_NAME")]
+    #[arg(long, env = env::WORKER_NAME)]
     pub name: Option<String>,
     /// Executions run at once.
-    #[arg(long, env = "ATTUNE_WORKER_CONCURRENCY", default_value_t = 2)]
+    #[arg(long, env = env::WORKER_CONCURRENCY, default_value_t = 2)]
     pub concurrency: usize,
     /// Bytes of stdout and of stderr kept per execution.
-    #[arg(long, env = "ATTUNE_WORKER_MAX_OUTPUT", default_value_t = 1 << 20)]
+    #[arg(long, env = env::WORKER_MAX_OUTPUT, default_value_t = 1 << 20)]
     pub max_output: usize,
 }
 

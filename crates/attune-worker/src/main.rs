@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use attune_service::exit;
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -12,10 +13,10 @@ fn main() -> ExitCode {
     }
     args.service.init_logging();
     match attune_worker::work(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("attune-worker: {e}");
-            ExitCode::from(3)
+            ExitCode::from(exit::ENVIRONMENT)
         }
     }
 }

@@ -92,7 +92,7 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Outc
         other => Outcome::Retry {
             why: format!(
                 "unexpected HTTP {other} (is {} right?)",
-                crate::config::keys::API_URL
+                attune_contract::env::API_URL
             ),
             after: None,
         },

@@ -1,54 +1,25 @@
 //! Configuration: Attune's sensor environment (or the same keys as one JSON
-//! object on stdin). A missing or malformed setting names its key.
+//! object on stdin). A missing or malformed setting names its key. The names
+//! and the log settings' values are `attune-contract`'s, as for every binary.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use attune_contract::{LogFormat, LogLevel, Setting, env};
 use serde_json::Value;
 
-/// Environment variable names, in one place.
-pub mod keys {
-    /// Base URL of the Attune API, `http://host:port`.
-    pub const API_URL: &str = "ATTUNE_API_URL";
-    /// Bearer token for the API.
-    pub const API_TOKEN: &str = "ATTUNE_API_TOKEN";
-    /// This sensor's ref, for example `core.timer_sensor`.
-    pub const SENSOR_REF: &str = "ATTUNE_SENSOR_REF";
-    /// JSON array of `{id, trigger_ref, config}`.
-    pub const SENSOR_TRIGGERS: &str = "ATTUNE_SENSOR_TRIGGERS";
-    /// `error`, `warn`, `info`, `debug` or `trace`.
-    pub const LOG_LEVEL: &str = "ATTUNE_LOG_LEVEL";
-    /// `human` (also `pretty`) or `json`.
-    pub const LOG_FORMAT: &str = "ATTUNE_LOG_FORMAT";
-    /// Seconds between rule reconciliations (0: never).
-    pub const RECONCILE_SECONDS: &str = "ATTUNE_SENSOR_RECONCILE_SECONDS";
-    /// Events held while the API is unreachable.
-    pub const QUEUE_CAPACITY: &str = "ATTUNE_SENSOR_QUEUE_CAPACITY";
-    /// A file where the events still unsent at any stop wait for the next
-    /// start (set by the sensor service).
-    pub const SPOOL: &str = "ATTUNE_SENSOR_SPOOL";
-    /// Every key, for `--help` and stdin configuration.
-    pub const ALL: &[&str] = &[
-        API_URL,
-        API_TOKEN,
-        SENSOR_REF,
-        SENSOR_TRIGGERS,
-        LOG_LEVEL,
-        LOG_FORMAT,
-        RECONCILE_SECONDS,
-        QUEUE_CAPACITY,
-        SPOOL,
-    ];
-}
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// JSON lines.
-    Json,
-    /// Readable lines.
-    Pretty,
-}
+/// Every setting this sensor reads, for `--help` and stdin configuration.
+pub const KEYS: &[&str] = &[
+    env::API_URL,
+    env::API_TOKEN,
+    env::SENSOR_REF,
+    env::SENSOR_TRIGGERS,
+    env::LOG_LEVEL,
+    env::LOG_FORMAT,
+    env::SENSOR_RECONCILE_SECONDS,
+    env::SENSOR_QUEUE_CAPACITY,
+    env::SENSOR_SPOOL,
+];
 
 /// One trigger instance as Attune hands it to the sensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,7 +44,7 @@ pub struct Config {
     /// Trigger instances to start with.
     pub triggers: Vec<TriggerInstance>,
     /// Maximum log level.
-    pub log_level: tracing::Level,
+    pub log_level: LogLevel,
     /// Log format.
     pub log_format: LogFormat,
     /// Reconciliation period; `None` disables it.
@@ -114,46 +85,20 @@ impl Config {
                 .filter(|v| !v.trim().is_empty())
                 .ok_or_else(|| err(key, "is not set"))
         };
-        let api_url = required(keys::API_URL)?
+        let api_url = required(env::API_URL)?
             .trim()
             .trim_end_matches('/')
             .to_string();
-        crate::http::Url::parse(&api_url).map_err(|m| err(keys::API_URL, m))?;
-        let api_token = required(keys::API_TOKEN)?;
-        let sensor_ref = get(keys::SENSOR_REF).unwrap_or_else(|| "core.timer_sensor".to_string());
-        let triggers = match get(keys::SENSOR_TRIGGERS) {
+        crate::http::Url::parse(&api_url).map_err(|m| err(env::API_URL, m))?;
+        let api_token = required(env::API_TOKEN)?;
+        let sensor_ref = get(env::SENSOR_REF).unwrap_or_else(|| "core.timer_sensor".to_string());
+        let triggers = match get(env::SENSOR_TRIGGERS) {
             None => vec![],
             Some(text) if text.trim().is_empty() => vec![],
             Some(text) => parse_triggers(&text)?,
         };
-        let log_level = match get(keys::LOG_LEVEL)
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("info") => tracing::Level::INFO,
-            Some("error") => tracing::Level::ERROR,
-            Some("warn" | "warning") => tracing::Level::WARN,
-            Some("debug") => tracing::Level::DEBUG,
-            Some("trace") => tracing::Level::TRACE,
-            Some(other) => {
-                return Err(err(
-                    keys::LOG_LEVEL,
-                    format!("`{other}` is not one of error, warn, info, debug, trace"),
-                ));
-            }
-        };
-        let log_format = match get(keys::LOG_FORMAT).as_deref() {
-            // `human` is what the other services and the README say; `pretty` is kept.
-            None | Some("human") | Some("pretty") => LogFormat::Pretty,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(err(
-                    keys::LOG_FORMAT,
-                    format!("`{other}` is not `human` or `json`"),
-                ));
-            }
-        };
+        let log_level = setting(&get, env::LOG_LEVEL, LogLevel::Info)?;
+        let log_format = setting(&get, env::LOG_FORMAT, LogFormat::Human)?;
         let number = |key: &str, default: u64| -> Result<u64, ConfigError> {
             match get(key) {
                 None => Ok(default),
@@ -163,13 +108,13 @@ impl Config {
                     .map_err(|_| err(key, format!("`{v}` is not a whole number"))),
             }
         };
-        let reconcile = match number(keys::RECONCILE_SECONDS, 30)? {
+        let reconcile = match number(env::SENSOR_RECONCILE_SECONDS, 30)? {
             0 => None,
             s => Some(Duration::from_secs(s)),
         };
-        let queue_capacity = number(keys::QUEUE_CAPACITY, 1000)?;
+        let queue_capacity = number(env::SENSOR_QUEUE_CAPACITY, 1000)?;
         if queue_capacity == 0 {
-            return Err(err(keys::QUEUE_CAPACITY, "must be at least 1"));
+            return Err(err(env::SENSOR_QUEUE_CAPACITY, "must be at least 1"));
         }
         Ok(Config {
             api_url,
@@ -180,7 +125,9 @@ impl Config {
             log_format,
             reconcile,
             queue_capacity: queue_capacity as usize,
-            spool: get(keys::SPOOL).filter(|s| !s.is_empty()).map(Into::into),
+            spool: get(env::SENSOR_SPOOL)
+                .filter(|s| !s.is_empty())
+                .map(Into::into),
         })
     }
 
@@ -194,10 +141,10 @@ impl Config {
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
         let map: BTreeMap<String, Value> = serde_json::from_str(text)
             .map_err(|e| err("stdin", format!("is not a JSON object of settings: {e}")))?;
-        if let Some(unknown) = map.keys().find(|k| !keys::ALL.contains(&k.as_str())) {
+        if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
             return Err(err(
                 unknown,
-                format!("is not a setting; expected one of {}", keys::ALL.join(", ")),
+                format!("is not a setting; expected one of {}", KEYS.join(", ")),
             ));
         }
         Config::from_lookup(|k| {
@@ -209,9 +156,20 @@ impl Config {
     }
 }
 
+/// A log setting, parsed by the one parser every binary uses (attune-contract).
+fn setting<T: Setting>(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    default: T,
+) -> Result<T, ConfigError> {
+    get(key).map_or(Ok(default), |v| {
+        attune_contract::log::parse(&v).map_err(|e| err(key, e.to_string()))
+    })
+}
+
 /// Parses `ATTUNE_SENSOR_TRIGGERS`.
 pub fn parse_triggers(text: &str) -> Result<Vec<TriggerInstance>, ConfigError> {
-    let key = keys::SENSOR_TRIGGERS;
+    let key = env::SENSOR_TRIGGERS;
     let value: Value =
         serde_json::from_str(text).map_err(|e| err(key, format!("is not valid JSON: {e}")))?;
     let Value::Array(items) = value else {
@@ -270,8 +228,8 @@ mod tests {
     #[test]
     fn minimal_configuration() {
         let c = Config::from_lookup(lookup(&[
-            (keys::API_URL, "http://api:8080/"),
-            (keys::API_TOKEN, "t"),
+            (env::API_URL, "http://api:8080/"),
+            (env::API_TOKEN, "t"),
         ]))
         .unwrap();
         assert_eq!(c.api_url, "http://api:8080");
@@ -282,43 +240,61 @@ mod tests {
 
     #[test]
     fn missing_and_malformed_settings_name_their_key() {
-        let e = Config::from_lookup(lookup(&[(keys::API_TOKEN, "t")])).unwrap_err();
-        assert_eq!(e.key, keys::API_URL);
+        let e = Config::from_lookup(lookup(&[(env::API_TOKEN, "t")])).unwrap_err();
+        assert_eq!(e.key, env::API_URL);
         let e = Config::from_lookup(lookup(&[
-            (keys::API_URL, "http://a"),
-            (keys::API_TOKEN, "t"),
-            (keys::SENSOR_TRIGGERS, "{"),
+            (env::API_URL, "http://a"),
+            (env::API_TOKEN, "t"),
+            (env::SENSOR_TRIGGERS, "{"),
         ]))
         .unwrap_err();
-        assert_eq!(e.key, keys::SENSOR_TRIGGERS);
+        assert_eq!(e.key, env::SENSOR_TRIGGERS);
+        let e = Config::from_lookup(lookup(&[(env::API_URL, "ftp://a"), (env::API_TOKEN, "t")]))
+            .unwrap_err();
+        assert_eq!(e.key, env::API_URL);
         let e = Config::from_lookup(lookup(&[
-            (keys::API_URL, "ftp://a"),
-            (keys::API_TOKEN, "t"),
+            (env::API_URL, "http://a"),
+            (env::API_TOKEN, "t"),
+            (env::SENSOR_RECONCILE_SECONDS, "soon"),
         ]))
         .unwrap_err();
-        assert_eq!(e.key, keys::API_URL);
-        let e = Config::from_lookup(lookup(&[
-            (keys::API_URL, "http://a"),
-            (keys::API_TOKEN, "t"),
-            (keys::RECONCILE_SECONDS, "soon"),
-        ]))
-        .unwrap_err();
-        assert_eq!(e.key, keys::RECONCILE_SECONDS);
+        assert_eq!(e.key, env::SENSOR_RECONCILE_SECONDS);
     }
 
     /// The README documents `ATTUNE_LOG_FORMAT=human` for every service; the
     /// sensor alone refused it.
     #[test]
     fn log_format_human_is_accepted() {
-        for (v, want) in [("human", LogFormat::Pretty), ("json", LogFormat::Json)] {
+        for (v, want) in [("human", LogFormat::Human), ("json", LogFormat::Json)] {
             let c = Config::from_lookup(lookup(&[
-                (keys::API_URL, "http://a"),
-                (keys::API_TOKEN, "t"),
-                (keys::LOG_FORMAT, v),
+                (env::API_URL, "http://a"),
+                (env::API_TOKEN, "t"),
+                (env::LOG_FORMAT, v),
             ]))
             .unwrap();
             assert_eq!(c.log_format, want);
         }
+    }
+
+    /// Every spelling the services and packs-assemble take, and nothing else.
+    #[test]
+    fn log_settings_take_every_spelling_the_other_binaries_take() {
+        let with = |key: &str, v: &str| {
+            Config::from_lookup(lookup(&[
+                (env::API_URL, "http://a"),
+                (env::API_TOKEN, "t"),
+                (key, v),
+            ]))
+        };
+        for (v, want) in LogFormat::VALUES {
+            assert_eq!(with(env::LOG_FORMAT, v).unwrap().log_format, *want);
+        }
+        for (v, want) in LogLevel::VALUES {
+            assert_eq!(with(env::LOG_LEVEL, v).unwrap().log_level, *want);
+        }
+        let e = with(env::LOG_LEVEL, "loud").unwrap_err();
+        assert_eq!(e.key, env::LOG_LEVEL);
+        assert!(e.message.contains("`loud` is not one of error,"), "{e}");
     }
 
     #[test]

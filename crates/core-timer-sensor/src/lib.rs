@@ -1,7 +1,8 @@
 //! `attune-core-timer-sensor`: the static native sensor of the core pack.
 //!
 //! It speaks Attune's sensor contract: configuration from `ATTUNE_*` variables
-//! (see [`config::keys`]), events posted to `POST /api/v1/events`, rules
+//! (see [`config::KEYS`]; the names, exit codes and log settings are
+//! `attune-contract`'s, a crate of no dependencies but `tracing`), events posted to `POST /api/v1/events`, rules
 //! reconciled from `GET /api/v1/rules`. It serves `core.intervaltimer`,
 //! `core.crontimer` and `core.datetimetimer` ([`timer`]). It has no C code in
 //! its dependency tree, so it builds static for musl on any architecture; it
@@ -22,24 +23,16 @@ pub mod scheduler;
 pub mod spool;
 pub mod timer;
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use config::{Config, LogFormat, keys};
-
-/// Exit codes, in one place.
-pub mod exit {
-    /// Stopped by a signal, or finished.
-    pub const OK: u8 = 0;
-    /// A setting is missing or malformed, or the command line is wrong.
-    pub const USAGE: u8 = 2;
-    /// The environment is wrong: the API refused the token (401/403), so the
-    /// sensor manager restarts the sensor with a fresh one.
-    pub const ENVIRONMENT: u8 = 3;
-}
+use attune_contract::env;
+use attune_contract::exit;
+use attune_contract::log::{self, Timestamps};
+use config::Config;
 
 /// After SIGTERM the process ends within this long (the flush gets most of it).
 const STOP_BUDGET: Duration = Duration::from_millis(900);
@@ -74,37 +67,26 @@ Environment (or keys of the stdin object):
   {}  file that keeps the events still unsent at any stop, in order,
       for the next start, which sends them first [default: none: they are lost]
   {}  error, warn, info, debug, trace [default: info]
-  {}  human or json [default: human]
+  {}  human (also pretty) or json [default: human]
 
 Logs go to stderr; events go only to the API. 408, 429, 5xx and unreachable
-are retried; only a 400 or 422 drops an event, with a warning naming it.
-Exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad configuration or usage, 3 the
-API refused the token (401/403), so that the sensor manager restarts it with a
-fresh one.",
-        env!("CARGO_PKG_VERSION"),
-        keys::API_URL,
-        keys::API_TOKEN,
-        keys::SENSOR_REF,
-        keys::SENSOR_TRIGGERS,
-        keys::RECONCILE_SECONDS,
-        keys::QUEUE_CAPACITY,
-        keys::SPOOL,
-        keys::LOG_LEVEL,
-        keys::LOG_FORMAT,
-    )
-}
+are retried; only a 400 or 422 drops an event, with a warning naming it. A
+refused token (401/403) stops it with exit 3, so that the sensor manager
+restarts it with a fresh one.
 
-fn init_logging(c: &Config) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(c.log_level)
-        .with_target(false);
-    let _ = match c.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-    };
+{}",
+        env!("CARGO_PKG_VERSION"),
+        env::API_URL,
+        env::API_TOKEN,
+        env::SENSOR_REF,
+        env::SENSOR_TRIGGERS,
+        env::SENSOR_RECONCILE_SECONDS,
+        env::SENSOR_QUEUE_CAPACITY,
+        env::SENSOR_SPOOL,
+        env::LOG_LEVEL,
+        env::LOG_FORMAT,
+        exit::help(),
+    )
 }
 
 /// Parses arguments and configuration, then runs until SIGTERM or SIGINT.
@@ -142,7 +124,7 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
     };
     match config {
         Ok(c) => {
-            init_logging(&c);
+            log::init(c.log_format, c.log_level, Timestamps::Always);
             run(c)
         }
         Err(e) => {
@@ -179,7 +161,7 @@ pub fn run(config: Config) -> ExitCode {
     if config.spool.is_none() {
         tracing::warn!(
             "{} is not set: events still unsent when the sensor stops are lost",
-            keys::SPOOL
+            env::SENSOR_SPOOL
         );
     }
 

@@ -42,7 +42,7 @@ pub fn keep(path: Option<&Path>, events: &[Event]) {
             lost = n,
             "{} are lost: set {} to keep them for the next start",
             unsent(n),
-            crate::config::keys::SPOOL
+            attune_contract::env::SENSOR_SPOOL
         ),
         None => {}
         Some(path) if n == 0 => remove_delivered(path),

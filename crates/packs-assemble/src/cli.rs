@@ -2,16 +2,18 @@
 
 use std::path::PathBuf;
 
+use attune_contract::{env, exit};
 use attune_pack::Arch;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const AFTER_HELP: &str = "\
-Exit codes:
-  0  success
-  1  the input is wrong (invalid pack, stale or dynamic binary, failed verification); nothing was published
-  2  usage error (also a path given on the command line that does not exist)
-  3  environment error (I/O, permissions, lock timeout)
+pub use attune_contract::LogFormat;
 
+/// `--help`'s last paragraphs: the exit codes (every binary's), an example.
+fn after_help() -> String {
+    format!("{}\n\n{EXAMPLE}", exit::help())
+}
+
+const EXAMPLE: &str = "\
 Example:
   nix build .#pack-binaries-x86_64 -o bins
   packs-assemble assemble --packs ./packs --binaries ./bins --arch amd64 --out /var/lib/attune/packs
@@ -24,10 +26,10 @@ Example:
 /// services read: verified (static, right architecture, executable), atomic
 /// (readers always see one whole generation), incremental and deterministic.
 #[derive(Debug, Parser)]
-#[command(name = "packs-assemble", version, after_help = AFTER_HELP)]
+#[command(name = "packs-assemble", version, after_help = after_help())]
 pub struct Cli {
-    /// Log format on stderr: `human`, or `json` (one object per line).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "ATTUNE_LOG_FORMAT")]
+    /// Log format on stderr: `human` (also `pretty`), or `json` (one object per line).
+    #[arg(long, global = true, default_value_t = LogFormat::Human, env = env::LOG_FORMAT)]
     pub log_format: LogFormat,
     /// More logs (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -41,15 +43,6 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Readable lines.
-    Human,
-    /// JSON lines.
-    Json,
 }
 
 /// The subcommands.
@@ -278,6 +271,56 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// The services took `ATTUNE_LOG_FORMAT=pretty` (and the README says so
+    /// for every binary); packs-assemble refused it: its own `LogFormat`.
+    #[test]
+    fn packs_assemble_accepts_log_format_pretty_like_the_services() {
+        let cli = Cli::try_parse_from(["packs-assemble", "--log-format", "pretty", "history", "v"])
+            .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Human);
+        let command = Cli::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "log_format")
+            .unwrap();
+        assert_eq!(
+            arg.get_env().and_then(|e| e.to_str()),
+            Some(env::LOG_FORMAT),
+            "the variable is read through the same parser"
+        );
+        let e = Cli::try_parse_from(["packs-assemble", "--log-format", "yaml", "history", "v"])
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`yaml` is not one of human, pretty, json"),
+            "{e}"
+        );
+    }
+
+    /// `--json` is one global flag, never a subcommand's own copy.
+    #[test]
+    fn json_is_one_global_flag() {
+        let command = Cli::command();
+        let json = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some("json"))
+            .unwrap();
+        assert!(json.is_global_set());
+        for sub in command.get_subcommands() {
+            assert!(
+                sub.get_arguments().all(|a| a.get_long() != Some("json")),
+                "{} has its own --json",
+                sub.get_name()
+            );
+        }
+    }
+
+    #[test]
+    fn help_ends_with_the_exit_codes_of_every_binary() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains(&exit::help()), "{help}");
     }
 
     #[test]

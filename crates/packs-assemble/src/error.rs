@@ -4,17 +4,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Exit codes, in one place. Documented in `--help`.
-pub mod exit {
-    /// Success.
-    pub const OK: u8 = 0;
-    /// The input is wrong (invalid pack, bad binary, failed verification); nothing was published.
-    pub const INVALID: u8 = 1;
-    /// The command line is wrong.
-    pub const USAGE: u8 = 2;
-    /// The environment failed: I/O, permissions, lock timeout.
-    pub const ENVIRONMENT: u8 = 3;
-}
+/// Exit codes: every binary's, defined once in `attune-contract`.
+pub use attune_contract::exit;
 
 /// Why a subcommand failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +40,7 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            Error::Invalid { .. } => exit::INVALID,
+            Error::Invalid { .. } => exit::INPUT,
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } | Error::Environment(_) => exit::ENVIRONMENT,
         })

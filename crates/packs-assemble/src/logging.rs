@@ -1,25 +1,16 @@
-//! Logging setup: `tracing` to stderr, human-readable or JSON lines.
+//! Logging setup: `-v`, `-vv` and `-q` as a level for the one setup of
+//! `attune-contract` ([`attune_contract::log::init`]); human lines without
+//! the time, since they are read at a terminal.
 
-use tracing::level_filters::LevelFilter;
-
-use crate::cli::LogFormat;
+use attune_contract::log::{self, LogFormat, LogLevel, Timestamps};
 
 /// Installs the global subscriber.
 pub fn init(format: LogFormat, verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
-        (true, _) => LevelFilter::ERROR,
-        (false, 0) => LevelFilter::INFO,
-        (false, 1) => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
+        (true, _) => LogLevel::Error,
+        (false, 0) => LogLevel::Info,
+        (false, 1) => LogLevel::Debug,
+        _ => LogLevel::Trace,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: logs written to files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_max_level(level)
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Human => builder.without_time().try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    log::init(format, level, Timestamps::JsonOnly);
 }
