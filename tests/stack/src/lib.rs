@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use attune_service::Client;
+use attune_service::{Client, env};
 use serde_json::Value;
 
 pub fn repo() -> PathBuf {
@@ -205,12 +205,12 @@ impl Stack {
                 .args(args)
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("ATTUNE_API_URL", &url)
-                .env("ATTUNE_API_TOKEN", &token)
-                .env("ATTUNE_PACKS_DIR", tmp.path().join("vol"))
-                .env("ATTUNE_PACKS_DEV_DIR", tmp.path().join("dev"))
-                .env("ATTUNE_LOGS_DIR", &logs)
-                .env("ATTUNE_LOG_LEVEL", "debug")
+                .env(env::API_URL, &url)
+                .env(env::API_TOKEN, &token)
+                .env(env::PACKS_DIR, tmp.path().join("vol"))
+                .env(env::PACKS_DEV_DIR, tmp.path().join("dev"))
+                .env(env::LOGS_DIR, &logs)
+                .env(env::LOG_LEVEL, "debug")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
