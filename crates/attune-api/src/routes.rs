@@ -27,6 +27,7 @@ use crate::params;
 use crate::registry::Registry;
 use crate::server::Limits;
 use crate::store::{Execution, Report, Store, StoreError, status};
+use attune_service::env;
 
 /// Shared state of the server.
 #[derive(Debug)]
@@ -291,7 +292,10 @@ async fn require_token(State(s): Shared, req: Request, next: Next) -> Response {
     } else {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token; send `Authorization: Bearer $ATTUNE_API_TOKEN`",
+            format!(
+                "missing or wrong bearer token; send `Authorization: Bearer ${}`",
+                env::API_TOKEN
+            ),
         )
         .into_response()
     }

@@ -29,6 +29,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use attune_pack::{Action, ParameterDelivery, ParameterFormat};
+use attune_service::env;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -204,21 +205,6 @@ pub fn encode(params: &Map<String, Value>, format: ParameterFormat) -> String {
         }
     }
 }
-
-/// Variables the runtime sets for an action; a parameter of the same name is
-/// not exported over them.
-pub const RUNTIME_VARS: &[&str] = &[
-    "ATTUNE_EXEC_ID",
-    "ATTUNE_ACTION",
-    "ATTUNE_PACK_REF",
-    "ATTUNE_API_URL",
-    "ATTUNE_API_TOKEN",
-    "ATTUNE_PARAMETER_FORMAT",
-    "ATTUNE_PARAMETER_DELIVERY",
-    "ATTUNE_PARAMETER_FILE",
-    "ATTUNE_RULE",
-    "ATTUNE_TRIGGER",
-];
 
 /// The largest `NAME=value` a parameter is exported as: Linux refuses to start
 /// a program with one variable of 128 KiB or more (`MAX_ARG_STRLEN`), so a
@@ -425,21 +411,16 @@ impl Runner {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
             .env("HOME", &self.temp_dir)
-            .env("ATTUNE_EXEC_ID", c.execution.id.to_string())
-            .env("ATTUNE_ACTION", &c.execution.action_ref)
-            .env("ATTUNE_PACK_REF", &c.pack_ref)
-            .env("ATTUNE_API_URL", &self.api_url)
+            .env(env::EXEC_ID, c.execution.id.to_string())
+            .env(env::ACTION, &c.execution.action_ref)
+            .env(env::PACK_REF, &c.pack_ref)
+            .env(env::API_URL, &self.api_url)
             .env(
-                "ATTUNE_PARAMETER_FORMAT",
+                env::PARAMETER_FORMAT,
                 format_name(c.action.parameter_format),
             )
-            .envs(c.execution.rule_ref.as_ref().map(|r| ("ATTUNE_RULE", r)))
-            .envs(
-                c.execution
-                    .trigger_ref
-                    .as_ref()
-                    .map(|t| ("ATTUNE_TRIGGER", t)),
-            )
+            .envs(c.execution.rule_ref.as_ref().map(|r| (env::RULE, r)))
+            .envs(c.execution.trigger_ref.as_ref().map(|t| (env::TRIGGER, t)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -449,13 +430,13 @@ impl Runner {
             if c.action.parameters.get(name).is_some_and(|p| p.secret) {
                 continue;
             }
-            let var = format!("ATTUNE_{}", name.to_ascii_uppercase());
+            let var = format!("{}{}", env::PARAMETER_PREFIX, name.to_ascii_uppercase());
             let valid = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             let text = match value {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let why_not = if !valid || RUNTIME_VARS.contains(&var.as_str()) {
+            let why_not = if !valid || env::ACTION_RUNTIME.contains(&var.as_str()) {
                 // A parameter never changes the runtime's own environment.
                 Some("the name is the runtime's or not a valid variable name".to_string())
             } else if var.len() + 1 + text.len() > MAX_ENV_VAR_BYTES {
@@ -481,7 +462,7 @@ impl Runner {
         }
         let _param_file = match c.action.parameter_delivery {
             ParameterDelivery::Stdin => {
-                cmd.env("ATTUNE_PARAMETER_DELIVERY", "stdin")
+                cmd.env(env::PARAMETER_DELIVERY, "stdin")
                     .stdin(Stdio::piped());
                 None
             }
@@ -503,8 +484,8 @@ impl Runner {
                         ));
                     }
                 };
-                cmd.env("ATTUNE_PARAMETER_DELIVERY", "file")
-                    .env("ATTUNE_PARAMETER_FILE", file.path())
+                cmd.env(env::PARAMETER_DELIVERY, "file")
+                    .env(env::PARAMETER_FILE, file.path())
                     .stdin(Stdio::null());
                 Some(file)
             }
