@@ -84,6 +84,12 @@ pub enum Command {
     /// volume mounted at /opt/attune/packs and verifies it. The volume must
     /// verify for --arch; the layout is docker/IMAGE-LAYOUT.md's.
     Export(ExportArgs),
+    /// Write a service image of a root filesystem directory (docker/build-images'
+    /// packs-init, api, sensor, worker): one layer, the same bytes for the same
+    /// directory, as a docker archive or an OCI layout. Entries keep their modes
+    /// and links, owners are 0:0 but --owner's, every ELF must run in an empty
+    /// --arch container; the config is docker/IMAGE-LAYOUT.md's.
+    ExportRootfs(crate::rootfs_image::ExportRootfsArgs),
     /// Check that an image has the packs image's layout (docker/IMAGE-LAYOUT.md):
     /// a docker archive (`docker save`, `-` for stdin) or an OCI layout
     /// directory. Each difference is reported; exit 1 if there is any.
@@ -252,7 +258,7 @@ pub struct CheckImageArgs {
     pub arch: Option<Arch>,
 }
 
-fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+pub(crate) fn parse_owner(s: &str) -> Result<(u32, u32), String> {
     let (u, g) = s
         .split_once(':')
         .ok_or_else(|| format!("`{s}` is not UID:GID (for example 1000:1000)"))?;

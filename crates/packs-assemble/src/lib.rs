@@ -5,7 +5,8 @@
 //! ([`hash`]), plans the generation and its manifest ([`plan`], [`manifest`]),
 //! publishes it ([`publish`]) and checks published volumes ([`verify`]).
 //! It also writes the packs image of a volume ([`export`]) and checks any
-//! packs image's layout ([`check_image`]).
+//! packs image's layout ([`check_image`]), and writes the service images of
+//! root filesystem directories ([`rootfs_image`]), both through [`image`].
 //!
 //! # The reader contract
 //!
@@ -77,6 +78,7 @@ pub mod fsops;
 pub mod gc;
 pub mod hash;
 pub mod history;
+pub mod image;
 pub mod image_layout;
 pub mod inspect;
 mod logging;
@@ -86,6 +88,7 @@ pub mod parallel;
 pub mod plan;
 pub mod progress;
 pub mod publish;
+pub mod rootfs_image;
 pub mod scan;
 pub mod staging;
 pub mod stamps;
@@ -116,6 +119,7 @@ pub fn run(cli: cli::Cli) -> ExitCode {
         cli::Command::History(a) => commands::history(a, out),
         cli::Command::Rollback(a) => commands::rollback(a, out),
         cli::Command::Export(a) => export::command(a, out),
+        cli::Command::ExportRootfs(a) => rootfs_image::command(a, out),
         cli::Command::CheckImage(a) => check_image::command(a, out),
     };
     match result {

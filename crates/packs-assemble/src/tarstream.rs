@@ -1,7 +1,8 @@
 //! Deterministic tar streams, the writer of image layers and docker archives:
-//! ustar headers in which every field is the caller's or fixed (no user or
-//! group names, no device numbers), a PAX `path` record for a name that does
-//! not fit, and the padding and end of archive. Equal entries give equal
+//! ustar headers of directories, regular files and symbolic links in which
+//! every field is the caller's or fixed (no user or group names, no device
+//! numbers), a PAX `path` or `linkpath` record for a name or link target that
+//! does not fit, and the padding and end of archive. Equal entries give equal
 //! bytes; [`Digesting`] hashes and counts what goes through it.
 
 use std::io::{self, Write};
@@ -14,18 +15,38 @@ use crate::scan::Kind;
 /// The tar block size.
 pub const BLOCK: u64 = 512;
 
+/// What an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type<'a> {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link to this target, stored as given.
+    Symlink(&'a str),
+}
+
+impl From<Kind> for Type<'_> {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Dir => Type::Dir,
+            Kind::File => Type::File,
+        }
+    }
+}
+
 /// The header of one entry.
 #[derive(Clone, Copy, Debug)]
 pub struct Header<'a> {
     /// Relative, `/`-separated, without a trailing `/` (directories get one).
     pub path: &'a str,
-    /// Directory or regular file.
-    pub kind: Kind,
+    /// Directory, regular file or symbolic link.
+    pub kind: Type<'a>,
     /// Permission bits, set-id and sticky bits included.
     pub mode: u32,
     /// `(uid, gid)`.
     pub owner: (u32, u32),
-    /// Bytes of the body (0 for directories).
+    /// Bytes of the body (0 for directories and links).
     pub size: u64,
     /// Modification time, seconds since the epoch.
     pub mtime: u64,
@@ -34,18 +55,26 @@ pub struct Header<'a> {
 /// The name a header stores: directories end in `/`.
 fn stored_name(h: &Header) -> String {
     match h.kind {
-        Kind::Dir => format!("{}/", h.path),
-        Kind::File => h.path.to_string(),
+        Type::Dir => format!("{}/", h.path),
+        Type::File | Type::Symlink(_) => h.path.to_string(),
     }
 }
 
-/// A ustar header block storing `prefix` and `name` (each within its field).
-fn block(h: &Header, name: &[u8], prefix: &[u8], kind: tar::EntryType, size: u64) -> [u8; 512] {
+/// The fields of a ustar header block that hold names, each within its field.
+struct Names<'a> {
+    name: &'a [u8],
+    prefix: &'a [u8],
+    link: &'a [u8],
+}
+
+/// A ustar header block storing `names`.
+fn block(h: &Header, names: Names, kind: tar::EntryType, size: u64) -> [u8; 512] {
     let mut t = tar::Header::new_ustar();
     {
         let u = t.as_ustar_mut().expect("a ustar header");
-        u.name[..name.len()].copy_from_slice(name);
-        u.prefix[..prefix.len()].copy_from_slice(prefix);
+        u.name[..names.name.len()].copy_from_slice(names.name);
+        u.prefix[..names.prefix.len()].copy_from_slice(names.prefix);
+        u.linkname[..names.link.len()].copy_from_slice(names.link);
     }
     t.set_mode(h.mode);
     t.set_uid(u64::from(h.owner.0));
@@ -72,9 +101,9 @@ fn split(name: &[u8]) -> Option<(&[u8], &[u8])> {
         .find(|(p, n)| p.len() <= 155 && n.len() <= 100 && !n.is_empty())
 }
 
-/// A PAX record `"<len> path=<name>\n"`, its length counting its own digits.
-fn pax_path_record(name: &str) -> Vec<u8> {
-    let rest = format!(" path={name}\n");
+/// A PAX record `"<len> <key>=<value>\n"`, its length counting its own digits.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let rest = format!(" {key}={value}\n");
     let mut digits = 1;
     while (rest.len() + digits).to_string().len() != digits {
         digits += 1;
@@ -82,34 +111,57 @@ fn pax_path_record(name: &str) -> Vec<u8> {
     format!("{}{rest}", rest.len() + digits).into_bytes()
 }
 
-/// Writes the header of `h` (a PAX header first when the name does not fit ustar).
+/// The last `n` bytes of `s` (all of it when shorter).
+fn tail(s: &[u8], n: usize) -> &[u8] {
+    &s[s.len().saturating_sub(n)..]
+}
+
+/// Writes the header of `h` (a PAX header first when the name or the link
+/// target does not fit ustar).
 pub fn write_header(w: &mut impl Write, h: &Header) -> io::Result<()> {
     let name = stored_name(h);
-    let kind = match h.kind {
-        Kind::Dir => tar::EntryType::Directory,
-        Kind::File => tar::EntryType::Regular,
+    let (kind, link) = match h.kind {
+        Type::Dir => (tar::EntryType::Directory, ""),
+        Type::File => (tar::EntryType::Regular, ""),
+        Type::Symlink(target) => (tar::EntryType::Symlink, target),
     };
-    if let Some((prefix, short)) = split(name.as_bytes()) {
-        return w.write_all(&block(h, short, prefix, kind, h.size));
+    let fits = split(name.as_bytes());
+    let mut records = vec![];
+    if fits.is_none() {
+        records.extend(pax_record("path", &name));
     }
-    let record = pax_path_record(&name);
-    let pax = Header {
-        mode: 0o644,
-        owner: (0, 0),
-        ..*h
+    if link.len() > 100 {
+        records.extend(pax_record("linkpath", link));
+    }
+    if !records.is_empty() {
+        let pax = Header {
+            mode: 0o644,
+            owner: (0, 0),
+            ..*h
+        };
+        let names = Names {
+            name: b"././@PaxHeader",
+            prefix: &[],
+            link: &[],
+        };
+        w.write_all(&block(
+            &pax,
+            names,
+            tar::EntryType::XHeader,
+            records.len() as u64,
+        ))?;
+        w.write_all(&records)?;
+        pad(w, records.len() as u64)?;
+    }
+    // Readers take from the records what the header cannot hold; the header
+    // keeps the last 100 bytes.
+    let (prefix, short) = fits.unwrap_or((&[], tail(name.as_bytes(), 100)));
+    let names = Names {
+        name: short,
+        prefix,
+        link: tail(link.as_bytes(), 100),
     };
-    w.write_all(&block(
-        &pax,
-        b"././@PaxHeader",
-        &[],
-        tar::EntryType::XHeader,
-        record.len() as u64,
-    ))?;
-    w.write_all(&record)?;
-    pad(w, record.len() as u64)?;
-    // Readers take the name from the record; the header keeps its last 100 bytes.
-    let tail = &name.as_bytes()[name.len() - 100..];
-    w.write_all(&block(h, tail, &[], kind, h.size))
+    w.write_all(&block(h, names, kind, h.size))
 }
 
 /// Zero bytes from the end of a body of `size` bytes to the next block.
@@ -188,6 +240,8 @@ pub(crate) struct Member {
     pub mtime: u64,
     /// User and group names, concatenated.
     pub names: String,
+    /// A link's target.
+    pub link: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -214,17 +268,32 @@ pub(crate) fn read_members(bytes: &[u8]) -> Vec<Member> {
                     h.username().unwrap().unwrap_or_default(),
                     h.groupname().unwrap().unwrap_or_default()
                 ),
+                link: e
+                    .link_name_bytes()
+                    .map(|l| String::from_utf8(l.into_owned()).unwrap()),
                 body,
             }
         })
         .collect()
 }
 
+/// Asserts that `members` are `want`, in order: `(name, mode, uid)`, the gid
+/// the uid; for tests.
+#[cfg(test)]
+pub(crate) fn assert_listing(members: &[Member], want: &[(&str, u32, u64)]) {
+    let got: Vec<(&str, u32, (u64, u64))> = members
+        .iter()
+        .map(|m| (m.name.as_str(), m.mode, m.owner))
+        .collect();
+    let want: Vec<(&str, u32, (u64, u64))> = want.iter().map(|&(n, m, o)| (n, m, (o, o))).collect();
+    assert_eq!(got, want);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn header(path: &str, kind: Kind, size: u64) -> Header<'_> {
+    fn header<'a>(path: &'a str, kind: Type<'a>, size: u64) -> Header<'a> {
         Header {
             path,
             kind,
@@ -240,10 +309,10 @@ mod tests {
         let long_dir = format!("a/{}", "d".repeat(120));
         let very_long = format!("{}/{}", "p".repeat(160), "n".repeat(120));
         let mut out = vec![];
-        write_entry(&mut out, &header("etc", Kind::Dir, 0), b"").unwrap();
-        write_entry(&mut out, &header("etc/passwd", Kind::File, 3), b"abc").unwrap();
-        write_entry(&mut out, &header(&long_dir, Kind::Dir, 0), b"").unwrap();
-        write_entry(&mut out, &header(&very_long, Kind::File, 1), b"x").unwrap();
+        write_entry(&mut out, &header("etc", Type::Dir, 0), b"").unwrap();
+        write_entry(&mut out, &header("etc/passwd", Type::File, 3), b"abc").unwrap();
+        write_entry(&mut out, &header(&long_dir, Type::Dir, 0), b"").unwrap();
+        write_entry(&mut out, &header(&very_long, Type::File, 1), b"x").unwrap();
         finish(&mut out).unwrap();
         assert_eq!(out.len() % 512, 0);
         let got = read_members(&out);
@@ -272,10 +341,45 @@ mod tests {
     }
 
     #[test]
+    fn symlinks_read_back_as_links_to_their_targets() {
+        let long_target = format!("../{}", "t".repeat(150));
+        let long_path = format!("{}/{}", "p".repeat(160), "l".repeat(120));
+        let mut out = vec![];
+        for (path, target) in [
+            ("bin/sh", "busybox"),
+            ("bin/far", long_target.as_str()),
+            (long_path.as_str(), "/bin/busybox"),
+        ] {
+            write_entry(&mut out, &header(path, Type::Symlink(target), 0), b"").unwrap();
+        }
+        finish(&mut out).unwrap();
+        let got: Vec<_> = read_members(&out)
+            .into_iter()
+            .map(|m| (m.name, m.kind, m.link, m.mode))
+            .collect();
+        let link = |p: &str, t: &str| {
+            (
+                p.to_string(),
+                tar::EntryType::Symlink,
+                Some(t.to_string()),
+                0o1777,
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                link("bin/sh", "busybox"),
+                link("bin/far", &long_target),
+                link(&long_path, "/bin/busybox"),
+            ]
+        );
+    }
+
+    #[test]
     fn pax_record_length_counts_its_own_digits() {
         for n in [1, 80, 89, 90, 991, 1000] {
             let name = "x".repeat(n);
-            let r = pax_path_record(&name);
+            let r = pax_record("path", &name);
             let (len, _) = std::str::from_utf8(&r).unwrap().split_once(' ').unwrap();
             assert_eq!(len.parse::<usize>().unwrap(), r.len(), "{n}");
         }

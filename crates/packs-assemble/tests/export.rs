@@ -43,7 +43,7 @@ const EXPORT: [&str; 7] = [
 ];
 
 /// The members of a tar archive by name.
-fn members(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn members(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut a = tar::Archive::new(bytes);
     a.entries()
         .unwrap()

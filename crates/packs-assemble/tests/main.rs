@@ -11,6 +11,7 @@ mod inspect;
 mod publish;
 mod reader_contract;
 mod regression;
+mod rootfs_image;
 mod security;
 mod store;
 mod upstream;

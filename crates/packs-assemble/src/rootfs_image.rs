@@ -1,0 +1,732 @@
+//! `export-rootfs`: an image of a root filesystem directory, the writer of the
+//! stack's service images (packs-init, api, sensor, worker) for
+//! docker/build-images, in place of `docker build`, whose every build stamps
+//! another time into the config and the layers. One layer holds the
+//! directory's entries, written by [`crate::image`] (a docker archive or an
+//! OCI layout): the same directory gives the same bytes, on any machine.
+//!
+//! - Entries in path order (byte order of the whole path): directories,
+//!   regular files and symbolic links (kept as links, the target as read).
+//!   Any other kind (device, fifo, socket) and any setuid or setgid bit is
+//!   refused: an image from a directory runs nothing with another user's
+//!   rights and creates no device.
+//! - Modes as on disk (a sticky `/tmp` keeps its 1777), links 0777; every
+//!   mtime `SOURCE_DATE_EPOCH` (else 1); owners 0:0 but the entries given
+//!   with `--owner` (the mount points, whose ownership a new named volume
+//!   takes); numeric owners only. A hard-linked file is written whole at each
+//!   of its paths.
+//! - Every executable ELF must run in an empty container of `--arch` (static,
+//!   for that machine), and the entrypoint must be an executable file of the
+//!   directory: an image that could not start is not written.
+//! - Config: the stack's `User`, `WorkingDir` and `Env`
+//!   ([`crate::image_layout`], docker/IMAGE-LAYOUT.md), the labels
+//!   `io.attune.arch` (`--arch`) and `org.opencontainers.image.title`
+//!   (`attune <last part of --name>` unless a `--label` gives it), and
+//!   `created` the entries' mtime.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use attune_pack::{Arch, Diagnostic, Diagnostics};
+use clap::Args;
+use serde::Serialize;
+
+use crate::cli::ImageFormat;
+use crate::error::{Error, IoContext, exit};
+use crate::image::{self, Body, Dest, ImageResult, Item, Layer, RunConfig, Spec};
+use crate::image_layout as layout;
+use crate::output::Output;
+
+/// `export-rootfs`.
+#[derive(Debug, Args)]
+pub struct ExportRootfsArgs {
+    /// The root filesystem: a directory whose entries become the image's.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: PathBuf,
+    /// The image's architecture; every ELF in the directory must be for it.
+    #[arg(long, value_name = "amd64|arm64")]
+    pub arch: Arch,
+    /// The repository name, for example attune/api.
+    #[arg(long)]
+    pub name: String,
+    /// The tag [default: the first 16 hex digits of the image id].
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// `Entrypoint`, a JSON array of strings, for example
+    /// '["/usr/local/bin/attune-api"]'; the first is an executable file of the directory.
+    #[arg(long, value_name = "JSON", value_parser = parse_argv)]
+    pub entrypoint: Argv,
+    /// `Cmd`, a JSON array of strings [default: none].
+    #[arg(long, value_name = "JSON", value_parser = parse_argv)]
+    pub cmd: Option<Argv>,
+    /// A label; repeatable. `io.attune.arch` is --arch's.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// The owner of one entry, for example /opt/attune/data=1000:1000; repeatable.
+    /// Every other entry is owned by 0:0.
+    #[arg(long = "owner", value_name = "PATH=UID:GID", value_parser = parse_path_owner)]
+    pub owners: Vec<(String, (u32, u32))>,
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = ImageFormat::DockerArchive)]
+    pub format: ImageFormat,
+    /// Where to write it, which must not exist: a file (docker-archive; `-` for
+    /// stdout) or a directory (oci).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+}
+
+/// An argument vector given as a JSON array of strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Argv(pub Vec<String>);
+
+fn parse_argv(s: &str) -> Result<Argv, String> {
+    match serde_json::from_str::<Vec<String>>(s) {
+        Ok(v) if !v.is_empty() => Ok(Argv(v)),
+        Ok(_) => Err("an empty array runs nothing: give at least the program".to_string()),
+        Err(e) => Err(format!(
+            "`{s}` is not a JSON array of strings ({e}); for example '[\"/usr/local/bin/attune-api\"]'"
+        )),
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "`{s}` is not KEY=VALUE (for example org.opencontainers.image.title=attune api)"
+        )),
+    }
+}
+
+fn parse_path_owner(s: &str) -> Result<(String, (u32, u32)), String> {
+    let (path, owner) = s.rsplit_once('=').ok_or_else(|| {
+        format!("`{s}` is not PATH=UID:GID (for example /opt/attune/data=1000:1000)")
+    })?;
+    let rel = image_path(path).ok_or_else(|| {
+        format!("`{path}` in `{s}` is not an absolute path without `.`, `..` or `//` (for example /opt/attune/data)")
+    })?;
+    Ok((rel, crate::cli::parse_owner(owner)?))
+}
+
+/// The layer path of the absolute image path `path` (`/opt/x` -> `opt/x`), if plain.
+fn image_path(path: &str) -> Option<String> {
+    let rel = path.strip_prefix('/')?.trim_end_matches('/');
+    let plain = !rel.is_empty()
+        && rel
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    plain.then(|| rel.to_string())
+}
+
+/// One entry of the directory, as read.
+struct Found {
+    /// The layer path.
+    rel: String,
+    /// Where it is.
+    path: PathBuf,
+    meta: fs::Metadata,
+}
+
+/// Every entry below `root`, in path order; what cannot be an image entry
+/// (a name that is not UTF-8, a device, fifo or socket) goes to `d` instead.
+fn walk(root: &Path, d: &mut Diagnostics) -> Result<Vec<Found>, Error> {
+    let mut found = vec![];
+    let mut dirs = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = dirs.pop() {
+        for entry in fs::read_dir(&dir).ctx("read", &dir)? {
+            let entry = entry.ctx("read", &dir)?;
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                d.push(
+                    Diagnostic::error(
+                        &path,
+                        "its name is not UTF-8, which an image entry's must be",
+                    )
+                    .hint("rename it"),
+                );
+                continue;
+            };
+            let meta = fs::symlink_metadata(&path).ctx("read", &path)?;
+            let t = meta.file_type();
+            let rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let other = [
+                (t.is_block_device(), "a block device"),
+                (t.is_char_device(), "a character device"),
+                (t.is_fifo(), "a fifo"),
+                (t.is_socket(), "a socket"),
+            ];
+            if let Some((_, what)) = other.iter().find(|(is, _)| *is) {
+                d.push(
+                    Diagnostic::error(
+                        &path,
+                        format!("is {what}: an image holds only directories, regular files and symbolic links"),
+                    )
+                    .hint("remove it from the root filesystem"),
+                );
+                continue;
+            }
+            if t.is_dir() {
+                dirs.push((path.clone(), rel.clone()));
+            }
+            found.push(Found { rel, path, meta });
+        }
+    }
+    found.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(found)
+}
+
+/// Whether `path` starts with the ELF magic.
+fn is_elf_file(path: &Path) -> Result<bool, Error> {
+    let mut magic = [0u8; 4];
+    let mut f = fs::File::open(path).ctx("read", path)?;
+    let n = f.read(&mut magic).ctx("read", path)?;
+    Ok(attune_pack::is_elf(&magic[..n]))
+}
+
+/// The layer item of `f`, owned by `owner`; what makes it unfit goes to `d`.
+fn item(
+    f: Found,
+    owner: (u32, u32),
+    arch: Arch,
+    d: &mut Diagnostics,
+) -> Result<Item<'static>, Error> {
+    let mode = f.meta.permissions().mode() & 0o7777;
+    let t = f.meta.file_type();
+    if !t.is_symlink() && mode & 0o6000 != 0 {
+        d.push(
+            Diagnostic::error(
+                &f.path,
+                format!("is setuid or setgid (mode {mode:04o}): an image from a directory runs nothing with another user's rights"),
+            )
+            .hint(format!("chmod ug-s {}", f.path.display())),
+        );
+    }
+    let body = if t.is_symlink() {
+        let target = fs::read_link(&f.path).ctx("read", &f.path)?;
+        match target.to_str() {
+            Some(t) => Body::Symlink(t.to_string()),
+            None => {
+                d.push(
+                    Diagnostic::error(
+                        &f.path,
+                        "its target is not UTF-8, which an image link's must be",
+                    )
+                    .hint("link it to a UTF-8 path"),
+                );
+                Body::Symlink(String::new())
+            }
+        }
+    } else if t.is_dir() {
+        Body::Dir
+    } else {
+        if mode & 0o111 != 0 && is_elf_file(&f.path)? {
+            let (bytes, executable) = crate::inspect::read(&f.path)?;
+            image::check_runs(
+                &f.path,
+                &bytes,
+                executable,
+                arch,
+                &format!("a program of an {arch} image"),
+                format!(
+                    "put the static {arch} build there (scripts/build-pack-binaries --arch {arch}), or remove it"
+                ),
+                d,
+            );
+        }
+        Body::File {
+            path: f.path,
+            size: f.meta.len(),
+            sha256: None,
+        }
+    };
+    Ok(Item {
+        path: f.rel,
+        // A link's own mode means nothing; 0777 is what every reader expects.
+        mode: if t.is_symlink() { 0o777 } else { mode },
+        owner,
+        body,
+    })
+}
+
+/// The labels: `io.attune.arch`, the title unless given, then `--label`s.
+fn labels(args: &ExportRootfsArgs) -> Result<BTreeMap<String, String>, Error> {
+    let short = args.name.rsplit('/').next().unwrap_or(&args.name);
+    let mut labels =
+        BTreeMap::from([(layout::LABEL_TITLE.0.to_string(), format!("attune {short}"))]);
+    for (k, v) in &args.labels {
+        if k == layout::LABEL_ARCH {
+            return Err(Error::Usage(format!(
+                "--label {k}=...: {k} is --arch's ({}); drop the --label",
+                args.arch
+            )));
+        }
+        labels.insert(k.clone(), v.clone());
+    }
+    labels.insert(
+        layout::LABEL_ARCH.to_string(),
+        args.arch.docker_name().to_string(),
+    );
+    Ok(labels)
+}
+
+/// The owner of each `--owner` path; a path given twice is a usage error.
+fn owners(args: &ExportRootfsArgs) -> Result<BTreeMap<&str, (u32, u32)>, Error> {
+    let mut owners = BTreeMap::new();
+    for (rel, owner) in &args.owners {
+        if owners.insert(rel.as_str(), *owner).is_some() {
+            return Err(Error::Usage(format!(
+                "--owner /{rel} is given twice; give it once"
+            )));
+        }
+    }
+    Ok(owners)
+}
+
+/// What `export-rootfs` wrote.
+#[derive(Debug, Serialize)]
+pub struct RootfsResult {
+    /// The image.
+    #[serde(flatten)]
+    pub image: ImageResult,
+    /// The directory it holds.
+    pub rootfs: String,
+    /// How many entries its layer holds.
+    pub entries: usize,
+}
+
+/// `export-rootfs`.
+pub fn command(args: &ExportRootfsArgs, out: Output) -> Result<ExitCode, Error> {
+    let (name, tag) = (&args.name, args.tag.as_deref());
+    let dest = Dest::new(args.format, &args.out, out.json, name, tag)?;
+    if !fs::metadata(&args.rootfs).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Usage(format!(
+            "--rootfs {} is not a directory",
+            args.rootfs.display()
+        )));
+    }
+    let labels = labels(args)?;
+    let owners = owners(args)?;
+    let entrypoint = image_path(&args.entrypoint.0[0]).ok_or_else(|| {
+        Error::Usage(format!(
+            "--entrypoint: `{}` is not an absolute path without `.`, `..` or `//`; give the program's path in the image",
+            args.entrypoint.0[0]
+        ))
+    })?;
+    let mtime = crate::source_date_epoch()? as u64;
+    let arch = args.arch;
+    let mut result = RootfsResult {
+        image: ImageResult::new(arch, args.format, &args.out),
+        rootfs: args.rootfs.display().to_string(),
+        entries: 0,
+    };
+    let d = &mut result.image.diagnostics;
+    let found = walk(&args.rootfs, d)?;
+    for rel in owners.keys() {
+        if !found.iter().any(|f| f.rel == *rel) {
+            return Err(Error::Usage(format!(
+                "--owner /{rel}: {} has no such entry",
+                args.rootfs.display()
+            )));
+        }
+    }
+    match found.iter().find(|f| f.rel == entrypoint) {
+        Some(f) if f.meta.is_file() && f.meta.permissions().mode() & 0o111 != 0 => {}
+        _ => d.push(
+            Diagnostic::error(
+                args.rootfs.join(&entrypoint),
+                format!(
+                    "is not an executable regular file, so the entrypoint /{entrypoint} could not start"
+                ),
+            )
+            .hint("put the program there (a file, not a link), or give its path to --entrypoint"),
+        ),
+    }
+    let mut items = vec![];
+    for f in found {
+        let owner = owners.get(f.rel.as_str()).copied().unwrap_or(layout::ROOT);
+        items.push(item(f, owner, arch, d)?);
+    }
+    result.entries = items.len();
+    if result.image.diagnostics.has_errors() {
+        return Err(image::refuse(out, dest, &result.image.diagnostics, &result));
+    }
+    let layers = [Layer {
+        what: "rootfs".to_string(),
+        items,
+    }];
+    let spec = Spec {
+        layers: &layers,
+        mtime,
+        run: RunConfig::stack(
+            args.entrypoint.0.clone(),
+            args.cmd.clone().map(|c| c.0),
+            labels,
+        ),
+        created_by: "packs-assemble export-rootfs",
+        name,
+        tag,
+        arch,
+        source: &args.rootfs,
+    };
+    let reference = image::write(spec, dest, &mut result.image)?;
+    result.image.ok = true;
+    tracing::info!(
+        "image {reference} ({arch}): {} entries of {}, config {}; written to {}",
+        result.entries,
+        args.rootfs.display(),
+        result.image.config_digest.as_deref().unwrap_or_default(),
+        args.out.display()
+    );
+    image::report(out, dest, &result.image.diagnostics, &result, &reference);
+    Ok(ExitCode::from(exit::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::path::{Path, PathBuf};
+
+    use attune_pack::Arch;
+    use attune_pack::fixtures::{ElfSpec, elf_bytes};
+    use clap::Parser;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::cli::{Cli, Command, LogFormat};
+    use crate::tarstream::{Member, assert_listing, read_members};
+
+    fn write(path: &Path, bytes: &[u8], mode: u32) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// A service root filesystem as docker/build-images lays it out, at `dir/rootfs`.
+    fn rootfs(dir: &Path) -> PathBuf {
+        let r = dir.join("rootfs");
+        write(&r.join("etc/passwd"), layout::PASSWD.as_bytes(), 0o644);
+        let api = elf_bytes(ElfSpec::static_pie(Arch::Amd64));
+        write(&r.join("usr/local/bin/attune-api"), &api, 0o755);
+        write(&r.join("bin/busybox"), &api, 0o755);
+        symlink("busybox", r.join("bin/sh")).unwrap();
+        for d in ["tmp", "opt/attune/data", "opt/attune/packs.dev"] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        fs::set_permissions(r.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        for d in [
+            "etc",
+            "usr",
+            "usr/local",
+            "usr/local/bin",
+            "bin",
+            "opt",
+            "opt/attune",
+        ] {
+            fs::set_permissions(r.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for d in ["opt/attune/data", "opt/attune/packs.dev"] {
+            fs::set_permissions(r.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        r
+    }
+
+    /// `export-rootfs` of `dir/rootfs` for amd64 with `extra` flags, to `dir/<out>`.
+    fn export(dir: &Path, out: &str, extra: &[&str]) -> Result<PathBuf, Error> {
+        let rootfs = dir.join("rootfs");
+        let dest = dir.join(out);
+        let mut argv: Vec<&str> = vec![
+            "packs-assemble",
+            "-q",
+            "export-rootfs",
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "--arch",
+            "amd64",
+            "--name",
+            "attune/api",
+            "--entrypoint",
+            r#"["/usr/local/bin/attune-api"]"#,
+            "--owner",
+            "/opt/attune/data=1000:1000",
+            "--owner",
+            "/opt/attune/packs.dev/=1000:1000",
+            "--out",
+            dest.to_str().unwrap(),
+        ];
+        argv.extend(extra);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::ExportRootfs(args) = &cli.command else {
+            unreachable!()
+        };
+        let out = Output {
+            json: false,
+            log_format: LogFormat::Human,
+            quiet: true,
+        };
+        command(args, out).map(|_| dest)
+    }
+
+    /// The archive's config and its one layer's members.
+    fn open(path: &Path) -> (Value, Vec<Member>) {
+        let outer = read_members(&fs::read(path).unwrap());
+        let get = |n: &str| &outer.iter().find(|m| m.name == n).unwrap().body;
+        let manifest: Value = serde_json::from_slice(get("manifest.json")).unwrap();
+        let config = serde_json::from_slice(get(manifest[0]["Config"].as_str().unwrap())).unwrap();
+        let layers = manifest[0]["Layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 1, "one layer");
+        (config, read_members(get(layers[0].as_str().unwrap())))
+    }
+
+    #[test]
+    fn two_writes_are_byte_identical() {
+        let tmp = tempfile::tempdir().unwrap();
+        rootfs(tmp.path());
+        let a = export(tmp.path(), "a.tar", &[]).unwrap();
+        // Times on disk do not reach the image.
+        let f = tmp.path().join("rootfs/etc/passwd");
+        fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(12345))
+            .unwrap();
+        let b = export(tmp.path(), "b.tar", &[]).unwrap();
+        assert_eq!(fs::read(a).unwrap(), fs::read(b).unwrap());
+    }
+
+    #[test]
+    fn entries_in_path_order_with_modes_kept_and_owners_root_but_the_given_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        rootfs(tmp.path());
+        let (_, members) = open(&export(tmp.path(), "a.tar", &[]).unwrap());
+        assert_listing(
+            &members,
+            &[
+                ("bin/", 0o755, 0),
+                ("bin/busybox", 0o755, 0),
+                ("bin/sh", 0o777, 0),
+                ("etc/", 0o755, 0),
+                ("etc/passwd", 0o644, 0),
+                ("opt/", 0o755, 0),
+                ("opt/attune/", 0o755, 0),
+                ("opt/attune/data/", 0o755, 1000),
+                ("opt/attune/packs.dev/", 0o755, 1000),
+                ("tmp/", 0o1777, 0),
+                ("usr/", 0o755, 0),
+                ("usr/local/", 0o755, 0),
+                ("usr/local/bin/", 0o755, 0),
+                ("usr/local/bin/attune-api", 0o755, 0),
+            ],
+        );
+        for m in &members {
+            assert_eq!((m.mtime, m.names.as_str()), (1, ""), "{}", m.name);
+        }
+        let passwd = members.iter().find(|m| m.name == "etc/passwd").unwrap();
+        assert_eq!(passwd.body, layout::PASSWD.as_bytes());
+    }
+
+    #[test]
+    fn symlinks_are_kept_as_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = rootfs(tmp.path());
+        // A link to a directory is not followed either.
+        symlink("/opt/attune", r.join("bin/home")).unwrap();
+        let (_, members) = open(&export(tmp.path(), "a.tar", &[]).unwrap());
+        let links: Vec<_> = members
+            .iter()
+            .filter(|m| m.kind == tar::EntryType::Symlink)
+            .map(|m| (m.name.as_str(), m.link.as_deref(), m.body.len()))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("bin/home", Some("/opt/attune"), 0),
+                ("bin/sh", Some("busybox"), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn config_names_the_entrypoint_user_labels_and_a_fixed_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        rootfs(tmp.path());
+        let path = export(
+            tmp.path(),
+            "a.tar",
+            &[
+                "--cmd",
+                r#"["--flag", "x"]"#,
+                "--label",
+                "a.b=c d",
+                "--tag",
+                "t1",
+            ],
+        )
+        .unwrap();
+        let (config, _) = open(&path);
+        let c = &config["config"];
+        crate::image::assert_stack_config(c);
+        assert_eq!(
+            c["Entrypoint"],
+            serde_json::json!(["/usr/local/bin/attune-api"])
+        );
+        assert_eq!(c["Cmd"], serde_json::json!(["--flag", "x"]));
+        assert_eq!(
+            c["Labels"],
+            serde_json::json!({
+                "a.b": "c d",
+                "io.attune.arch": "amd64",
+                "org.opencontainers.image.title": "attune api"
+            })
+        );
+        assert_eq!(
+            (&config["architecture"], &config["os"], &config["created"]),
+            (
+                &serde_json::json!("amd64"),
+                &serde_json::json!("linux"),
+                &serde_json::json!("1970-01-01T00:00:01Z")
+            )
+        );
+        assert_eq!(
+            config["history"][0]["created_by"],
+            "packs-assemble export-rootfs: rootfs"
+        );
+        let outer = read_members(&fs::read(&path).unwrap());
+        let manifest: Value = serde_json::from_slice(
+            &outer
+                .iter()
+                .find(|m| m.name == "manifest.json")
+                .unwrap()
+                .body,
+        )
+        .unwrap();
+        assert_eq!(
+            manifest[0]["RepoTags"],
+            serde_json::json!(["attune/api:t1"])
+        );
+        // Without --cmd the config has none.
+        let (config, _) = open(&export(tmp.path(), "b.tar", &[]).unwrap());
+        assert!(config["config"].get("Cmd").is_none(), "{config}");
+    }
+
+    /// The errors of an export that must fail, with nothing written.
+    fn refused(dir: &Path, extra: &[&str]) -> Error {
+        let err = export(dir, "x.tar", extra).unwrap_err();
+        assert!(!dir.join("x.tar").exists(), "nothing was written");
+        err
+    }
+
+    #[test]
+    fn refuses_setuid_setgid_and_special_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = rootfs(tmp.path());
+        for (what, mode) in [("bin/busybox", 0o4755), ("opt/attune/data", 0o2755)] {
+            fs::set_permissions(r.join(what), fs::Permissions::from_mode(mode)).unwrap();
+            let err = refused(tmp.path(), &[]);
+            assert!(
+                matches!(err, Error::Invalid { count: 1, .. }),
+                "{what}: {err}"
+            );
+            let plain = mode & 0o777;
+            fs::set_permissions(r.join(what), fs::Permissions::from_mode(plain)).unwrap();
+        }
+        let fifo = r.join("tmp/fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(r.join("tmp/socket")).unwrap();
+        let err = refused(tmp.path(), &[]);
+        assert!(matches!(err, Error::Invalid { count: 2, .. }), "{err}");
+        // A device, where this test may make one (as root).
+        fs::remove_file(&fifo).unwrap();
+        fs::remove_file(r.join("tmp/socket")).unwrap();
+        let null = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            r.join("null"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        );
+        if null.is_ok() {
+            let err = refused(tmp.path(), &[]);
+            assert!(matches!(err, Error::Invalid { count: 1, .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn refuses_an_elf_of_another_arch_or_dynamic_and_a_missing_entrypoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = rootfs(tmp.path());
+        write(
+            &r.join("bin/busybox"),
+            &elf_bytes(ElfSpec::static_pie(Arch::Arm64)),
+            0o755,
+        );
+        write(
+            &r.join("bin/dyn"),
+            &elf_bytes(ElfSpec::dynamic(Arch::Amd64)),
+            0o755,
+        );
+        // Not executable: never run, so not checked.
+        write(
+            &r.join("bin/data.elf"),
+            &elf_bytes(ElfSpec::dynamic(Arch::Arm64)),
+            0o644,
+        );
+        let err = refused(tmp.path(), &[]);
+        assert!(matches!(err, Error::Invalid { count: 2, .. }), "{err}");
+        fs::remove_file(r.join("bin/dyn")).unwrap();
+        fs::remove_file(r.join("bin/busybox")).unwrap();
+        fs::remove_file(r.join("usr/local/bin/attune-api")).unwrap();
+        // The entrypoint a link: refused, the program must be there.
+        symlink("/bin/busybox", r.join("usr/local/bin/attune-api")).unwrap();
+        let err = refused(tmp.path(), &[]);
+        assert!(matches!(err, Error::Invalid { count: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn usage_errors_name_the_flag() {
+        let tmp = tempfile::tempdir().unwrap();
+        rootfs(tmp.path());
+        for (extra, says) in [
+            (&["--owner", "/opt/nope=1000:1000"][..], "--owner /opt/nope"),
+            (&["--owner", "/opt/attune/data=0:0"][..], "given twice"),
+            (&["--label", "io.attune.arch=arm64"][..], "is --arch's"),
+            (&["--tag=-bad"][..], "--tag"),
+        ] {
+            let err = refused(tmp.path(), extra);
+            assert!(
+                matches!(&err, Error::Usage(m) if m.contains(says)),
+                "{extra:?}: {err}"
+            );
+        }
+        for bad in ["x", "[]", r#"["a", 1]"#] {
+            assert!(parse_argv(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_argv(r#"["/a","b"]"#),
+            Ok(Argv(vec!["/a".into(), "b".into()]))
+        );
+        for bad in ["opt/x=1:1", "/a/../b=1:1", "/a=1", "/=1:1"] {
+            assert!(parse_path_owner(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_path_owner("/opt/attune/data/=1000:1001"),
+            Ok(("opt/attune/data".to_string(), (1000, 1001)))
+        );
+    }
+}
