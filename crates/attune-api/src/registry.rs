@@ -47,6 +47,49 @@ pub struct Registry {
     pub rule_ids: BTreeMap<String, i64>,
 }
 
+/// What `packs-assemble` would refuse in a dev pack's native entry points:
+/// a binary that is missing, dynamic (in a container without its loader it
+/// fails with a bare ENOENT), for another machine, or not executable; each
+/// with the file, what is wrong and what to run. packs.dev is not assembled,
+/// so this is its check, on every load and reload.
+fn native_problems(pack: &Pack) -> Vec<Diagnostic> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(arch) = attune_pack::Arch::host() else {
+        return vec![];
+    };
+    let mut out = vec![];
+    for ep in pack.entry_points() {
+        if ep.runner != attune_pack::RunnerType::Native || !ep.enabled {
+            continue;
+        }
+        let path = pack.dir.join(&ep.path);
+        let problems = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let exec = std::fs::metadata(&path)
+                    .is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+                attune_pack::check_native(&bytes, exec, arch)
+            }
+            Err(_) if ep.may_be_absent() => vec![],
+            Err(_) => vec![attune_pack::NativeProblem::Missing],
+        };
+        for p in problems {
+            out.push(
+                Diagnostic::error(
+                    &path,
+                    format!(
+                        "native entry point of {} (declared in {}) {}",
+                        ep.component,
+                        ep.declared_in.display(),
+                        p.cause()
+                    ),
+                )
+                .hint(p.fix(arch)),
+            );
+        }
+    }
+    out
+}
+
 impl Registry {
     /// Loads every pack of `packs_dir` then `dev_dir`.
     pub fn load(packs_dir: &Path, dev_dir: &Path) -> Registry {
@@ -67,6 +110,10 @@ impl Registry {
                 let outcome = load_pack(&path);
                 r.problems.extend(outcome.diagnostics.0);
                 let Some(pack) = outcome.pack else { continue };
+                if source == Source::Dev {
+                    // The volume's binaries were checked when it was assembled.
+                    r.problems.extend(native_problems(&pack));
+                }
                 let name = pack.meta.pack_ref.clone();
                 if source == Source::Dev && r.packs.contains_key(&name) {
                     tracing::warn!(pack = %name, dir = %path.display(), "the dev pack overrides the volume's pack of the same ref");
@@ -235,6 +282,39 @@ mod tests {
             p.path.ends_with("broken/pack.yaml") && p.line.is_some(),
             "{p}"
         );
+    }
+
+    #[test]
+    fn a_dynamic_sensor_binary_in_packs_dev_is_a_problem_naming_the_file_and_the_fix() {
+        use attune_pack::fixtures::{ElfSpec, elf_bytes};
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let (vol, dev) = (tmp.path().join("vol"), tmp.path().join("dev"));
+        pack(&dev, "mine", "Mine");
+        std::fs::create_dir_all(dev.join("mine/sensors")).unwrap();
+        std::fs::write(
+            dev.join("mine/sensors/s.yaml"),
+            "ref: mine.s\nlabel: S\nrunner_type: native\nentry_point: s\ntrigger_types: [mine.t]\n",
+        )
+        .unwrap();
+        let bin = dev.join("mine/sensors/s");
+        let arch = attune_pack::Arch::host().unwrap();
+        std::fs::write(&bin, elf_bytes(ElfSpec::dynamic(arch))).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let r = Registry::load(&vol, &dev);
+        let p = r
+            .problems
+            .iter()
+            .find(|p| p.path == bin)
+            .unwrap_or_else(|| panic!("{:?}", r.problems));
+        assert_eq!(p.severity, Severity::Error);
+        assert!(p.message.contains("native entry point of mine.s"), "{p}");
+        assert!(p.message.contains("interpreter"), "{p}");
+        let hint = p.hint.as_deref().unwrap_or_default();
+        assert!(hint.contains("scripts/build-pack-binaries"), "{hint}");
+        // A static one is no problem.
+        std::fs::write(&bin, elf_bytes(ElfSpec::static_exe(arch))).unwrap();
+        assert!(!Registry::load(&vol, &dev).problems.iter().any(|p| p.path == bin));
     }
 
     #[test]

@@ -649,6 +649,28 @@ struct ClaimIn {
     worker: String,
     #[serde(default)]
     wait_ms: u64,
+    /// The runner types the worker's container runs (`shell`, `python`,
+    /// `node`, `native`); absent: any (workers before runtimes were sent).
+    #[serde(default)]
+    runtimes: Option<Vec<String>>,
+}
+
+impl ClaimIn {
+    /// Whether this worker can run an execution of `action_ref`. One whose
+    /// action is gone, or of a runner type no worker runs, goes to any
+    /// worker, which fails it with the reason: it must not wait forever.
+    fn can_run(&self, r: &crate::registry::Registry, action_ref: &str) -> bool {
+        let Some(runtimes) = &self.runtimes else {
+            return true;
+        };
+        match r.action(action_ref) {
+            None => true,
+            Some((_, a)) => {
+                a.spec.runner_type == attune_pack::RunnerType::Other
+                    || runtimes.iter().any(|n| n == a.spec.runner_type.as_str())
+            }
+        }
+    }
 }
 
 /// The largest claim answer, as JSON: 8 MiB, below the 10 MB the worker's
@@ -704,7 +726,10 @@ async fn claim(State(s): Shared, Body(c): Body<ClaimIn>) -> ApiResult<Response> 
     loop {
         let notified = s.requested.notified();
         loop {
-            let claim = s.store.claim(&c.worker)?;
+            let claim = {
+                let r = s.registry();
+                s.store.claim_where(&c.worker, |a| c.can_run(&r, a))?
+            };
             if claim.ended > 0 {
                 s.finished.notify_waiters();
             }

@@ -532,6 +532,17 @@ impl Store {
     /// once, never lost. One whose lease expired [`MAX_CLAIMS`] times, or
     /// whose secrets do not open, ends `failed` instead.
     pub fn claim(&self, worker: &str) -> Result<Claim, StoreError> {
+        self.claim_where(worker, |_| true)
+    }
+
+    /// [`Store::claim`], of the oldest requested execution whose action ref
+    /// `can_run` accepts (the worker has its runtime); the others wait for
+    /// a worker that can run them.
+    pub fn claim_where(
+        &self,
+        worker: &str,
+        can_run: impl Fn(&str) -> bool,
+    ) -> Result<Claim, StoreError> {
         let conn = self.conn();
         let mut ended = 0;
         let expired: Vec<(i64, i64)> = conn
@@ -563,13 +574,18 @@ impl Store {
             }
         }
         loop {
+            // The oldest of each action, then the oldest this worker can run.
             let id: Option<i64> = conn
-                .query_row(
-                    "SELECT id FROM executions WHERE status = ?1 ORDER BY id LIMIT 1",
-                    [status::REQUESTED],
-                    |r| r.get(0),
-                )
-                .optional()?;
+                .prepare(
+                    "SELECT MIN(id), action_ref FROM executions WHERE status = ?1 GROUP BY action_ref ORDER BY 1",
+                )?
+                .query_map([status::REQUESTED], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .find(|(_, action)| can_run(action))
+                .map(|(id, _)| id);
             let Some(id) = id else {
                 return Ok(Claim {
                     execution: None,
@@ -703,6 +719,30 @@ mod tests {
         assert_eq!(s.claim("w1").unwrap().execution.unwrap().id, a.id);
         assert_eq!(s.claim("w2").unwrap().execution.unwrap().id, b.id);
         assert!(s.claim("w1").unwrap().execution.is_none());
+    }
+
+    #[test]
+    fn a_worker_is_handed_only_executions_it_can_run_and_the_rest_wait() {
+        let s = mem();
+        let py = s
+            .create_execution("core.http_request", &json!({}), None, None, None)
+            .unwrap();
+        let sh = s
+            .create_execution("core.echo", &json!({}), None, None, None)
+            .unwrap();
+        let shell_only = |a: &str| a != "core.http_request";
+        assert_eq!(
+            s.claim_where("shell", shell_only).unwrap().execution.unwrap().id,
+            sh.id
+        );
+        assert!(
+            s.claim_where("shell", shell_only)
+                .unwrap()
+                .execution
+                .is_none()
+        );
+        assert_eq!(s.execution(py.id).unwrap().status, status::REQUESTED);
+        assert_eq!(s.claim("python").unwrap().execution.unwrap().id, py.id);
     }
 
     #[test]

@@ -155,9 +155,8 @@ impl NativeProblem {
     /// What to run instead.
     pub fn fix(&self, arch: Arch) -> String {
         let build = format!(
-            "build it static with `nix build .#pack-binaries-{}` (or `cargo build --release --target {}-unknown-linux-musl`) and pass the tree with `--binaries`",
+            "build it static for {arch}: without Nix `scripts/build-pack-binaries --arch {arch}` (the tree is target/pack-binaries-{arch}), with Nix `nix build .#pack-binaries-{}`; pass the tree with `--binaries`",
             arch.rust_name(),
-            arch.rust_name()
         );
         match self {
             NativeProblem::Missing => build,

@@ -16,6 +16,8 @@ pub struct SensorSpec {
     pub sensor_ref: String,
     /// The entry point.
     pub path: PathBuf,
+    /// Its pack's directory (a Python sensor's `PYTHONPATH` starts there).
+    pub pack_dir: PathBuf,
     /// How to start it.
     pub runner: RunnerType,
     /// Its trigger types.
@@ -40,6 +42,7 @@ pub fn sensors(packs_dir: &Path, dev_dir: &Path) -> BTreeMap<String, SensorSpec>
                 SensorSpec {
                     sensor_ref: s.spec.sensor_ref.clone(),
                     path: pack.dir.join("sensors").join(&s.spec.entry_point),
+                    pack_dir: pack.dir.clone(),
                     runner: s.spec.runner_type,
                     trigger_types: s.spec.trigger_types.clone(),
                 },

@@ -74,7 +74,32 @@ struct Managed {
 struct Supervisor {
     args: Args,
     api: Client,
+    runtimes: attune_service::Runtimes,
     sensors: BTreeMap<String, Managed>,
+}
+
+/// Why a sensor did not start, with the fix: the runtime its container
+/// lacks, or what is wrong with a native binary (a dynamic one fails with a
+/// bare ENOENT, its loader being what is missing); else the OS error.
+fn why_not_started(
+    spec: &SensorSpec,
+    err: &std::io::Error,
+    runtimes: &attune_service::Runtimes,
+) -> String {
+    if let Some(why) = runtimes.missing(&format!("sensor {}", spec.sensor_ref), spec.runner) {
+        return why;
+    }
+    if spec.runner == attune_pack::RunnerType::Native
+        && let (Ok(bytes), Some(arch)) = (std::fs::read(&spec.path), attune_pack::Arch::host())
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let exec = std::fs::metadata(&spec.path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+        let problems = attune_pack::check_native(&bytes, exec, arch);
+        if let Some(p) = problems.first() {
+            return format!("{err}: the binary {}; {}", p.cause(), p.fix(arch));
+        }
+    }
+    err.to_string()
 }
 
 impl Supervisor {
@@ -100,7 +125,7 @@ impl Supervisor {
         let mut cmd = Command::new(program);
         cmd.args(args);
         cmd.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("PATH", attune_service::runtimes::RUN_PATH)
             .env(env::API_URL, &self.args.service.api_url)
             .env(env::API_TOKEN, &self.args.service.token)
             .env(env::SENSOR_REF, &m.spec.sensor_ref)
@@ -113,6 +138,11 @@ impl Supervisor {
             .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
             .stderr(Stdio::from(log))
             .process_group(0);
+        if m.spec.runner == attune_pack::RunnerType::Python
+            && let Some(pp) = self.runtimes.python_path(&m.spec.pack_dir)
+        {
+            cmd.env("PYTHONPATH", pp).env("PYTHONDONTWRITEBYTECODE", "1");
+        }
         match cmd.spawn() {
             Ok(child) => {
                 tracing::info!(sensor = %m.spec.sensor_ref, pid = child.id(), log = %log_path.display(), "sensor started");
@@ -120,7 +150,8 @@ impl Supervisor {
                 m.started = Instant::now();
             }
             Err(e) => {
-                tracing::error!(sensor = %m.spec.sensor_ref, path = %m.spec.path.display(), "cannot start sensor: {e}; retrying in {:?}", m.backoff);
+                let why = why_not_started(&m.spec, &e, &self.runtimes);
+                tracing::error!(sensor = %m.spec.sensor_ref, path = %m.spec.path.display(), "cannot start sensor: {why}; retrying in {:?}", m.backoff);
                 m.restart_at = Instant::now() + m.backoff;
                 m.backoff = (m.backoff * 2).min(BACKOFF.1);
             }
@@ -258,9 +289,12 @@ pub fn supervise(args: Args) -> Result<(), String> {
     );
     let poll = Duration::from_secs_f64(args.poll_seconds.max(0.2));
     tracing::info!(packs = %args.service.packs_dir.display(), dev = %args.service.packs_dev_dir.display(), "attune-sensor ready");
+    let runtimes = attune_service::Runtimes::detect();
+    tracing::info!(runtimes = %runtimes.names().join(","), "runtimes of this container");
     let mut sup = Supervisor {
         args,
         api,
+        runtimes,
         sensors: BTreeMap::new(),
     };
     let mut generation = None;

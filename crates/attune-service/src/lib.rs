@@ -15,6 +15,7 @@ mod args;
 mod client;
 mod logging;
 pub mod paths;
+pub mod runtimes;
 pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -24,3 +25,4 @@ pub use attune_contract::{LogFormat, LogLevel, Setting, env, exit};
 pub use client::{ApiError, Client};
 pub use logging::init_logging;
 pub use paths::PathError;
+pub use runtimes::Runtimes;

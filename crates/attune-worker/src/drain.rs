@@ -199,6 +199,7 @@ mod tests {
             temp_dir: std::env::temp_dir(),
             max_output: 64,
             default_timeout: Duration::from_secs(10),
+            runtimes: attune_service::Runtimes::detect(),
         };
         let claimed: Claimed = serde_json::from_value(serde_json::json!({
             "execution": {"id": 1, "action_ref": "demo.a", "parameters": {}},

@@ -85,14 +85,18 @@ pub fn work(args: Args) -> Result<(), String> {
         temp_dir,
         max_output: args.max_output,
         default_timeout: Duration::from_secs(600),
+        runtimes: attune_service::Runtimes::detect(),
     };
+    // Sent with every claim: the API hands this worker only what it can run.
+    let runtimes = runner.runtimes.names();
     let actions = drain::Actions::new(args.service.drain.drain_timeout);
-    tracing::info!(worker = %name, api = %args.service.api_url, concurrency = args.concurrency, "attune-worker ready");
+    tracing::info!(worker = %name, api = %args.service.api_url, concurrency = args.concurrency, runtimes = %runtimes.join(","), python = ?runner.runtimes.python.as_ref().map(|p| &p.1), "attune-worker ready");
     let (drain, cut) = std::thread::scope(|s| {
         for slot in 0..args.concurrency.max(1) {
             let (api, runner, stop, actions) = (&api, &runner, &stop, &actions);
             let name = format!("{name}/{slot}");
-            s.spawn(move || worker_loop(api, runner, stop, actions, &name));
+            let claim = json!({"worker": name, "wait_ms": 1000, "runtimes": runtimes});
+            s.spawn(move || worker_loop(api, runner, stop, actions, &claim));
         }
         while !stop.requested() {
             std::thread::sleep(Duration::from_millis(50));
@@ -116,7 +120,7 @@ fn worker_loop(
     runner: &run::Runner,
     stop: &StopSignal,
     actions: &drain::Actions,
-    name: &str,
+    claim: &serde_json::Value,
 ) {
     // Never give up on a result: a lost report would leave the execution running forever.
     let never = AtomicBool::new(false);
@@ -125,7 +129,7 @@ fn worker_loop(
             with_retry("claim", stop.flag(), || {
                 api.post::<_, run::ClaimAnswer>(
                     "/api/v1/executions/claim",
-                    &json!({"worker": name, "wait_ms": 1000}),
+                    claim,
                 )
             })
         });

@@ -163,6 +163,8 @@ pub struct Runner {
     pub max_output: usize,
     /// Timeout when the action declares none.
     pub default_timeout: Duration,
+    /// The interpreters this container has (detected at startup).
+    pub runtimes: attune_service::Runtimes,
 }
 
 /// `a.b` keys for nested objects, as upstream flattens dotenv parameters:
@@ -344,13 +346,20 @@ impl Runner {
         Ok(path)
     }
 
+    /// The command that runs the entry point, with the interpreter this
+    /// container has; or why none here can run it (the runtime it needs,
+    /// what this image lacks, which worker has it).
     fn command(&self, c: &Claimed, path: &Path) -> Result<Command, String> {
-        let (program, args) = c.action.runner_type.command_line(path).ok_or_else(|| {
-            format!(
-                "action {} has a runner type this worker does not run (shell, python, node, native)",
-                c.action.action_ref
-            )
-        })?;
+        let runner = c.action.runner_type;
+        if let Some(why) = self
+            .runtimes
+            .missing(&format!("action {}", c.action.action_ref), runner)
+        {
+            return Err(why);
+        }
+        let (program, args) = runner
+            .command_line(path)
+            .ok_or_else(|| format!("action {} cannot be run", c.action.action_ref))?;
         let mut cmd = Command::new(program);
         cmd.args(args);
         Ok(cmd)
@@ -408,7 +417,7 @@ impl Runner {
         cmd.current_dir(&pack_dir)
             .env_clear()
             .env("PWD", &pack_dir)
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("PATH", attune_service::runtimes::RUN_PATH)
             .env("LANG", "C.UTF-8")
             .env("HOME", &self.temp_dir)
             .env(env::EXEC_ID, c.execution.id.to_string())
@@ -424,6 +433,14 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        if c.action.runner_type == attune_pack::RunnerType::Python {
+            // The pack's lib and the dependencies built for this Python; the
+            // volume is read-only, so no bytecode is written next to them.
+            if let Some(pp) = self.runtimes.python_path(&pack_dir) {
+                cmd.env("PYTHONPATH", pp);
+            }
+            cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        }
         // Warnings about this execution, put before its stderr in the report.
         let mut notes = String::new();
         for (name, value) in &params {
@@ -502,7 +519,16 @@ impl Runner {
             .unwrap_or(start + Duration::from_secs(365 * 86_400));
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => return Report::not_started(format!("cannot start {}: {e}", path.display())),
+            Err(e) => {
+                // The program that is missing may be the interpreter, not the script.
+                let program = cmd.get_program().to_string_lossy().into_owned();
+                let what = if Path::new(&program) == path {
+                    path.display().to_string()
+                } else {
+                    format!("{} with {program}", path.display())
+                };
+                return Report::not_started(format!("cannot start {what}: {e}"));
+            }
         };
         let pgid = rustix::process::Pid::from_child(&child);
         if let Some(mut stdin) = child.stdin.take() {
@@ -613,6 +639,7 @@ mod tests {
             temp_dir: std::env::temp_dir(),
             max_output: 64,
             default_timeout: Duration::from_secs(10),
+            runtimes: attune_service::Runtimes::detect(),
         };
         let claimed = Claimed {
             execution: ClaimedExecution {
@@ -643,6 +670,54 @@ mod tests {
             rep.stdout
         );
         assert_eq!(rep.stderr, "exec 7\n");
+    }
+
+    #[test]
+    fn a_python_action_on_a_worker_without_python_names_the_runtime_and_the_worker_that_has_it() {
+        let (_t, mut r, mut c) = setup("print('hi')\n", "");
+        c.action.runner_type = attune_pack::RunnerType::Python;
+        r.runtimes = attune_service::Runtimes {
+            shell: Some("/bin/sh".into()),
+            python: None,
+            node: None,
+        };
+        let rep = r.run(&c);
+        assert_eq!(rep.status, "failed");
+        let why = rep.error.unwrap();
+        assert!(
+            why.contains("action demo.a needs the python runtime"),
+            "{why}"
+        );
+        assert!(why.contains("no python3"), "{why}");
+        assert!(why.contains("worker-python"), "{why}");
+    }
+
+    #[test]
+    fn python_actions_import_the_packs_lib_then_its_dependencies_for_this_python() {
+        let (t, mut r, mut c) = setup(
+            "import helper, dep, sys\nprint(helper.X, dep.Y, sys.dont_write_bytecode)\n",
+            "",
+        );
+        c.action.runner_type = attune_pack::RunnerType::Python;
+        r.max_output = 4096;
+        let version = r
+            .runtimes
+            .python
+            .clone()
+            .expect("this test needs python3 on /usr/local/bin:/usr/bin:/bin")
+            .1;
+        let lib = t.path().join("vol/demo/lib");
+        let site = lib.join(format!("python{version}/site-packages"));
+        std::fs::create_dir_all(&site).unwrap();
+        std::fs::write(lib.join("helper.py"), "X = 'helper'\n").unwrap();
+        std::fs::write(site.join("dep.py"), "Y = 'dep'\n").unwrap();
+        // Another Python's dependencies are not on the path.
+        let other = lib.join("python2.7/site-packages");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("dep.py"), "raise ImportError('wrong python')\n").unwrap();
+        let rep = r.run(&c);
+        assert_eq!(rep.status, "succeeded", "{rep:?}");
+        assert_eq!(rep.stdout, "helper dep True\n");
     }
 
     /// Upstream's actions have an `api_url` parameter; exported as

@@ -102,7 +102,7 @@ pub struct AssembleArgs {
     /// A directory of packs (each subdirectory with a pack.yaml), or one pack. Repeatable.
     #[arg(long = "packs", value_name = "DIR", required = true)]
     pub packs: Vec<PathBuf>,
-    /// A binaries tree (`<pack>/sensors/<binary>`, from `nix build .#pack-binaries-<arch>`);
+    /// A binaries tree (`<pack>/sensors/<binary>`, from `scripts/build-pack-binaries` or `nix build .#pack-binaries-<arch>`);
     /// its files replace the same paths in the sources. Repeatable.
     #[arg(long = "binaries", value_name = "DIR")]
     pub binaries: Vec<PathBuf>,

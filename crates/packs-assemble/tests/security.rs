@@ -153,7 +153,7 @@ fn dynamic_binary_is_refused_with_its_loader_and_the_fix() {
         "{err}"
     );
     assert!(
-        err.contains("hint: build it static with `nix build .#pack-binaries-x86_64`"),
+        err.contains("hint: build it static for amd64: without Nix `scripts/build-pack-binaries --arch amd64`"),
         "{err}"
     );
 }
