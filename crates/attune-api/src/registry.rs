@@ -65,8 +65,8 @@ fn native_problems(pack: &Pack) -> Vec<Diagnostic> {
         let path = pack.dir.join(&ep.path);
         let problems = match std::fs::read(&path) {
             Ok(bytes) => {
-                let exec = std::fs::metadata(&path)
-                    .is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+                let exec =
+                    std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
                 attune_pack::check_native(&bytes, exec, arch)
             }
             Err(_) if ep.may_be_absent() => vec![],
@@ -314,7 +314,12 @@ mod tests {
         assert!(hint.contains("scripts/build-pack-binaries"), "{hint}");
         // A static one is no problem.
         std::fs::write(&bin, elf_bytes(ElfSpec::static_exe(arch))).unwrap();
-        assert!(!Registry::load(&vol, &dev).problems.iter().any(|p| p.path == bin));
+        assert!(
+            !Registry::load(&vol, &dev)
+                .problems
+                .iter()
+                .any(|p| p.path == bin)
+        );
     }
 
     #[test]

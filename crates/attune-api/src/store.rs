@@ -732,7 +732,11 @@ mod tests {
             .unwrap();
         let shell_only = |a: &str| a != "core.http_request";
         assert_eq!(
-            s.claim_where("shell", shell_only).unwrap().execution.unwrap().id,
+            s.claim_where("shell", shell_only)
+                .unwrap()
+                .execution
+                .unwrap()
+                .id,
             sh.id
         );
         assert!(

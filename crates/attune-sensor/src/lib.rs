@@ -141,7 +141,8 @@ impl Supervisor {
         if m.spec.runner == attune_pack::RunnerType::Python
             && let Some(pp) = self.runtimes.python_path(&m.spec.pack_dir)
         {
-            cmd.env("PYTHONPATH", pp).env("PYTHONDONTWRITEBYTECODE", "1");
+            cmd.env("PYTHONPATH", pp)
+                .env("PYTHONDONTWRITEBYTECODE", "1");
         }
         match cmd.spawn() {
             Ok(child) => {

@@ -61,8 +61,7 @@ impl Runtimes {
     /// Detects the runtimes on `path`.
     pub fn detect_on(path: &str) -> Runtimes {
         let shell = find_program(path, "bash").or_else(|| find_program(path, "sh"));
-        let python = find_program(path, "python3")
-            .and_then(|p| python_version(&p).map(|v| (p, v)));
+        let python = find_program(path, "python3").and_then(|p| python_version(&p).map(|v| (p, v)));
         Runtimes {
             shell,
             python,

@@ -127,10 +127,7 @@ fn worker_loop(
     while !stop.requested() {
         let claimed = actions.claiming(|| {
             with_retry("claim", stop.flag(), || {
-                api.post::<_, run::ClaimAnswer>(
-                    "/api/v1/executions/claim",
-                    claim,
-                )
+                api.post::<_, run::ClaimAnswer>("/api/v1/executions/claim", claim)
             })
         });
         let answer = match claimed {

@@ -106,6 +106,11 @@ pub struct AssembleArgs {
     /// its files replace the same paths in the sources. Repeatable.
     #[arg(long = "binaries", value_name = "DIR")]
     pub binaries: Vec<PathBuf>,
+    /// A dependencies tree (`<pack>/lib/python3.11/site-packages/...`, from
+    /// `scripts/build-pack-deps`): files added to the packs, built for `--arch`;
+    /// none may replace a pack's own file. Repeatable.
+    #[arg(long = "deps", value_name = "DIR")]
+    pub deps: Vec<PathBuf>,
     /// Architecture of the containers that will run the binaries [default: this machine's].
     #[arg(long, value_name = "amd64|arm64")]
     pub arch: Option<Arch>,
@@ -157,6 +162,9 @@ pub struct CheckArgs {
     /// Binaries trees that will overlay the sources.
     #[arg(long = "binaries", value_name = "DIR")]
     pub binaries: Vec<PathBuf>,
+    /// Dependencies trees that will be added to the packs.
+    #[arg(long = "deps", value_name = "DIR")]
+    pub deps: Vec<PathBuf>,
     /// Architecture to check native binaries for [default: this machine's].
     #[arg(long, value_name = "amd64|arm64")]
     pub arch: Option<Arch>,

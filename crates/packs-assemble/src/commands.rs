@@ -88,6 +88,7 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
     let inputs = Inputs {
         packs: args.packs.clone(),
         binaries: args.binaries.clone(),
+        deps: args.deps.clone(),
         arch,
         mtime,
         owner: args.chown,
@@ -313,6 +314,7 @@ pub fn check(args: &CheckArgs, out: Output) -> Result<ExitCode, Error> {
     let inputs = Inputs {
         packs: args.dirs.clone(),
         binaries: args.binaries.clone(),
+        deps: args.deps.clone(),
         arch,
         mtime: 1,
         owner: None,

@@ -291,6 +291,7 @@ impl Entry {
         out.extend_from_slice(match self.origin {
             Origin::Source => b",\"origin\":\"source\"}",
             Origin::Binaries => b",\"origin\":\"binaries\"}",
+            Origin::Deps => b",\"origin\":\"deps\"}",
         });
     }
 }
@@ -422,6 +423,7 @@ pub fn root_hash(contents: &Contents) -> String {
         let origin = match e.origin {
             Origin::Source => "source",
             Origin::Binaries => "binaries",
+            Origin::Deps => "deps",
         };
         line.clear();
         for field in [e.path.as_str(), kind] {

@@ -24,6 +24,9 @@ pub struct Inputs {
     pub packs: Vec<PathBuf>,
     /// `--binaries` trees: `<pack>/<path>` overlaying the sources.
     pub binaries: Vec<PathBuf>,
+    /// `--deps` trees: `<pack>/<path>` added to the sources, never replacing
+    /// a file (a pack's dependencies, built for `arch`).
+    pub deps: Vec<PathBuf>,
     /// Target architecture.
     pub arch: Arch,
     /// Modification time of every published entry.
@@ -253,6 +256,9 @@ pub fn plan(
             &mut tree_diags,
         )?;
     }
+    for root in &inputs.deps {
+        add_deps(root, inputs.arch, &found, &mut nodes, &mut tree_diags)?;
+    }
     phase("scan");
 
     // 3. What the hash cache knows of the files, by stamp (nothing is read).
@@ -480,6 +486,102 @@ fn overlay(
         nodes.dedup_by(|b, a| a.rel == b.rel);
     }
     Ok(())
+}
+
+/// Adds the dependencies tree `root` to `nodes` (sorted by path, and still
+/// sorted after). Its files are data: libraries an interpreter loads, not
+/// programs, so a shared object may be dynamic; but an ELF must be for `arch`
+/// (a wheel of another platform is the seed's wrong-architecture bug one layer
+/// up), and no file may replace one of the pack's own or a binary's.
+fn add_deps(
+    root: &Path,
+    arch: Arch,
+    found: &BTreeMap<String, FoundPack>,
+    nodes: &mut Vec<Node>,
+    diags: &mut Diagnostics,
+) -> Result<(), Error> {
+    let mut added: Vec<Node> = vec![];
+    for e in sorted_entries(root, "read dependencies tree")? {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if !found.contains_key(&name) {
+            diags.push(
+                Diagnostic::warning(
+                    &path,
+                    format!("no pack `{name}` among the sources; ignored"),
+                )
+                .hint("dependencies are added only to packs whose sources are given with --packs"),
+            );
+            continue;
+        }
+        if !path.is_dir() {
+            continue;
+        }
+        for n in scan(&path, &name, Origin::Deps, true, diags)? {
+            match nodes.binary_search_by(|o| o.rel.cmp(&n.rel)) {
+                Ok(_) if n.kind == Kind::Dir => continue,
+                Ok(i) => {
+                    diags.push(
+                        Diagnostic::error(
+                            n.abs(),
+                            format!(
+                                "would replace {} of the pack; dependencies never replace a pack's own files",
+                                nodes[i].abs().display()
+                            ),
+                        )
+                        .hint("rename the pack's file, or drop the requirement that installs this one"),
+                    );
+                    continue;
+                }
+                Err(_) => {}
+            }
+            if n.kind == Kind::File
+                && let Some(machine) = elf_machine(&n.abs())?
+                && Arch::from_elf_machine(machine) != Some(arch)
+            {
+                diags.push(
+                    Diagnostic::error(
+                        n.abs(),
+                        format!("is an ELF for machine {machine:#x}, not {arch}: the dependencies were built for another architecture"),
+                    )
+                    .hint(format!("build them for {arch}: `scripts/build-pack-deps --arch {arch}`")),
+                );
+                continue;
+            }
+            added.push(n);
+        }
+    }
+    if !added.is_empty() {
+        nodes.extend(added);
+        nodes.sort_by(|a, b| a.rel.cmp(&b.rel));
+        nodes.dedup_by(|b, a| a.rel == b.rel);
+    }
+    Ok(())
+}
+
+/// The `e_machine` of the ELF at `path`, or `None` when it is no ELF (only
+/// its first 20 bytes are read).
+fn elf_machine(path: &Path) -> Result<Option<u16>, Error> {
+    use std::io::Read;
+    let mut head = [0u8; 20];
+    let mut f = std::fs::File::open(path).ctx("read", path)?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]).ctx("read", path)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    if n < head.len() || !attune_pack::is_elf(&head) {
+        return Ok(None);
+    }
+    let bytes = [head[18], head[19]];
+    // EI_DATA: 1 little-endian, 2 big-endian.
+    Ok(Some(if head[5] == 2 {
+        u16::from_be_bytes(bytes)
+    } else {
+        u16::from_le_bytes(bytes)
+    }))
 }
 
 /// The warning for a source file that a binaries tree replaces.

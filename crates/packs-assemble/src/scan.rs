@@ -29,6 +29,8 @@ pub enum Origin {
     Source,
     /// A `--binaries` tree.
     Binaries,
+    /// A `--deps` tree: a pack's dependencies, built for the architecture.
+    Deps,
 }
 
 /// The identity and change stamp of a file, used by the hash cache and to

@@ -5,6 +5,7 @@
 
 mod assemble;
 mod crash;
+mod deps;
 mod export;
 mod hardening;
 mod inspect;
