@@ -11,6 +11,7 @@
 //! let health: serde_json::Value = api.get("/health").unwrap();
 //! ```
 
+pub mod agent;
 mod args;
 mod client;
 mod logging;

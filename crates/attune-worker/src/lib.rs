@@ -20,7 +20,7 @@ use serde_json::json;
 
 /// Runs Attune actions claimed from the API.
 #[derive(Debug, Parser)]
-#[command(name = "attune-worker", version, after_help = attune_service::exit::help())]
+#[command(name = "attune-worker", version, after_help = after_help())]
 pub struct Args {
     /// API, packs and logging.
     #[command(flatten)]
@@ -43,6 +43,15 @@ impl Args {
     pub fn make_paths_absolute(&mut self) -> Result<(), PathError> {
         self.service.make_paths_absolute()
     }
+}
+
+/// `--help`'s last paragraphs: `install-agent`, then the exit codes.
+fn after_help() -> String {
+    format!(
+        "Also: {}\n\n{}",
+        attune_service::agent::USAGE.replacen("usage: ", "", 1),
+        attune_service::exit::help()
+    )
 }
 
 /// Retries `f` while the API is unreachable, with backoff, until it answers or
