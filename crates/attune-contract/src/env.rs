@@ -161,6 +161,11 @@ group! {
     IMAGE_TAG = "ATTUNE_IMAGE_TAG";
     /// Host port the Docker stack publishes the api on (by default 8080).
     API_PORT = "ATTUNE_API_PORT";
+    /// The image `worker-python` and the sensor service run the static agent
+    /// in: any image with `python3` of the stack's architecture (by default
+    /// `attune/runtime-python:<tag>`, Debian's python3.11 built by
+    /// `docker/build-images`; for example `python:3.12-slim`).
+    PYTHON_IMAGE = "ATTUNE_PYTHON_IMAGE";
     /// The pack sources the images and the packs-init container assemble (by
     /// default `packs/`).
     PACKS_SOURCE = "ATTUNE_PACKS_SOURCE";

@@ -89,17 +89,25 @@ fn why_not_started(
     if let Some(why) = runtimes.missing(&format!("sensor {}", spec.sensor_ref), spec.runner) {
         return why;
     }
-    if spec.runner == attune_pack::RunnerType::Native
-        && let (Ok(bytes), Some(arch)) = (std::fs::read(&spec.path), attune_pack::Arch::host())
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let exec = std::fs::metadata(&spec.path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
-        let problems = attune_pack::check_native(&bytes, exec, arch);
-        if let Some(p) = problems.first() {
-            return format!("{err}: the binary {}; {}", p.cause(), p.fix(arch));
-        }
+    match native_problem(spec) {
+        Some(why) => format!("{err}: the binary {why}"),
+        None => err.to_string(),
     }
-    err.to_string()
+}
+
+/// What `packs-assemble` would refuse in a native sensor's binary, with the
+/// fix; `None` for other runners, or a binary that is fine.
+fn native_problem(spec: &SensorSpec) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if spec.runner != attune_pack::RunnerType::Native {
+        return None;
+    }
+    let arch = attune_pack::Arch::host()?;
+    let bytes = std::fs::read(&spec.path).ok()?;
+    let exec = std::fs::metadata(&spec.path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+    let problems = attune_pack::check_native(&bytes, exec, arch);
+    let p = problems.first()?;
+    Some(format!("{}; {}", p.cause(), p.fix(arch)))
 }
 
 impl Supervisor {
@@ -263,7 +271,16 @@ impl Supervisor {
                 if m.started.elapsed() >= BACKOFF.1 {
                     m.backoff = BACKOFF.0;
                 }
-                tracing::warn!(sensor = %k, %status, restart_in_s = m.backoff.as_secs(), "sensor exited; see its log");
+                // A binary that cannot work here (dynamic, for another machine)
+                // may still start in an image with a libc: say why it exits.
+                match native_problem(&m.spec) {
+                    Some(why) => {
+                        tracing::error!(sensor = %k, %status, restart_in_s = m.backoff.as_secs(), path = %m.spec.path.display(), "sensor exited: the binary {why}")
+                    }
+                    None => {
+                        tracing::warn!(sensor = %k, %status, restart_in_s = m.backoff.as_secs(), "sensor exited; see its log")
+                    }
+                }
                 m.restart_at = Instant::now() + m.backoff;
                 m.backoff = (m.backoff * 2).min(BACKOFF.1);
             }
