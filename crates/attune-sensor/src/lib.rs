@@ -365,4 +365,48 @@ mod tests {
         );
         assert_eq!(args.logs_dir, cwd.join("logs"));
     }
+
+    fn spec(dir: &std::path::Path, runner: attune_pack::RunnerType) -> SensorSpec {
+        SensorSpec {
+            sensor_ref: "dyn.s".into(),
+            path: dir.join("s"),
+            pack_dir: dir.to_path_buf(),
+            runner,
+            trigger_types: vec![],
+        }
+    }
+
+    /// A dynamic binary in a container without its loader fails with a bare
+    /// ENOENT, retried every second: the log names the cause and the fix.
+    #[test]
+    fn a_sensor_that_cannot_start_is_logged_with_the_cause_and_the_fix() {
+        use attune_pack::fixtures::{ElfSpec, elf_bytes};
+        let tmp = tempfile::tempdir().unwrap();
+        let arch = attune_pack::Arch::host().unwrap();
+        std::fs::write(tmp.path().join("s"), elf_bytes(ElfSpec::dynamic(arch))).unwrap();
+        let enoent = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let all = attune_service::Runtimes::detect();
+        let why = why_not_started(
+            &spec(tmp.path(), attune_pack::RunnerType::Native),
+            &enoent,
+            &all,
+        );
+        assert!(why.contains("the binary is"), "{why}");
+        assert!(why.contains("interpreter"), "{why}");
+        assert!(why.contains("scripts/build-pack-binaries"), "{why}");
+        // A Python sensor where there is no python3 names the runtime.
+        let no_python = attune_service::Runtimes {
+            python: None,
+            ..all
+        };
+        let why = why_not_started(
+            &spec(tmp.path(), attune_pack::RunnerType::Python),
+            &enoent,
+            &no_python,
+        );
+        assert!(
+            why.contains("sensor dyn.s needs the python runtime"),
+            "{why}"
+        );
+    }
 }
