@@ -30,7 +30,8 @@ pub fn step() {
     }
     let stop = STOP.get_or_init(|| std::env::var(STOP_AFTER_ENV).ok()?.parse().ok());
     if *stop == Some(done) {
-        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
     }
 }
 

@@ -87,7 +87,8 @@ impl Fixture {
             .env_remove("SOURCE_DATE_EPOCH")
             .env_remove("ATTUNE_LOG_FORMAT")
             .env_remove("PACKS_ASSEMBLE_CRASH_AFTER")
-            .env_remove("PACKS_ASSEMBLE_STOP_AFTER");
+            .env_remove("PACKS_ASSEMBLE_STOP_AFTER")
+            .env_remove("PACKS_ASSEMBLE_SETTLE_WINDOW_MS");
         c
     }
 
