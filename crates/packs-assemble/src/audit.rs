@@ -138,13 +138,18 @@ fn run(
         reread.extend(r);
     }
     audit.rehashed = reread.len();
+    let window = crate::stamps::settle_window_ns(object);
     let results = crate::parallel::try_map(&reread, |(i, rec, path)| {
         let want = entries[*i].sha256.expect("files have a hash");
+        // Read after its ctime by more than the settle window: no write
+        // that moved no time can come after this read.
+        let read_ns = crate::stamps::now_ns();
         Ok(match hash_file(path) {
             Ok(h) if h.sha256 == want => Ok((
                 *i,
                 Record {
                     digest: want,
+                    settled: crate::stamps::settles(rec.ctime_ns, read_ns, window),
                     ..*rec
                 },
             )),
@@ -164,9 +169,11 @@ fn run(
     Ok(audit)
 }
 
+/// The record of an inode stat'ed as `st`, not yet settled.
 fn record(st: &Stat, digest: Sha256Digest, size: u64) -> Record {
     #[allow(clippy::unnecessary_cast)]
     Record {
+        settled: false,
         dev: st.st_dev as u64,
         ino: st.st_ino as u64,
         ctime_ns: (st.st_ctime as i64).saturating_mul(1_000_000_000) + st.st_ctime_nsec as i64,
@@ -221,10 +228,20 @@ fn one_dir(
                     entries[d].mode
                 ),
             ));
-        } else if how == How::Record || stamps.confirms(&rec, &digest) {
+        } else if how == How::Record {
             audit.confirmed.push((d, rec));
+        } else if stamps.confirms(&rec, &digest) {
+            audit.confirmed.push((
+                d,
+                Record {
+                    settled: true,
+                    ..rec
+                },
+            ));
         } else {
             audit.relisted += 1;
+            let read_ns = crate::stamps::now_ns();
+            let window = crate::stamps::settle_window_ns(object);
             let mut on_disk: Vec<String> = rustix::fs::Dir::read_from(&fd)
                 .map_err(io)
                 .ctx("read directory", &path)?
@@ -239,7 +256,8 @@ fn one_dir(
                 .map(String::as_str)
                 .eq(expected.iter().copied())
             {
-                audit.confirmed.push((d, rec));
+                let settled = crate::stamps::settles(rec.ctime_ns, read_ns, window);
+                audit.confirmed.push((d, Record { settled, ..rec }));
             } else {
                 let extra: Vec<&str> = on_disk
                     .iter()
@@ -305,8 +323,19 @@ fn one_dir(
         }
         let sha = e.sha256.expect("files have a hash");
         let rec = record(&st, sha, size);
-        if how == How::Record || stamps.confirms(&rec, &sha) {
+        if how == How::Record {
+            // Written by this run, never read back: not settled, so the next
+            // run reads it again (an edit before now would otherwise be
+            // recorded as the manifest's contents).
             audit.confirmed.push((c, rec));
+        } else if stamps.confirms(&rec, &sha) {
+            audit.confirmed.push((
+                c,
+                Record {
+                    settled: true,
+                    ..rec
+                },
+            ));
         } else {
             reread.push((c, rec, path.join(name)));
         }

@@ -318,19 +318,70 @@ fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, String> {
     Ok(dir.join("blobs/sha256").join(hex))
 }
 
-/// A JSON blob of the layout, its digest checked.
-fn json_blob(dir: &Path, digest: &str) -> Result<(Vec<u8>, Value), String> {
-    let path = blob_path(dir, digest)?;
-    let size = std::fs::metadata(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    if size > JSON_LIMIT {
+/// Opens a file of an OCI layout to read it: never through a link, never
+/// blocking (a FIFO), a regular file only, holding exactly `size` bytes when
+/// its descriptor gives a size, and read no further than that.
+fn open_blob(path: &Path, size: Option<u64>) -> Result<io::Take<File>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "{}: {e} (blobs are regular files, not links)",
+                path.display()
+            )
+        })?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.file_type().is_file() {
         return Err(format!(
-            "{} holds {size} bytes, more than {JSON_LIMIT}",
-            path.display()
+            "{} is a {:?}, not a regular file",
+            path.display(),
+            meta.file_type()
         ));
     }
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(want) = size.filter(|w| *w != meta.len()) {
+        return Err(format!(
+            "{} holds {} bytes, its descriptor says {want}",
+            path.display(),
+            meta.len()
+        ));
+    }
+    Ok(f.take(meta.len()))
+}
+
+/// A small JSON file of an OCI layout (`oci-layout`, `index.json`), read
+/// through [`open_blob`]; `None` when it is not one.
+fn small_json(path: &Path) -> Option<Value> {
+    let mut bytes = vec![];
+    open_blob(path, None)
+        .ok()?
+        .take(JSON_LIMIT)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A JSON blob of the layout, its size (when its descriptor gives one) and
+/// digest checked.
+fn json_blob(dir: &Path, digest: &str, size: Option<u64>) -> Result<(Vec<u8>, Value), String> {
+    let path = blob_path(dir, digest)?;
+    let f = open_blob(&path, size)?;
+    if f.limit() > JSON_LIMIT {
+        return Err(format!(
+            "{} holds {} bytes, more than {JSON_LIMIT}",
+            path.display(),
+            f.limit()
+        ));
+    }
+    let mut bytes = vec![];
+    f.take(JSON_LIMIT)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     if format!("sha256:{}", Sha256Digest(Sha256::digest(&bytes).into())) != digest {
         return Err(format!(
             "{} does not have the digest it is named by",
@@ -345,21 +396,16 @@ fn json_blob(dir: &Path, digest: &str) -> Result<(Vec<u8>, Value), String> {
 /// Reads an OCI image layout: the image of `arch` (or the only one).
 fn read_oci(dir: &Path, arch: Option<Arch>) -> Result<Parts, Error> {
     let usage = |what: String| Error::Usage(format!("{}: {what}", dir.display()));
-    let layout: Value = std::fs::read(dir.join("oci-layout"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            usage("is not an OCI image layout: it has no readable oci-layout file".to_string())
-        })?;
+    let layout: Value = small_json(&dir.join("oci-layout")).ok_or_else(|| {
+        usage("is not an OCI image layout: it has no readable oci-layout file".to_string())
+    })?;
     if layout["imageLayoutVersion"] != "1.0.0" {
         return Err(usage(format!(
             "has imageLayoutVersion {}, not 1.0.0",
             layout["imageLayoutVersion"]
         )));
     }
-    let index: Value = std::fs::read(dir.join("index.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+    let index: Value = small_json(&dir.join("index.json"))
         .ok_or_else(|| usage("has no readable index.json".to_string()))?;
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
     let fits = |m: &&Value| {
@@ -378,7 +424,7 @@ fn read_oci(dir: &Path, arch: Option<Arch>) -> Result<Parts, Error> {
         )));
     };
     let digest = m["digest"].as_str().unwrap_or_default();
-    let (_, manifest) = json_blob(dir, digest).map_err(usage)?;
+    let (_, manifest) = json_blob(dir, digest, m["size"].as_u64()).map_err(usage)?;
     let mut parts = Parts {
         config: None,
         tags: m["annotations"]["org.opencontainers.image.ref.name"]
@@ -388,7 +434,8 @@ fn read_oci(dir: &Path, arch: Option<Arch>) -> Result<Parts, Error> {
         layers: vec![],
     };
     let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default();
-    parts.config = Some(json_blob(dir, config_digest).map_err(usage)?.0);
+    let config_size = manifest["config"]["size"].as_u64();
+    parts.config = Some(json_blob(dir, config_digest, config_size).map_err(usage)?.0);
     for l in manifest["layers"].as_array().cloned().unwrap_or_default() {
         let digest = l["digest"].as_str().unwrap_or_default().to_string();
         let media_type = l["mediaType"].as_str().unwrap_or_default();
@@ -398,7 +445,7 @@ fn read_oci(dir: &Path, arch: Option<Arch>) -> Result<Parts, Error> {
                 return Err(format!("layer {digest} ({media_type}) {COMPRESSED}"));
             }
             let path = blob_path(dir, &digest)?;
-            let f = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let f = open_blob(&path, l["size"].as_u64())?;
             let layer = read_layer(BufReader::with_capacity(256 * 1024, f))
                 .map_err(|e| format!("{} is not a tar archive: {e}", path.display()))?;
             // Uncompressed, a layer's digest is its diff id.
@@ -1077,8 +1124,8 @@ mod tests {
                 "is of tar type",
             ),
             (
-                Box::new(|p| item(p, 1, "opt/attune/packs-src/alpha/actions").mode = 0o755),
-                "actions: error: has mode 0755, not 0555",
+                Box::new(|p| item(p, 1, "opt/attune/packs-src/alpha/actions").mode = 0o555),
+                "actions: error: has mode 0555, not 0755",
             ),
             (
                 Box::new(|p| layer(p, 2).items.retain(|i| !i.path.ends_with("pack.yaml"))),

@@ -468,10 +468,8 @@ mod tests {
                 m.name
             );
         }
-        let parents = ["opt/", "opt/attune/", "opt/attune/packs-src/"];
         for m in &layers[1] {
             let mode = match m.name.as_str() {
-                n if n.ends_with('/') && n.len() > parents[2].len() => 0o555,
                 n if n.ends_with('/') => 0o755,
                 n if n.ends_with(".sh") => 0o555,
                 _ => 0o444,

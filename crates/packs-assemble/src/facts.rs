@@ -15,11 +15,12 @@ use attune_pack::LoadCache;
 pub use crate::volume::FACTS_NAME;
 
 /// The facts saved in `volume`; empty when the file is missing, unreadable,
-/// damaged, or written by another build.
+/// damaged, not a regular file, or written by another build.
 pub fn load(volume: &Path) -> LoadCache {
-    match std::fs::read(volume.join(FACTS_NAME)) {
-        Ok(bytes) => LoadCache::from_bytes(&bytes),
-        Err(_) => LoadCache::new(),
+    let path = volume.join(FACTS_NAME);
+    match crate::volume::read_bookkeeping(&path, crate::volume::BOOKKEEPING_LIMIT) {
+        Some(bytes) => LoadCache::from_bytes(&bytes),
+        None => LoadCache::new(),
     }
 }
 

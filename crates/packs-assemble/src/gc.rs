@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::error::{Error, IoContext};
 use crate::fsops;
 use crate::scan::Stamp;
-use crate::store::{is_object_name, read_objects};
+use crate::store::{is_object_name, read_objects, read_sequence};
 use crate::volume::{
     RootEntry, STORE_DIR, TMP_PREFIX, Volume, classify, exists, is_ours, tmp_name,
 };
@@ -29,6 +29,24 @@ pub fn sweep_leftovers(vol: &Volume) -> Result<Vec<String>, Error> {
         if classify(&name, false) == Some(RootEntry::Tmp) && !is_ours(&name) {
             fsops::delete_tree(&vol.root.join(&name))?;
             removed.push(name);
+        }
+    }
+    // A sequence number being rewritten inside a generation.
+    for (generation, link) in vol.root_entries()? {
+        if classify(&generation, link) != Some(RootEntry::Generation) {
+            continue;
+        }
+        let dir = vol.root.join(&generation);
+        for entry in fs::read_dir(&dir).ctx("read", &dir)? {
+            let name = entry
+                .ctx("read", &dir)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if name.starts_with(TMP_PREFIX) && !is_ours(&name) {
+                fsops::delete_tree(&dir.join(&name))?;
+                removed.push(format!("{generation}/{name}"));
+            }
         }
     }
     for name in store_entries(vol)? {
@@ -54,18 +72,32 @@ pub fn remove(vol: &Volume, name: &str) -> Result<(), Error> {
     fsops::delete_tree(&tomb)
 }
 
-/// The generations of `vol` with their ctimes (when they were written), newest first.
+/// The generations of `vol` with their ctimes (when they were written, for
+/// people), newest first by their sequence numbers
+/// ([`crate::store::SEQUENCE_NAME`]), never by a time: a chmod moves a ctime.
 pub fn generations(vol: &Volume) -> Result<Vec<(i64, String)>, Error> {
     let mut out = vec![];
     for (name, link) in vol.root_entries()? {
         if classify(&name, link) == Some(RootEntry::Generation) {
             let path = vol.root.join(&name);
             let stamp = Stamp::read(&path).ctx("read", &path)?;
-            out.push((stamp.ctime_ns, name));
+            out.push((read_sequence(&path), stamp.ctime_ns, name));
         }
     }
-    out.sort_by(|a, b| b.cmp(a));
-    Ok(out)
+    out.sort_by(|a, b| (b.0, &b.2).cmp(&(a.0, &a.2)));
+    Ok(out.into_iter().map(|(_, t, n)| (t, n)).collect())
+}
+
+/// The sequence number for a generation written or made current now: one
+/// more than any generation's in `vol`.
+pub fn next_sequence(vol: &Volume) -> Result<u64, Error> {
+    let mut max = 0;
+    for (name, link) in vol.root_entries()? {
+        if classify(&name, link) == Some(RootEntry::Generation) {
+            max = max.max(read_sequence(&vol.root.join(&name)));
+        }
+    }
+    Ok(max + 1)
 }
 
 /// Removes the generations not in `spare` beyond the `others` newest of them;

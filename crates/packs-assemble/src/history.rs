@@ -149,6 +149,18 @@ pub fn rollback(vol: &Volume, _lock: &VolumeLock, target: Option<&str>) -> Resul
     let stamps = Stamps::load(&vol.root.join(STAMPS_NAME));
     let mut records = vec![];
     let mut damaged = vec![];
+    // Its own entries first (the pack links above all), with the code that
+    // confirms a kept generation before a publish reuses it.
+    let chosen: Vec<String> = packs
+        .iter()
+        .map(|p| objects.get(&p.name).cloned().unwrap_or_default())
+        .collect();
+    if objects.len() != packs.len() {
+        damaged.push("its objects list does not name one object per pack".to_string());
+    }
+    if let Err(why) = crate::publish::generation_entries(&dir, &packs, &chosen) {
+        damaged.push(why);
+    }
     for p in &packs {
         let Some(o) = objects.get(&p.name) else {
             damaged.push(format!("{}: no object", p.name));

@@ -6,7 +6,7 @@
 
 use attune_pack::Arch;
 
-use crate::manifest::{MODE_EXEC, MODE_FILE};
+use crate::manifest::{MODE_DIR, MODE_EXEC, MODE_FILE};
 use crate::scan::Kind;
 
 /// The image's default repository name.
@@ -101,7 +101,7 @@ pub const PACK_PARENTS: [&str; 3] = ["opt", "opt/attune", PACKS_SRC];
 /// Their mode.
 pub const PARENT_MODE: u32 = 0o755;
 /// Directories below `PACKS_SRC`, as the volume publishes them.
-pub const PACK_DIR_MODE: u32 = MODE_EXEC;
+pub const PACK_DIR_MODE: u32 = MODE_DIR;
 /// Files below `PACKS_SRC`: plain or executable, as the volume publishes them.
 pub const PACK_FILE_MODES: [u32; 2] = [MODE_FILE, MODE_EXEC];
 

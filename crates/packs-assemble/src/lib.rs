@@ -35,6 +35,22 @@
 //! confirmed published file (same path first, else same contents and mode, in
 //! any pack), copied at the link limit. The work follows the packs that changed.
 //!
+//! Modes: files 0444 (0555 executable), directories 0755. Directories were
+//! 0555 until issue 25; readers copy them with their modes and then write into
+//! the copies (upstream's worker unpacks an api archive of a pack as uid 1000,
+//! and tar sets a directory's mode before its entries), so a 0555 directory
+//! refused every entry below it. The read-only modes protected what is shared:
+//! files hard-linked across packs and generations, and whole objects shared by
+//! generations, so that an in-place write (or an entry added or removed) could
+//! never reach another generation or a kept one without a chmod first. Files
+//! stay read-only (owner 0:0 or `--chown`; services mount the volume
+//! read-only). A directory's entries can now change without a chmod by its
+//! owner, and nothing but detection protects them: every change of an entry
+//! moves the directory's ctime, so the stamps catch it, and the listing is
+//! compared again before anything is reused or linked. What changed is
+//! repaired from the inputs by the next run, never served with exit 0 or
+//! linked into a new generation.
+//!
 //! # Why a kill at any moment is safe
 //!
 //! The publisher holds the volume lock ([`volume::Volume::lock`]); every
@@ -61,6 +77,33 @@
 //!   published file, it confirms each entry against the manifest, by a stat
 //!   compared with the recorded inode stamp, or by reading it again. Damage is
 //!   repaired from the inputs, never served with exit 0.
+//! - A stamp is recorded only when the contents were read at least the settle
+//!   window ([`stamps::settle_window_ns`]: the kernel's writeback window,
+//!   35 s by default, plus 2 s) after the inode's ctime. Files this run wrote
+//!   are never recorded unread (an edit after the seal would be taken for the
+//!   manifest's contents), nor is an inode whose ctime moved after it was read;
+//!   the next run reads them again. A write through a shared writable mapping
+//!   moves the times only when it faults, which after the first write to a page
+//!   happens again only once writeback has cleaned it: within the window. The
+//!   residual risk: where dirty pages are not cleaned within the window
+//!   (writeback stalled, `dirty_writeback_centisecs` 0, tmpfs, whose pages are
+//!   never written back) a mapping writing past it moves no time. The window is
+//!   then forever for periodic writeback off and for tmpfs (nothing is recorded,
+//!   every run reads every file), but a stalled writeback is not detected; a
+//!   lease probe (`F_SETLEASE`, refused while any writer holds the file) would
+//!   close that and is not done.
+//! - Bookkeeping files (the caches, the stamps, the facts, the lock) are
+//!   opened without following links and without blocking, regular files only,
+//!   read no further than their size; any other is a missing cache (the lock:
+//!   exit 3, naming it). A manifest damaged anywhere is a missing one: every
+//!   file is published afresh from the inputs.
+//! - Generations are ordered by the sequence number each holds
+//!   ([`store::SEQUENCE_NAME`]), written with it and rewritten (a temporary
+//!   name inside it, then a rename; leftovers swept) when a publish makes a
+//!   kept one current again; never by a timestamp. A kept generation is
+//!   reused or rolled back to only after its own entries (manifest, objects
+//!   list, one link per pack naming its object exactly, nothing else) and all
+//!   its objects are confirmed, by the same code.
 //!
 //! `main` only parses the command line and calls [`run`].
 

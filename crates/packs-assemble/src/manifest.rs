@@ -30,8 +30,13 @@ const ENTRIES_OPEN: &str = "\"entries\":[";
 
 /// Mode of published regular files.
 pub const MODE_FILE: u32 = 0o444;
-/// Mode of published executables and directories.
+/// Mode of published executables.
 pub const MODE_EXEC: u32 = 0o555;
+/// Mode of published directories: writable by their owner, as in a `cp -a`
+/// copy, because readers copy them with their modes and then write into the
+/// copies (upstream's worker unpacks an archive of a pack as uid 1000, and a
+/// directory created 0555 takes no entries). See the crate doc, "Sharing".
+pub const MODE_DIR: u32 = 0o755;
 
 /// One published entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +46,7 @@ pub struct Entry {
     /// `dir` or `file`.
     #[serde(rename = "type")]
     pub kind: Kind,
-    /// Octal mode, `0444` or `0555`.
+    /// Octal mode: `0444` or `0555` (files), `0755` (directories).
     pub mode: Mode,
     /// Size in bytes (files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -488,12 +493,12 @@ pub(crate) mod fixtures {
         }
     }
 
-    /// A 0555 directory.
+    /// A 0755 directory.
     pub fn dir(path: &str) -> Entry {
         Entry {
             path: path.into(),
             kind: Kind::Dir,
-            mode: mode_string(MODE_EXEC),
+            mode: mode_string(MODE_DIR),
             size: None,
             sha256: None,
             origin: Origin::Source,

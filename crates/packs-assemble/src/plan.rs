@@ -12,7 +12,9 @@ use attune_pack::{
 use crate::error::{Error, IoContext};
 use crate::fsops::Seal;
 use crate::hash::{FileHash, HashCache, hash_all, read_only};
-use crate::manifest::{Contents, Entry, FORMAT, MODE_EXEC, MODE_FILE, Manifest, mode_string};
+use crate::manifest::{
+    Contents, Entry, FORMAT, MODE_DIR, MODE_EXEC, MODE_FILE, Manifest, mode_string,
+};
 use crate::progress::Progress;
 use crate::scan::{Kind, Node, Origin, Stamp, scan, scan_all};
 use crate::staging::Stage;
@@ -305,11 +307,11 @@ pub fn plan(
             &mut diags,
         )?;
     }
-    let mode_of =
-        |n: &Node| match n.kind == Kind::Dir || n.executable || force_exec.contains(&n.rel) {
-            true => MODE_EXEC,
-            false => MODE_FILE,
-        };
+    let mode_of = |n: &Node| match () {
+        _ if n.kind == Kind::Dir => MODE_DIR,
+        _ if n.executable || force_exec.contains(&n.rel) => MODE_EXEC,
+        _ => MODE_FILE,
+    };
     phase("entry points");
 
     // 6. Hash every file the cache did not know; into a cold volume, copy

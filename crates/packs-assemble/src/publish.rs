@@ -13,15 +13,15 @@ use crate::audit::{Audit, How, audit_files, audit_pack};
 use crate::error::{Error, IoContext};
 use crate::fsops::{self, Seal};
 use crate::hash::Sha256Digest;
-use crate::manifest::{Entry, EntryReader, MANIFEST_NAME, MODE_EXEC, MODE_FILE, Manifest};
+use crate::manifest::{Entry, EntryReader, MANIFEST_NAME, MODE_DIR, MODE_FILE, Manifest};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::scan::Kind;
 use crate::staging::{ObjectJob, Source, write_objects};
 use crate::stamps::{Record, Stamps};
 use crate::store::{
-    OBJECTS_NAME, Objects, PackTree, link_target, object_id, objects_bytes, pack_trees,
-    read_objects,
+    OBJECTS_NAME, Objects, PackTree, SEQUENCE_NAME, link_target, object_id, objects_bytes,
+    pack_trees, read_objects, sequence_bytes,
 };
 use crate::volume::{
     DATA_LINK, RootEntry, STAMPS_NAME, STORE_DIR, Volume, VolumeLock, classify, exists,
@@ -343,6 +343,15 @@ pub fn publish(
                 objects.insert(p.name.clone(), o.clone());
             }
         }
+        // It becomes the newest: its sequence number is the next one, so that
+        // `rollback` goes back to the generation current before it.
+        let dir = vol.root.join(&target);
+        fsops::write_atomic(
+            &dir.join(SEQUENCE_NAME),
+            &dir.join(tmp_name("sequence")),
+            &sequence_bytes(crate::gc::next_sequence(vol)?),
+            Some((&seal, MODE_FILE)),
+        )?;
         tracing::info!(generation = %target, "a kept generation has this root hash; making it current again");
     }
 
@@ -602,8 +611,11 @@ impl<'a> Trust<'a> {
             }
             let path = self.path_of(k);
             let st = crate::scan::Stamp::read(&path).ctx("read", &path)?;
+            // A ctime that moved since the contents were confirmed is not
+            // settled: whatever moved it may have changed them too.
             Ok(Record {
                 ctime_ns: st.ctime_ns,
+                settled: r.settled && st.ctime_ns == r.ctime_ns,
                 ..*r
             })
         })
@@ -634,18 +646,72 @@ fn kept_generation(
         }
         out.push(o.clone());
     }
-    let choices: Vec<PackChoice> = out.iter().map(|o| PackChoice::Reuse(o.clone())).collect();
-    Ok((map.len() == packs.len() && generation_links_ok(dir, packs, &choices)).then_some(out))
+    Ok((map.len() == packs.len() && generation_entries(dir, packs, &out).is_ok()).then_some(out))
+}
+
+/// Confirms a kept generation's own entries, for reuse and for `rollback`
+/// alike: it holds its manifest and objects list (regular files) and one link
+/// per pack, each naming exactly the object chosen for it
+/// (`../..store/<obj>/<pack>`), and nothing else. The reason otherwise.
+pub(crate) fn generation_entries(
+    dir: &Path,
+    packs: &[PackTree],
+    objects: &[String],
+) -> Result<(), String> {
+    let mut want: BTreeMap<String, Option<String>> = [MANIFEST_NAME, OBJECTS_NAME]
+        .into_iter()
+        .map(|n| (n.to_string(), None))
+        .collect();
+    // Its sequence number (generations of earlier versions have none).
+    if crate::volume::exists(&dir.join(SEQUENCE_NAME)) {
+        want.insert(SEQUENCE_NAME.to_string(), None);
+    }
+    for (p, o) in packs.iter().zip(objects) {
+        want.insert(p.name.clone(), Some(link_target(&p.name, o)));
+    }
+    let listing = std::fs::read_dir(dir).map_err(|e| format!("cannot be listed ({e})"))?;
+    let mut seen = 0;
+    for entry in listing {
+        let entry = entry.map_err(|e| format!("cannot be listed ({e})"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kind = entry
+            .file_type()
+            .map_err(|e| format!("{name}: cannot be read ({e})"))?;
+        match want.get(&name) {
+            None => return Err(format!("{name}: is not part of a generation")),
+            Some(None) if !kind.is_file() => {
+                return Err(format!("{name}: is a {kind:?}, not a regular file"));
+            }
+            Some(Some(target)) => {
+                let got = std::fs::read_link(entry.path())
+                    .map_err(|e| format!("{name}: is not a link ({e})"))?;
+                if got != Path::new(target) {
+                    return Err(format!(
+                        "{name}: links to {}, not to its object {target}",
+                        got.display()
+                    ));
+                }
+            }
+            Some(None) => {}
+        }
+        seen += 1;
+    }
+    if seen != want.len() {
+        return Err("is missing entries (its manifest, objects list or a pack link)".into());
+    }
+    Ok(())
 }
 
 /// Whether the generation at `dir` links each pack to the object chosen for it.
 fn generation_links_ok(dir: &Path, packs: &[PackTree], choices: &[PackChoice]) -> bool {
-    packs.iter().zip(choices).all(|(p, c)| match c {
-        PackChoice::Reuse(o) => std::fs::read_link(dir.join(&p.name))
-            .ok()
-            .is_some_and(|t| t == Path::new(&link_target(&p.name, o))),
-        PackChoice::New => false,
-    })
+    let objects: Option<Vec<String>> = choices
+        .iter()
+        .map(|c| match c {
+            PackChoice::Reuse(o) => Some(o.clone()),
+            PackChoice::New => None,
+        })
+        .collect();
+    objects.is_some_and(|o| generation_entries(dir, packs, &o).is_ok())
 }
 
 /// `name`, or `name-<n>` for the first `n` free (another copy of the same
@@ -690,12 +756,16 @@ fn write_generation(
     fsops::write_new(&tmp.join(OBJECTS_NAME), seal, MODE_FILE, |w| {
         std::io::Write::write_all(w, &objects_bytes(objects))
     })?;
+    let sequence = sequence_bytes(crate::gc::next_sequence(vol)?);
+    fsops::write_new(&tmp.join(SEQUENCE_NAME), seal, MODE_FILE, |w| {
+        std::io::Write::write_all(w, &sequence)
+    })?;
     for (pack, object) in objects {
         let link = tmp.join(pack);
         fsops::symlink(&link_target(pack, object), &link)?;
         seal.link(&link)?;
     }
-    seal.path(&tmp, MODE_EXEC)?;
+    seal.path(&tmp, MODE_DIR)?;
     if sync {
         fsops::sync_fs(&tmp)?;
     }
@@ -748,14 +818,16 @@ fn drop_stale_links(vol: &Volume, packs: &[PackTree]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes the stamps record.
+/// Writes the stamps record (unless it already holds exactly these records).
 pub(crate) fn save_stamps(vol: &Volume, records: Vec<Record>) -> Result<(), Error> {
-    fsops::write_atomic(
-        &vol.root.join(STAMPS_NAME),
-        &vol.root.join(tmp_name("stamps")),
-        &Stamps::bytes(records),
-        None,
-    )
+    let path = vol.root.join(STAMPS_NAME);
+    let bytes = Stamps::bytes(records);
+    if crate::volume::read_bookkeeping(&path, crate::volume::BOOKKEEPING_LIMIT).as_ref()
+        == Some(&bytes)
+    {
+        return Ok(());
+    }
+    fsops::write_atomic(&path, &vol.root.join(tmp_name("stamps")), &bytes, None)
 }
 
 /// The difference between the previous manifest (read as a stream) and the
@@ -770,25 +842,30 @@ fn diff(previous: Option<&Path>, new: &Manifest, link: bool) -> Result<(Diff, Ve
         d.added = files(entries.iter()).map(|e| e.path.clone()).collect();
         return Ok((d, linkable));
     };
+    // A manifest damaged anywhere (its header, or cut short) is a missing one:
+    // every file is published afresh from the inputs, nothing linked from it.
+    let afresh = |why: String| {
+        tracing::warn!(
+            "the previous generation's manifest {} is damaged ({why}); publishing every file afresh from the inputs",
+            path.display()
+        );
+        let d = Diff {
+            added: files(entries.iter()).map(|e| e.path.clone()).collect(),
+            ..Diff::default()
+        };
+        (d, vec![false; entries.len()])
+    };
     let (old, mtime, owner) = match EntryReader::open(path) {
         Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(
-                "the previous generation's manifest is unreadable ({e}); publishing every file afresh"
-            );
-            d.added = files(entries.iter()).map(|e| e.path.clone()).collect();
-            return Ok((d, linkable));
-        }
+        Err(e) => return Ok(afresh(e.to_string())),
     };
     // Hard links share the inode, so its mtime and owner must match too.
     let link = link && mtime == new.contents.mtime && owner == new.contents.owner;
     let mut old = old.peekable();
-    let mut next_old = |until: Option<&str>, d: &mut Diff| -> Result<Option<Entry>, Error> {
+    let mut next_old = |until: Option<&str>, d: &mut Diff| -> Result<Option<Entry>, String> {
         // Entries of the old manifest before `until` were removed.
         while let Some(item) = old.peek() {
-            let e = item.as_ref().map_err(|e| {
-                Error::Environment(format!("{}: {e}; run with --force", path.display()))
-            })?;
+            let e = item.as_ref().map_err(|e| e.to_string())?;
             match until.map(|u| e.path.as_str().cmp(u)) {
                 Some(std::cmp::Ordering::Greater) => return Ok(None),
                 Some(std::cmp::Ordering::Equal) => {
@@ -805,7 +882,10 @@ fn diff(previous: Option<&Path>, new: &Manifest, link: bool) -> Result<(Diff, Ve
         Ok(None)
     };
     for (i, e) in entries.iter().enumerate() {
-        let prev = next_old(Some(&e.path), &mut d)?;
+        let prev = match next_old(Some(&e.path), &mut d) {
+            Ok(p) => p,
+            Err(why) => return Ok(afresh(why)),
+        };
         if e.kind != Kind::File {
             if prev.as_ref().is_some_and(|p| p.kind == Kind::File) {
                 d.removed.push(e.path.clone());
@@ -823,7 +903,9 @@ fn diff(previous: Option<&Path>, new: &Manifest, link: bool) -> Result<(Diff, Ve
             _ => d.added.push(e.path.clone()),
         }
     }
-    next_old(None, &mut d)?;
+    if let Err(why) = next_old(None, &mut d) {
+        return Ok(afresh(why));
+    }
     d.removed.sort();
     Ok((d, linkable))
 }

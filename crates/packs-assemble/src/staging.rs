@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::Error;
 use crate::fsops::{self, Seal};
 use crate::hash::FileHash;
-use crate::manifest::{Entry, MODE_EXEC};
+use crate::manifest::{Entry, MODE_DIR};
 use crate::progress::Progress;
 use crate::scan::{Kind, Node, Stamp};
 use crate::store::PackTree;
@@ -218,7 +218,7 @@ pub fn write_objects(
         seal.path(dir, *mode)?;
     }
     for job in jobs {
-        seal.path(&job.tmp, MODE_EXEC)?;
+        seal.path(&job.tmp, MODE_DIR)?;
         fsops::rename(&job.tmp, &store.join(&job.name))?;
     }
     Ok(out)

@@ -2,12 +2,15 @@
 //! `(device, inode) -> (ctime, size, digest)`, where the digest is a file's
 //! SHA-256 or a directory's listing hash ([`listing_digest`]).
 //!
-//! Published files and directories are read-only, so changing one needs a
-//! chmod (or root), and every write, chmod, link or unlink moves the inode's
-//! ctime, which no user can set. An inode whose stamp still matches its record
-//! is therefore what it was when it was confirmed; any other is read again
-//! ([`crate::audit`]). The record is a cache: without it everything is re-read,
-//! never trusted.
+//! Published files are read-only, so changing one needs a chmod (or root);
+//! a directory's entries change only by a link, unlink or rename in it. Each
+//! of these moves the inode's ctime, which no user can set, and so does a
+//! write, except through a shared writable mapping after its first write to a
+//! page, until writeback cleans the page. So a record is kept only for
+//! contents read at least [`settle_window_ns`] after the ctime (`settled`);
+//! an inode whose stamp still matches such a record is what it was when it
+//! was confirmed; any other is read again ([`crate::audit`]). The record is a
+//! cache: without it everything is re-read, never trusted.
 //!
 //! On disk: a magic line, then fixed 56-byte records sorted by (device, inode).
 
@@ -34,6 +37,60 @@ pub struct Record {
     /// Its link count when stat'ed (not stored: a count above 1 means another
     /// object shares the inode, so a link or unlink there moves its ctime).
     pub nlink: u64,
+    /// Whether its contents were read (or confirmed from the record) at least
+    /// [`settle_window_ns`] after its ctime, so that the record may be kept
+    /// (not stored: only settled records are written, see [`Stamps::bytes`]).
+    pub settled: bool,
+}
+
+/// The variable that sets the settle window in milliseconds (tests only).
+pub const SETTLE_WINDOW_ENV: &str = "PACKS_ASSEMBLE_SETTLE_WINDOW_MS";
+
+/// How long after an inode's last ctime its contents may still change without
+/// moving any time: a write through a shared writable mapping faults (and
+/// moves the times) only on the first write to a page after writeback cleaned
+/// it, and timestamps are coarse. The kernel's writeback window
+/// (`dirty_expire` + `dirty_writeback`, 35 s by default) plus 2 s; forever
+/// (`i64::MAX`: nothing is ever recorded, everything is read again) when
+/// periodic writeback is off or `dir` is on tmpfs, whose pages are never
+/// cleaned. Computed once per process.
+pub fn settle_window_ns(dir: &std::path::Path) -> i64 {
+    static WINDOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *WINDOW.get_or_init(|| {
+        if let Some(ms) = std::env::var(SETTLE_WINDOW_ENV)
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            return ms.saturating_mul(1_000_000);
+        }
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        #[allow(clippy::unnecessary_cast)]
+        let tmpfs = rustix::fs::statfs(dir).is_ok_and(|s| s.f_type as i64 == TMPFS_MAGIC);
+        let centisecs = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+        };
+        let expire = centisecs("dirty_expire_centisecs").unwrap_or(3000);
+        let writeback = centisecs("dirty_writeback_centisecs").unwrap_or(500);
+        if tmpfs || writeback <= 0 {
+            return i64::MAX;
+        }
+        (expire + writeback + 200).saturating_mul(10_000_000)
+    })
+}
+
+/// Whether contents read at `read_ns` (nanoseconds since the epoch) of an
+/// inode whose ctime is `ctime_ns` may be recorded.
+pub fn settles(ctime_ns: i64, read_ns: i64, window_ns: i64) -> bool {
+    ctime_ns.saturating_add(window_ns) <= read_ns
+}
+
+/// Now, in nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Records, sorted by (device, inode): the file's bytes as they are, searched
@@ -68,13 +125,17 @@ impl Stamps {
         (self.field(i, 0), self.field(i, 1))
     }
 
-    /// Reads the stamps file at `path` (missing or unreadable: empty).
+    /// Reads the stamps file at `path` (missing, unreadable, or anything but
+    /// a regular file: empty; see [`crate::volume::read_bookkeeping`]).
     pub fn load(path: &std::path::Path) -> Stamps {
-        std::fs::read(path).map_or_else(|_| Stamps::default(), |b| Stamps::from_bytes(&b))
+        crate::volume::read_bookkeeping(path, crate::volume::BOOKKEEPING_LIMIT)
+            .map_or_else(Stamps::default, |b| Stamps::from_bytes(&b))
     }
 
     /// The bytes of a stamps file holding `records` (sorted here).
     pub fn bytes(mut records: Vec<Record>) -> Vec<u8> {
+        // A record read too soon after its ctime is left out: read again next time.
+        records.retain(|r| r.settled);
         records.sort_by_key(|r| (r.dev, r.ino));
         records.dedup_by_key(|r| (r.dev, r.ino));
         let mut out = Vec::with_capacity(MAGIC.len() + records.len() * RECORD);
@@ -144,6 +205,7 @@ mod tests {
             size: 3,
             digest: Sha256Digest([ino as u8; 32]),
             nlink: 1,
+            settled: true,
         }
     }
 
@@ -163,6 +225,13 @@ mod tests {
         ));
         assert!(!s.confirms(&rec(2, 7), &Sha256Digest([3; 32])));
         assert!(!s.confirms(&rec(3, 7), &Sha256Digest([3; 32])));
+        // A record read too soon after its ctime is never written.
+        let young = Record {
+            settled: false,
+            ..rec(4, 7)
+        };
+        assert_eq!(Stamps::from_bytes(&Stamps::bytes(vec![young])).len(), 0);
+        assert!(settles(1, 11, 10) && !settles(2, 11, 10));
         // Damage is an empty record, never an error.
         let mut bytes = Stamps::bytes(vec![rec(1, 1)]);
         bytes.pop();

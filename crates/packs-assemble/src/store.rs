@@ -30,6 +30,29 @@ use crate::volume::{STORE_DIR, generation_id_of};
 
 /// The list of objects a generation links to, inside the generation.
 pub const OBJECTS_NAME: &str = ".attune-objects";
+/// A generation's sequence number: `attune-sequence 1`, then the number, one
+/// more than any other generation's when it was written or made current
+/// again by a publish. Generations are ordered by it, never by a timestamp.
+pub const SEQUENCE_NAME: &str = ".attune-sequence";
+const SEQUENCE_HEADER: &str = "attune-sequence 1";
+
+/// The bytes of a sequence file holding `n`.
+pub fn sequence_bytes(n: u64) -> Vec<u8> {
+    format!("{SEQUENCE_HEADER}\n{n}\n").into_bytes()
+}
+
+/// The sequence number of the generation at `dir`; 0 when it has none (a
+/// generation of an earlier version) or it is damaged or not a regular file.
+pub fn read_sequence(dir: &Path) -> u64 {
+    crate::volume::read_bookkeeping(&dir.join(SEQUENCE_NAME), 64)
+        .and_then(|b| {
+            let text = String::from_utf8(b).ok()?;
+            let n = text.strip_prefix(SEQUENCE_HEADER)?.trim();
+            n.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 /// First line of a generation's objects list: `<pack> <object>` lines follow.
 const OBJECTS_HEADER: &str = "attune-objects 2";
 /// First word of the objects list of the previous layout (directory objects,

@@ -14,7 +14,7 @@ use crate::error::{Error, IoContext};
 use crate::hash::hash_file;
 use crate::manifest::{MANIFEST_NAME, Manifest, root_hash};
 use crate::scan::Kind;
-use crate::store::{OBJECTS_NAME, Objects, link_target, read_objects};
+use crate::store::{OBJECTS_NAME, Objects, SEQUENCE_NAME, link_target, read_objects};
 use crate::volume::{DATA_LINK, RootEntry, STORE_DIR, Volume, classify, generation_id_of};
 
 const REASSEMBLE: &str = "run `packs-assemble assemble --force` for this volume: it publishes a fresh copy of every file";
@@ -178,7 +178,7 @@ fn check_tree(
         .ctx("read", gen_dir)?;
     names.sort();
     for name in &names {
-        if name == MANIFEST_NAME || name == OBJECTS_NAME {
+        if name == MANIFEST_NAME || name == OBJECTS_NAME || name == SEQUENCE_NAME {
             continue;
         }
         let path = gen_dir.join(name);

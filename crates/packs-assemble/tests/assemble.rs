@@ -27,7 +27,7 @@ fn publishes_the_atomic_writer_layout() {
     );
     assert_eq!(mode(&f.published("core/actions/echo.yaml")), 0o444);
     assert_eq!(mode(&f.published("core/actions/echo.sh")), 0o555);
-    assert_eq!(mode(&f.published("core/actions")), 0o555);
+    assert_eq!(mode(&f.published("core/actions")), 0o755);
     assert_eq!(mode(&f.published(SENSOR)), 0o555);
     assert_eq!(
         fs::metadata(f.published("core/pack.yaml")).unwrap().mtime(),

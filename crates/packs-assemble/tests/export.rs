@@ -369,3 +369,53 @@ fn image_layout_md_says_what_check_image_asserts() {
         assert!(flat.contains(&want), "IMAGE-LAYOUT.md does not say: {want}");
     }
 }
+
+/// `check-image` on an OCI layout whose layer blob was a FIFO or a link to
+/// `/dev/zero` ran forever: blobs were opened following links and read to EOF.
+/// They are opened without following links or blocking, regular files only,
+/// and read no further than the size their descriptor gives.
+#[test]
+fn check_image_never_hangs_on_a_layer_blob_that_is_a_fifo_or_a_link_to_dev_zero() {
+    let f = fixture();
+    f.cmd()
+        .args(EXPORT)
+        .args(["--format", "oci", "--out", "oci"])
+        .assert()
+        .success();
+    let blobs = f.path("oci/blobs/sha256");
+    let index: Value =
+        serde_json::from_slice(&fs::read(f.path("oci/index.json")).unwrap()).unwrap();
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(blobs.join(&m["sha256:".len()..])).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let blob = blobs.join(&layer["sha256:".len()..]);
+    for fifo in [true, false] {
+        fs::remove_file(&blob).unwrap();
+        if fifo {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &blob,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )
+            .unwrap();
+        } else {
+            std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+        }
+        let out = f
+            .cmd()
+            .args(["check-image", "--json", "--arch", "amd64", "oci"])
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap_or_else(|e| panic!("check-image did not finish: {e}"));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(
+            r.to_string().contains(&layer["sha256:".len()..]),
+            "the blob is named: {r}"
+        );
+    }
+}

@@ -243,3 +243,344 @@ fn a_missing_path_is_a_usage_error_for_inspect_and_verify_alike() {
         assert!(stderr_of(&out).contains("nowhere does not exist"), "{cmd}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Adversarial round 4 (issue 25)
+// ---------------------------------------------------------------------------
+
+/// `cmd` bounded in time: a run that hangs fails the test instead of the suite.
+fn bounded(mut cmd: assert_cmd::Command) -> std::process::Output {
+    cmd.timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap_or_else(|e| panic!("the run did not finish: {e}"))
+}
+
+/// Waits until process `pid` is stopped (SIGSTOP); panics if it ends first.
+fn wait_stopped(child: &mut std::process::Child) {
+    for _ in 0..6000 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended before it stopped: {status}");
+        }
+        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let state = stat.rsplit_once(") ").unwrap().1.split(' ').next().unwrap();
+        if state == "T" {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the run never stopped");
+}
+
+/// Overwrites the published file `path` in place with as many `!` (same size).
+fn edit_in_place(path: &std::path::Path) {
+    let real = fs::canonicalize(path).unwrap();
+    let len = fs::metadata(&real).unwrap().len() as usize;
+    let mut f = fs::OpenOptions::new().write(true).open(&real).unwrap();
+    std::io::Write::write_all(&mut f, "!".repeat(len).as_bytes()).unwrap();
+}
+
+/// A cold publish of the sensor `v1`, stopped (SIGSTOP) after its `n`-th step.
+fn stopped_at(n: u64) -> (Fixture, std::process::Child) {
+    let f = Fixture::new();
+    f.fresh_sensor("v1");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("packs-assemble"))
+        .current_dir(f.tmp.path())
+        .args(crate::util::ASSEMBLE)
+        .args(["--no-sync", "-q"])
+        .env_remove("PACKS_ASSEMBLE_CRASH_AFTER")
+        .env("PACKS_ASSEMBLE_STOP_AFTER", n.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_stopped(&mut child);
+    (f, child)
+}
+
+fn resume(child: &mut std::process::Child) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::CONT,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Step 10 recorded the stamps of the files the run had just written without
+/// reading them again: a file edited in place after its object was sealed and
+/// before the run ended was recorded as confirmed, and every later run said
+/// "up to date" and served the edit.
+#[test]
+fn a_file_edited_while_its_run_publishes_is_read_again_and_repaired() {
+    let probe = Fixture::new();
+    probe.fresh_sensor("v1");
+    let steps = probe.assemble_ok()["steps"].as_u64().unwrap();
+    // The first step after which the stamps record exists (its rename).
+    let stamps = |f: &Fixture| f.vol().join(".attune-assemble-stamps").exists();
+    let (mut lo, mut hi) = (1, steps);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let (f, mut child) = stopped_at(mid);
+        let written = stamps(&f);
+        resume(&mut child);
+        if written { hi = mid } else { lo = mid + 1 }
+    }
+    // Stopped before the stamps' temporary file is created: after the commit.
+    let (f, mut child) = stopped_at(lo - 2);
+    assert!(f.current_generation().is_some(), "stopped after the commit");
+    assert!(!stamps(&f), "stopped before the stamps are written");
+    edit_in_place(&f.published("core/actions/echo.yaml"));
+    resume(&mut child);
+    let r = f.assemble_ok();
+    assert_eq!(r["up_to_date"], false, "{r}");
+    assert_eq!(r["repaired"], serde_json::json!(["core/actions/echo.yaml"]));
+    assert_eq!(
+        fs::read(f.published("core/actions/echo.yaml")).unwrap(),
+        fs::read(f.packs().join("core/actions/echo.yaml")).unwrap()
+    );
+    f.assert_verifies();
+}
+
+/// Writes through a shared writable mapping fault (and move the file's times)
+/// only once per page until writeback cleans it: a run that read the file
+/// after the first write recorded its stamp, the next write through the same
+/// mapping moved nothing, and the run after said "up to date, every file
+/// confirmed", exit 0, serving the edit.
+#[test]
+fn writes_through_a_shared_mapping_are_never_confirmed_up_to_date() {
+    use std::io::{BufRead, Write};
+    let f = Fixture::new();
+    f.fresh_sensor("v1");
+    f.assemble_ok();
+    let path = f.published("core/actions/echo.yaml");
+    let real = fs::canonicalize(&path).unwrap();
+    // A writer holding a shared writable mapping (python3's mmap: this crate
+    // forbids unsafe code): a write of the same first byte, then on request
+    // the whole file overwritten through the same mapping.
+    let script = "import mmap, sys\n\
+f = open(sys.argv[1], 'r+b')\n\
+m = mmap.mmap(f.fileno(), 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)\n\
+m[0:1] = m[0:1]\n\
+print('mapped', flush=True)\n\
+sys.stdin.readline()\n\
+m[:] = b'!' * len(m)\n\
+print('written', flush=True)\n\
+sys.stdin.readline()\n";
+    let mut writer = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&real)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the mapping writer");
+    let mut to = writer.stdin.take().unwrap();
+    let mut from = std::io::BufReader::new(writer.stdout.take().unwrap());
+    let mut line = String::new();
+    from.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "mapped");
+    // The first write faulted and moved the times; the contents are the same.
+    let r = f.assemble_ok();
+    assert_eq!(r["up_to_date"], true, "{r}");
+    let ctime = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(p).unwrap();
+        (m.ctime(), m.ctime_nsec())
+    };
+    let before = ctime(&real);
+    writeln!(to).unwrap();
+    line.clear();
+    from.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "written");
+    assert_eq!(
+        ctime(&real),
+        before,
+        "the second write through the mapping moved no time"
+    );
+    let r = f.assemble_ok();
+    writeln!(to).unwrap();
+    writer.wait().unwrap();
+    assert_eq!(r["up_to_date"], false, "{r}");
+    assert_eq!(r["repaired"], serde_json::json!(["core/actions/echo.yaml"]));
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        fs::read(f.packs().join("core/actions/echo.yaml")).unwrap()
+    );
+    f.assert_verifies();
+}
+
+/// A current manifest cut short stopped every run with exit 3 ("run with
+/// --force"), so an init container failed every start; an unreadable header
+/// republished. Damage anywhere in it is now a missing manifest.
+#[test]
+fn a_truncated_current_manifest_is_republished_from_the_inputs() {
+    let f = Fixture::new();
+    f.fresh_sensor("v1");
+    f.assemble_ok();
+    let mf = f
+        .vol()
+        .join(f.current_generation().unwrap())
+        .join(".attune-manifest.json");
+    let bytes = fs::read(&mf).unwrap();
+    fs::write(&mf, &bytes[..bytes.len() / 2]).unwrap();
+    let out = bounded({
+        let mut c = f.assemble();
+        c.arg("--json");
+        c
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["up_to_date"], false, "{r}");
+    assert!(
+        stderr_of(&out).contains(".attune-manifest.json"),
+        "the damaged manifest is named: {}",
+        stderr_of(&out)
+    );
+    f.assert_verifies();
+}
+
+/// A FIFO at `.attune-assemble-facts` or `.attune-assemble-stamps` hung the
+/// run while it held the lock (and a link to /dev/zero read forever):
+/// bookkeeping files are opened without following links, without blocking,
+/// regular files only, bounded; anything else is a missing cache.
+#[test]
+fn a_fifo_or_a_link_at_a_bookkeeping_name_is_a_missing_cache_never_a_hang() {
+    for name in [
+        ".attune-assemble-facts",
+        ".attune-assemble-stamps",
+        ".attune-assemble-cache",
+    ] {
+        for fifo in [true, false] {
+            let f = Fixture::new();
+            f.fresh_sensor("v1");
+            f.assemble_ok();
+            let p = f.vol().join(name);
+            let _ = fs::remove_file(&p);
+            if fifo {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &p,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .unwrap();
+            } else {
+                symlink("/dev/zero", &p).unwrap();
+            }
+            let out = bounded({
+                let mut c = f.assemble();
+                c.arg("--json");
+                c
+            });
+            assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr_of(&out));
+            f.assert_verifies();
+        }
+    }
+}
+
+/// `.attune-lock` as a symbolic link made the run create the link's target
+/// outside the volume (and a FIFO there hung it): the lock is opened without
+/// following links or blocking, and anything but a regular file is refused
+/// with exit 3, naming it.
+#[test]
+fn the_lock_is_never_taken_through_a_link_or_a_fifo() {
+    let f = Fixture::new();
+    f.fresh_sensor("v1");
+    f.assemble_ok();
+    let lock = f.vol().join(".attune-lock");
+    let outside = f.path("outside/made-by-the-lock");
+    fs::create_dir_all(outside.parent().unwrap()).unwrap();
+    fs::remove_file(&lock).unwrap();
+    symlink(&outside, &lock).unwrap();
+    let out = bounded(f.assemble());
+    assert!(!outside.exists(), "the link's target was created");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains(".attune-lock"),
+        "{}",
+        stderr_of(&out)
+    );
+    fs::remove_file(&lock).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &lock,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let out = bounded(f.assemble());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains(".attune-lock"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+/// `rollback` confirmed a generation's objects but not its own pack links: a
+/// link pointing outside the volume was committed with exit 0 ("2 files
+/// confirmed") and served.
+#[test]
+fn rollback_refuses_a_generation_whose_pack_link_leaves_the_store() {
+    let (f, g1) = two_generations();
+    let current = f.current_generation().unwrap();
+    let link = f.vol().join(&g1).join("core");
+    let outside = f.path("outside/core");
+    copy_tree(&fs::canonicalize(&link).unwrap(), &outside);
+    fs::remove_file(&link).unwrap();
+    symlink(&outside, &link).unwrap();
+    let out = bounded({
+        let mut c = f.cmd();
+        c.args(["rollback", "vol", &g1]);
+        c
+    });
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("core"), "{}", stderr_of(&out));
+    assert_eq!(f.current_generation().unwrap(), current);
+}
+
+/// Generation order came from directory ctimes: after publishing A, B, A,
+/// `rollback` said there was no older generation, and a no-op `chmod` of a
+/// kept generation changed which one it picked.
+#[test]
+fn rollback_follows_the_publish_order_not_directory_times() {
+    let f = Fixture::new();
+    set_inputs(&f, 1);
+    let a = f.assemble_ok()["generation"].as_str().unwrap().to_string();
+    set_inputs(&f, 2);
+    let b = f.assemble_ok()["generation"].as_str().unwrap().to_string();
+    set_inputs(&f, 1);
+    assert_eq!(f.assemble_ok()["generation"], a.as_str());
+    let out = bounded({
+        let mut c = f.cmd();
+        c.args(["rollback", "vol"]);
+        c
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(f.current_generation().unwrap(), b);
+
+    let f = Fixture::new();
+    let mut gens = vec![];
+    for v in 1..=3 {
+        set_inputs(&f, v);
+        let out = bounded({
+            let mut c = f.assemble();
+            c.args(["--keep", "3", "--json"]);
+            c
+        });
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        gens.push(r["generation"].as_str().unwrap().to_string());
+    }
+    // A chmod that changes nothing but the directory's ctime.
+    let b_dir = f.vol().join(&gens[1]);
+    let m = fs::metadata(&b_dir).unwrap().permissions();
+    fs::set_permissions(&b_dir, m).unwrap();
+    let out = bounded({
+        let mut c = f.cmd();
+        c.args(["rollback", "vol"]);
+        c
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(f.current_generation().unwrap(), gens[1]);
+}

@@ -696,6 +696,106 @@ fn python_loader_accepts_a_published_workflow_file_inside_its_pack() {
     );
 }
 
+/// The variable that makes the test binary a helper that unpacks an archive
+/// from stdin into the directory it names (see [`unpack_helper`]).
+const UNPACK_INTO: &str = "PACKS_ASSEMBLE_TEST_UNPACK_INTO";
+
+/// The uid (and gid) upstream's images run as.
+const UPSTREAM_UID: u32 = 1000;
+
+/// Upstream's api, `GET /api/v1/packs/<ref>/archive` (`tar::Builder::append_dir_all`
+/// of `packs_base_dir/<pack>` under the pack's name: modes from disk), then its
+/// worker syncing the pack into its own packs directory as uid 1000 (its images'
+/// user): an archive read entry by entry with `set_preserve_permissions(false)`,
+/// each entry unpacked in turn ([`unpack_helper`], run as a process of that uid
+/// when this test runs as root), failing the pack at its first error as
+/// upstream's "Failed to extract pack" does. The lines: every unpacked entry
+/// with its type, contents hash and whether its owner may run it.
+fn archive_and_unpack_as_uid_1000(base: &Path, w: &World) -> Vec<String> {
+    let mut lines = vec![];
+    for pack in &w.packs {
+        let mut b = tar::Builder::new(vec![]);
+        b.append_dir_all(pack, base.join(pack)).unwrap();
+        let archive = b.into_inner().unwrap();
+        // The worker's packs directory: its own, below a directory it can reach.
+        let home = tempfile::tempdir().unwrap();
+        fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let dest = home.path().join("packs");
+        fs::create_dir(&dest).unwrap();
+        let mut helper = Command::new(std::env::current_exe().unwrap());
+        helper
+            .args([
+                "reader_contract::unpack_helper",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(UNPACK_INTO, &dest)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&dest, Some(UPSTREAM_UID), Some(UPSTREAM_UID)).unwrap();
+            std::os::unix::process::CommandExt::uid(&mut helper, UPSTREAM_UID);
+            std::os::unix::process::CommandExt::gid(&mut helper, UPSTREAM_UID);
+        }
+        let mut child = helper.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &archive).unwrap();
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() {
+            lines.push(format!(
+                "error: Failed to extract pack '{pack}': {}",
+                stderr_of(&out).trim()
+            ));
+            continue;
+        }
+        for e in WalkDir::new(dest.join(pack)).sort_by_file_name() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(&dest).unwrap().display().to_string();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            lines.push(if meta.is_dir() {
+                format!("{rel}/")
+            } else if meta.is_file() {
+                let sha = hex(&Sha256::digest(fs::read(e.path()).unwrap()));
+                let exec = meta.permissions().mode() & 0o100 != 0;
+                format!("{rel} {sha} exec={exec}")
+            } else {
+                format!("error: {rel} is a {:?}", meta.file_type())
+            });
+        }
+    }
+    lines
+}
+
+/// The worker's side of [`archive_and_unpack_as_uid_1000`], run by it as a
+/// separate process (under uid 1000); does nothing in a normal test run.
+#[test]
+#[ignore = "a helper that archive_and_unpack_as_uid_1000 runs under uid 1000"]
+fn unpack_helper() {
+    let Some(dest) = std::env::var_os(UNPACK_INTO) else {
+        return;
+    };
+    let mut archive = tar::Archive::new(std::io::stdin().lock());
+    archive.set_preserve_permissions(false);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if let Err(e) = entry.unpack_in(&dest) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[test]
+fn upstream_archive_unpacks_as_uid_1000_as_from_a_cp_copy() {
+    World::new().assert_same(
+        "api archive (append_dir_all) + worker unpack as uid 1000",
+        archive_and_unpack_as_uid_1000,
+    );
+}
+
 #[test]
 fn directory_checksum_of_a_published_pack_equals_a_cp_copy() {
     World::new().assert_same(

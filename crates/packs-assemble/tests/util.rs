@@ -86,7 +86,9 @@ impl Fixture {
         c.current_dir(self.tmp.path())
             .env_remove("SOURCE_DATE_EPOCH")
             .env_remove("ATTUNE_LOG_FORMAT")
-            .env_remove("PACKS_ASSEMBLE_CRASH_AFTER");
+            .env_remove("PACKS_ASSEMBLE_CRASH_AFTER")
+            .env_remove("PACKS_ASSEMBLE_STOP_AFTER")
+            .env_remove("PACKS_ASSEMBLE_SETTLE_WINDOW_MS");
         c
     }
 

@@ -37,7 +37,7 @@ fn verify_finds_tampering_and_strays() {
     fs::write(gen_dir.join("core/actions/dropped.sh"), "x").unwrap();
     fs::set_permissions(
         gen_dir.join("core/actions"),
-        fs::Permissions::from_mode(0o555),
+        fs::Permissions::from_mode(0o755),
     )
     .unwrap();
     fs::write(f.vol().join("leftover.txt"), "x").unwrap();
