@@ -608,7 +608,7 @@ fn parse_yaml<T: DeserializeOwned + Known>(
     if let Value::Object(map) = &raw {
         for key in map
             .keys()
-            .filter(|k| !T::KEYS.contains(&k.as_str()) && !(from_name && *k == "name"))
+            .filter(|k| !T::KEYS.contains(&k.as_str()) && (!from_name || *k != "name"))
         {
             diags.push(
                 Diagnostic::warning(file, format!("unknown key `{key}`; ignored"))
