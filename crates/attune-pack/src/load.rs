@@ -79,7 +79,7 @@ pub fn load_pack_cached(
         Facts::Meta,
         |mut read, text| {
             let found = text.and_then(|text| {
-                let mut meta = parse_yaml::<PackMeta>(&pack_file, &text, false, &mut read)?;
+                let mut meta = parse_yaml::<PackMeta>(&pack_file, &text, None, &mut read)?;
                 // Upstream's registry reads `name` where `label` is missing.
                 if meta.label.trim().is_empty() {
                     meta.label = meta.name.clone().unwrap_or_else(|| meta.pack_ref.clone());
@@ -359,7 +359,7 @@ impl Loader<'_> {
 
     /// The YAML files directly inside `dir/<T::DIR>/`, sorted by name, parsed
     /// as `T` and completed; their own checks go to `checks`. A file without
-    /// `ref` is skipped with a warning, as upstream skips it.
+    /// `ref` is completed from its `name` or skipped ([`missing_ref`]).
     fn kind<T: Component>(
         &mut self,
         pack: &str,
@@ -380,7 +380,8 @@ impl Loader<'_> {
                 T::wrap,
                 |mut read, text| {
                     let found = text.and_then(|text| {
-                        let mut spec = parse_yaml::<T>(&file, &text, true, &mut read)?;
+                        let mut spec =
+                            parse_yaml::<T>(&file, &text, Some((pack, T::KIND)), &mut read)?;
                         spec.normalize(pack);
                         let checks = spec.checks(pack, &file, &text);
                         Some((spec, checks))
@@ -473,16 +474,17 @@ fn check_carried(file: &Path, kind: &str, text: &str, diags: &mut Diagnostics) {
                 .and_then(Value::as_str)
                 .is_none_or(str::is_empty) =>
         {
-            diags.push(
-                Diagnostic::warning(
-                    file,
-                    format!(
-                        "has no `ref`; upstream Attune skips this {} file",
-                        kind.trim_end_matches('s')
-                    ),
+            let message = if kind == "workflows" {
+                format!(
+                    "has no `ref`; {PYTHON_LOADER} and {RUST_LOADER} both load a workflow only through the action whose `workflow_file` names it, and give it that action's ref"
                 )
-                .hint("add `ref: <pack>.<name>`"),
-            )
+            } else {
+                format!(
+                    "has no `ref`; skipped, as {PYTHON_LOADER} and {RUST_LOADER} both skip a {} without one",
+                    kind.trim_end_matches('s').replace('_', " ")
+                )
+            };
+            diags.push(Diagnostic::warning(file, message).hint("add `ref: <pack>.<name>`"))
         }
         Ok(_) => {}
     }
@@ -574,36 +576,40 @@ fn read_text(
 }
 
 /// Parses one YAML file's `text` as `T`; problems become diagnostics naming
-/// the file and place. Keys `T` does not know are warnings; a component
-/// (`component` true) without `ref` is skipped with a warning.
+/// the file and place. Keys `T` does not know are warnings. A component
+/// (`component` is `Some((pack, kind))`) without `ref` is completed or skipped
+/// as upstream's loaders do ([`missing_ref`]).
 fn parse_yaml<T: DeserializeOwned + Known>(
     file: &Path,
     text: &str,
-    component: bool,
+    component: Option<(&str, &str)>,
     diags: &mut Diagnostics,
 ) -> Option<T> {
-    let raw = match serde_saphyr::from_str::<Value>(text) {
+    let mut raw = match serde_saphyr::from_str::<Value>(text) {
         Ok(v) => v,
         Err(e) => {
             diags.push(yaml_diagnostic(file, &e));
             return None;
         }
     };
-    if component
+    let mut from_name = false;
+    if let Some((pack, kind)) = component
         && raw
             .get("ref")
             .and_then(Value::as_str)
             .is_none_or(|r| r.trim().is_empty())
     {
-        diags.push(
-            Diagnostic::warning(file, "has no `ref`; skipped, as upstream Attune skips it")
-                .field("ref")
-                .hint("add `ref: <pack>.<name>`"),
-        );
-        return None;
+        let derived = missing_ref(file, pack, kind, &raw, diags)?;
+        if let Value::Object(map) = &mut raw {
+            map.insert("ref".into(), Value::String(derived));
+        }
+        from_name = true;
     }
     if let Value::Object(map) = &raw {
-        for key in map.keys().filter(|k| !T::KEYS.contains(&k.as_str())) {
+        for key in map
+            .keys()
+            .filter(|k| !T::KEYS.contains(&k.as_str()) && (!from_name || *k != "name"))
+        {
             diags.push(
                 Diagnostic::warning(file, format!("unknown key `{key}`; ignored"))
                     .at_opt(validate::key_place(text, key))
@@ -612,10 +618,89 @@ fn parse_yaml<T: DeserializeOwned + Known>(
             );
         }
     }
-    match serde_saphyr::from_str::<T>(text) {
+    let parsed = if from_name {
+        // The text has no `ref` to read: from the completed value (without
+        // line numbers in an error, which names the field).
+        serde_json::from_value::<T>(raw).map_err(|e| Diagnostic::error(file, e.to_string()))
+    } else {
+        serde_saphyr::from_str::<T>(text).map_err(|e| yaml_diagnostic(file, &e))
+    };
+    match parsed {
         Ok(v) => Some(v),
-        Err(e) => {
-            diags.push(yaml_diagnostic(file, &e));
+        Err(d) => {
+            diags.push(d);
+            None
+        }
+    }
+}
+
+/// The loader that docker-compose's `init-packs` runs upstream.
+const PYTHON_LOADER: &str =
+    "upstream's Python loader (scripts/load_core_pack.py, run by docker-compose's init-packs)";
+/// The loader behind upstream's pack registration through the API.
+const RUST_LOADER: &str = "upstream's Rust loader (crates/common/src/pack_registry/loader.rs, packs registered through the API)";
+
+/// A component of `kind` in `pack` whose `raw` YAML has no `ref` (absent,
+/// empty or not a string): the ref upstream's Python loader gives it, with a
+/// warning saying what each upstream loader does, or `None` (skipped, with a
+/// warning saying why).
+///
+/// Upstream's Rust loader skips every component without a string `ref`. Its
+/// Python loader builds `<pack>.<name>` from `name` for actions, sensors and
+/// triggers (where `ref` is absent or empty), and fails the whole pack when
+/// `name` is missing too; it skips a rule without `ref`. We register what
+/// the Python loader registers, and skip the rest.
+fn missing_ref(
+    file: &Path,
+    pack: &str,
+    kind: &str,
+    raw: &Value,
+    diags: &mut Diagnostics,
+) -> Option<String> {
+    let warning = |message: String| Diagnostic::warning(file, message).field("ref");
+    if kind == "rule" {
+        diags.push(
+            warning(format!(
+                "has no `ref`; skipped, as {PYTHON_LOADER} and {RUST_LOADER} both skip a rule without one"
+            ))
+            .hint("add `ref: <pack>.<name>`"),
+        );
+        return None;
+    }
+    let unset = raw
+        .get("ref")
+        .is_none_or(|r| r.is_null() || r.as_str() == Some(""));
+    let name = raw
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty());
+    match (unset, name) {
+        (true, Some(name)) => {
+            let derived = format!("{pack}.{name}");
+            diags.push(
+                warning(format!(
+                    "has no `ref`; registered as `{derived}` from its `name`, as {PYTHON_LOADER} registers it; {RUST_LOADER} skips this {kind}"
+                ))
+                .hint(format!("add `ref: {derived}` so that both upstream loaders register it")),
+            );
+            Some(derived)
+        }
+        (true, None) => {
+            diags.push(
+                warning(format!(
+                    "has no `ref` and no `name`; skipped, as {RUST_LOADER} skips it; {PYTHON_LOADER} fails the whole pack on it (KeyError 'name')"
+                ))
+                .hint("add `ref: <pack>.<name>`"),
+            );
+            None
+        }
+        (false, _) => {
+            diags.push(
+                warning(format!(
+                    "`ref` is not a string; skipped, as {RUST_LOADER} skips it; {PYTHON_LOADER} fails the whole pack on it"
+                ))
+                .hint("write `ref: <pack>.<name>`"),
+            );
             None
         }
     }
@@ -668,6 +753,58 @@ mod tests {
         assert_eq!(pack.meta.pack_ref, "demo");
         assert_eq!(pack.actions.len(), 1);
         assert_eq!(pack.actions[0].spec.entry_point, "hello.sh");
+    }
+
+    /// The warning said "skipped, as upstream Attune skips it", half true:
+    /// upstream's Python loader builds `<pack>.<name>` and registers the
+    /// action (test_pack's actions have `name` and no `ref`); its Rust
+    /// loader skips it. We register it as the Python loader does, and say
+    /// what each does.
+    #[test]
+    fn an_action_without_ref_is_registered_from_its_name_as_upstreams_python_loader_does() {
+        let out = load_one(
+            "actions/echo.yaml",
+            "name: echo\nrunner_type: shell\nentry_point: echo.sh\n",
+        );
+        let pack = out.pack.expect("loads");
+        assert_eq!(pack.actions.len(), 1);
+        assert_eq!(pack.actions[0].spec.action_ref, "demo.echo");
+        assert_eq!(pack.actions[0].spec.label, "Echo");
+        let shown: Vec<String> = out.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(shown.len(), 1, "{shown:#?}");
+        for part in [
+            "has no `ref`; registered as `demo.echo` from its `name`",
+            "scripts/load_core_pack.py",
+            "Rust loader",
+            "skips this action",
+        ] {
+            assert!(shown[0].contains(part), "no `{part}` in {}", shown[0]);
+        }
+    }
+
+    fn messages(out: &LoadOutcome) -> String {
+        let all: Vec<String> = out.diagnostics.iter().map(|d| d.to_string()).collect();
+        all.join("\n")
+    }
+
+    #[test]
+    fn a_component_without_ref_or_name_or_a_rule_without_ref_is_skipped_saying_what_each_loader_does()
+     {
+        let out = load_one("triggers/t.yaml", "label: T\n");
+        assert_eq!(out.pack.as_ref().unwrap().triggers.len(), 0);
+        let shown = messages(&out);
+        assert!(
+            shown.contains("has no `ref` and no `name`; skipped")
+                && shown.contains("fails the whole pack on it (KeyError 'name')"),
+            "{shown}"
+        );
+        let out = load_one(
+            "rules/r.yaml",
+            "name: r\ntrigger_ref: core.intervaltimer\naction_ref: core.noop\n",
+        );
+        assert_eq!(out.pack.as_ref().unwrap().rules.len(), 0);
+        let shown = messages(&out);
+        assert!(shown.contains("both skip a rule without one"), "{shown}");
     }
 
     #[test]
@@ -762,9 +899,14 @@ mod tests {
             1,
             "only the ref-less action is reported: {shown:#?}"
         );
-        assert!(shown[0].contains("noref.yaml") && shown[0].contains("skipped"));
+        assert!(
+            shown[0].contains("noref.yaml") && shown[0].contains("registered as `demo.noref`"),
+            "{}",
+            shown[0]
+        );
         assert_eq!(pack.meta.label, "Demo");
-        // Sorted by file name: flat.yaml, full.yaml.
+        // Sorted by file name: flat.yaml, full.yaml, noref.yaml.
+        assert_eq!(pack.actions[2].spec.action_ref, "demo.noref");
         let full = &pack.actions[1].spec;
         assert_eq!(full.label, "Full");
         assert_eq!(full.runner_type, crate::RunnerType::Python);

@@ -307,14 +307,14 @@ fn invalid_packs_report_the_same_cached() {
         "ref `demo.dup` is defined twice",
         "no_entry.yaml: error: field `entry_point`: is missing",
         "timeout_type.yaml:3",
-        "has no `ref`; skipped",
+        "has no `ref`; registered as `demo.noref` from its `name`",
         "cannot read as UTF-8 text",
         "pack YAML files are limited",
         "a sensor emits at least one trigger type",
         "unknown key `weird`",
         "`interval` must be a whole number",
         "`a.b.c` is not a ref",
-        "upstream Attune skips this workflow file",
+        "give it that action's ref",
         "broken.yaml:",
     ] {
         assert!(

@@ -125,14 +125,22 @@ impl Queue {
     }
 
     /// Queues the events of the spool at `path` (oldest first) ahead of any
-    /// new one; `path` is removed once none of them is queued any more.
-    pub fn restore(&self, events: Vec<Event>, path: PathBuf) {
+    /// new one, taking each from `events` only once the one before is queued
+    /// (so a spool is never held whole: beyond the capacity the oldest are
+    /// dropped, as at any push); `path` is removed once none of them is queued
+    /// any more. Returns how many were taken.
+    pub fn restore(&self, events: impl IntoIterator<Item = Event>, path: PathBuf) -> usize {
+        let mut taken = 0;
         for e in events {
             self.push(e);
+            taken += 1;
         }
-        let mut st = self.lock();
-        st.restored = st.next_seq.checked_sub(1).map(|last| (last, path));
-        st.settle_restored();
+        if taken > 0 {
+            let mut st = self.lock();
+            st.restored = st.next_seq.checked_sub(1).map(|last| (last, path));
+            st.settle_restored();
+        }
+        taken
     }
 
     /// The HTTP status with which the API refused the token, if it did.

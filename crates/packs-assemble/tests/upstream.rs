@@ -62,6 +62,8 @@ fn upstream_packs_check_assemble_and_verify() {
     for d in diagnostics(&v) {
         if d["severity"] == "error" && d["message"].as_str().unwrap_or("").ends_with("is missing") {
             let path = f.tmp.path().join(d["path"].as_str().unwrap());
+            // test_pack's echo.yaml names `actions/echo.py`, inside actions/.
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(
                 &path,
                 "#!/bin/sh\n# placeholder written by the test\nexit 0\n",
