@@ -59,11 +59,12 @@ pub struct Args {
     /// Log level.
     #[arg(long, env = env::LOG_LEVEL, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
-    /// Connections open at once; one more is closed at once.
+    /// Connections open at once; at the limit a new one takes the place of the idlest not in a handler (refused only when all are in one), and an eighth is kept for `/health` (others get 503).
     #[arg(long, env = env::API_MAX_CONNECTIONS, default_value_t = 512)]
     pub max_connections: usize,
     /// Seconds a client has to send a request's headers; also how long an idle
-    /// keep-alive connection stays open.
+    /// keep-alive connection stays open, and how long a write may wait for a
+    /// client that reads nothing.
     #[arg(long, env = env::API_HEADER_TIMEOUT, default_value_t = 10)]
     pub header_timeout: u64,
     /// Seconds a client has to send a whole request body (then 408).

@@ -80,10 +80,13 @@ group! {
     /// Seconds between the api's checks of the volume's generation (it
     /// reloads the packs when it changes).
     PACKS_WATCH_SECONDS = "ATTUNE_PACKS_WATCH_SECONDS";
-    /// Connections the api holds open at once; one more is closed at once.
+    /// Connections the api holds open at once; at the limit a new one takes
+    /// the place of the idlest not in a handler, and an eighth is kept for
+    /// `/health` (others get 503).
     API_MAX_CONNECTIONS = "ATTUNE_API_MAX_CONNECTIONS";
     /// Seconds a client has to send a request's headers; also how long an idle
-    /// keep-alive connection stays open.
+    /// keep-alive connection stays open, and how long a write may wait for a
+    /// client that reads nothing.
     API_HEADER_TIMEOUT = "ATTUNE_API_HEADER_TIMEOUT";
     /// Seconds a client has to send a whole request body (then 408).
     API_BODY_TIMEOUT = "ATTUNE_API_BODY_TIMEOUT";
