@@ -70,6 +70,12 @@ pub struct ExportRootfsArgs {
     /// Every other entry is owned by 0:0.
     #[arg(long = "owner", value_name = "PATH=UID:GID", value_parser = parse_path_owner)]
     pub owners: Vec<(String, (u32, u32))>,
+    /// Below this path (for example /usr, or / for a runtime image of
+    /// Debian packages), an executable ELF may be dynamic: it runs with the
+    /// libc and libraries of the image itself. It must still be for --arch.
+    /// Elsewhere every executable ELF must be static. Repeatable.
+    #[arg(long = "dynamic-ok", value_name = "PATH")]
+    pub dynamic_ok: Vec<String>,
     /// What to write.
     #[arg(long, value_enum, default_value_t = ImageFormat::DockerArchive)]
     pub format: ImageFormat,
@@ -196,6 +202,7 @@ fn item(
     f: Found,
     owner: (u32, u32),
     arch: Arch,
+    dynamic_ok: bool,
     d: &mut Diagnostics,
 ) -> Result<Item<'static>, Error> {
     let mode = f.meta.permissions().mode() & 0o7777;
@@ -227,7 +234,18 @@ fn item(
     } else if t.is_dir() {
         Body::Dir
     } else {
-        if mode & 0o111 != 0 && is_elf_file(&f.path)? {
+        if mode & 0o111 != 0 && dynamic_ok && is_elf_file(&f.path)? {
+            // The image's own libc runs it: only its machine must be the image's.
+            let (bytes, _) = crate::inspect::read(&f.path)?;
+            match attune_pack::ElfFacts::parse(&bytes) {
+                Ok(facts) if facts.arch == Some(arch) => {}
+                Ok(facts) => d.push(
+                    Diagnostic::error(&f.path, format!("is {}, not {arch}: it would fail with `exec format error` in an {arch} image", facts.summary()))
+                        .hint(format!("put the {arch} build there, for example the {arch} .deb's file, or remove it")),
+                ),
+                Err(e) => d.push(Diagnostic::error(&f.path, format!("is not a readable ELF: {e}"))),
+            }
+        } else if mode & 0o111 != 0 && is_elf_file(&f.path)? {
             let (bytes, executable) = crate::inspect::read(&f.path)?;
             image::check_runs(
                 &f.path,
@@ -349,10 +367,25 @@ pub fn command(args: &ExportRootfsArgs, out: Output) -> Result<ExitCode, Error> 
             .hint("put the program there (a file, not a link), or give its path to --entrypoint"),
         ),
     }
+    let mut dynamic_ok = vec![];
+    for p in &args.dynamic_ok {
+        if p == "/" {
+            dynamic_ok.push(String::new());
+        } else {
+            dynamic_ok.push(image_path(p).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--dynamic-ok {p}: not an absolute path without `.`, `..` or `//` (for example /usr)"
+                ))
+            })?);
+        }
+    }
     let mut items = vec![];
     for f in found {
         let owner = owners.get(f.rel.as_str()).copied().unwrap_or(layout::ROOT);
-        items.push(item(f, owner, arch, d)?);
+        let dynamic_ok = dynamic_ok
+            .iter()
+            .any(|p| p.is_empty() || f.rel == *p || f.rel.starts_with(&format!("{p}/")));
+        items.push(item(f, owner, arch, dynamic_ok, d)?);
     }
     result.entries = items.len();
     if result.image.diagnostics.has_errors() {

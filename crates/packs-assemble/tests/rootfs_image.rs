@@ -172,3 +172,31 @@ fn export_rootfs_refuses_with_an_exit_code_that_says_why() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("--out exists.tar exists"));
 }
+
+/// A runtime image of Debian packages (the Python runtime) runs dynamic
+/// programs with its own libc: below `--dynamic-ok` they are accepted, of the
+/// image's machine only; elsewhere an executable ELF must still be static.
+#[test]
+fn dynamic_programs_are_accepted_below_dynamic_ok_and_only_for_the_arch() {
+    let f = Fixture::new();
+    tree(&f, "a");
+    f.write_elf("a/usr/bin/python3.11", ElfSpec::dynamic(Arch::Amd64));
+    let refused = export(&f, "a", "refused.tar").output().unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr_of(&refused));
+    assert!(stderr_of(&refused).contains("usr/bin/python3.11: error: cannot be a program"));
+    export(&f, "a", "ok.tar")
+        .args(["--dynamic-ok", "/usr"])
+        .assert()
+        .success();
+    f.write_elf("a/usr/lib/libx.so", ElfSpec::dynamic(Arch::Arm64));
+    let wrong = export(&f, "a", "wrong.tar")
+        .args(["--dynamic-ok", "/"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&wrong);
+    assert_eq!(wrong.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("usr/lib/libx.so: error: is") && err.contains("not amd64"),
+        "{err}"
+    );
+}
