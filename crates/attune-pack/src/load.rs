@@ -468,7 +468,7 @@ fn rel_path(kind: &str, file: &Path) -> Option<String> {
 /// A carried file's text: it must parse, and should have a `ref`.
 fn check_carried(file: &Path, kind: &str, text: &str, diags: &mut Diagnostics) {
     match serde_saphyr::from_str::<Value>(text) {
-        Err(e) => diags.push(yaml_diagnostic(file, &e)),
+        Err(e) => diags.push(yaml_diagnostic(file, text, &e)),
         Ok(v)
             if v.get("ref")
                 .and_then(Value::as_str)
@@ -588,7 +588,7 @@ fn parse_yaml<T: DeserializeOwned + Known>(
     let mut raw = match serde_saphyr::from_str::<Value>(text) {
         Ok(v) => v,
         Err(e) => {
-            diags.push(yaml_diagnostic(file, &e));
+            diags.push(yaml_diagnostic(file, text, &e));
             return None;
         }
     };
@@ -610,11 +610,17 @@ fn parse_yaml<T: DeserializeOwned + Known>(
             .keys()
             .filter(|k| !T::KEYS.contains(&k.as_str()) && (!from_name || *k != "name"))
         {
+            // Upstream's loaders read the keys they know and ignore the rest:
+            // a warning (an error with --strict), at the key itself.
+            let hint = match nearest(key, T::KEYS) {
+                Some(k) => format!("did you mean `{k}`? (known keys: {})", T::KEYS.join(", ")),
+                None => format!("known keys: {}", T::KEYS.join(", ")),
+            };
             diags.push(
                 Diagnostic::warning(file, format!("unknown key `{key}`; ignored"))
-                    .at_opt(validate::key_place(text, key))
+                    .at_opt(validate::key_place(text, key).map(|(line, _)| (line, 1)))
                     .field(key.clone())
-                    .hint(format!("known keys: {}", T::KEYS.join(", "))),
+                    .hint(hint),
             );
         }
     }
@@ -623,7 +629,7 @@ fn parse_yaml<T: DeserializeOwned + Known>(
         // line numbers in an error, which names the field).
         serde_json::from_value::<T>(raw).map_err(|e| Diagnostic::error(file, e.to_string()))
     } else {
-        serde_saphyr::from_str::<T>(text).map_err(|e| yaml_diagnostic(file, &e))
+        serde_saphyr::from_str::<T>(text).map_err(|e| yaml_diagnostic(file, text, &e))
     };
     match parsed {
         Ok(v) => Some(v),
@@ -706,8 +712,45 @@ fn missing_ref(
     }
 }
 
-/// A parse error as a diagnostic: the message without the location suffix, and the location.
-fn yaml_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
+/// The known key nearest to `key` (a typo of it: at most a third of its
+/// letters changed, added, dropped or swapped), if any.
+fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (key.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, an adjacent swap counting one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// A parse error as a diagnostic: the message without the location suffix,
+/// the location, and a hint for the usual causes.
+fn yaml_diagnostic(file: &Path, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
     let plain = e.without_snippet().to_string();
     let message = match plain.rfind(" at line ") {
         Some(i) => plain[..i].to_string(),
@@ -717,7 +760,27 @@ fn yaml_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
         .location()
         .filter(|l| l.line() > 0)
         .map(|l| (l.line() as u32, l.column() as u32));
-    Diagnostic::error(file, message).at_opt(place)
+    let line = place.and_then(|(l, _)| text.lines().nth(l as usize - 1));
+    let tabs = line.is_some_and(|l| l.trim_end().contains('\t'))
+        || text.lines().any(|l| l.starts_with('\t'));
+    let hint = if tabs {
+        "YAML indents with spaces only: replace the tabs with spaces".to_string()
+    } else if message.contains("mapping values are not allowed") {
+        "a value that holds `: ` must be quoted (description: \"a: b\"); or this line is indented under a key that already has a value".to_string()
+    } else if message.contains("did not find expected")
+        || message.contains("block")
+        || message.contains("indent")
+    {
+        "check the indentation: the keys of one mapping start in the same column, and list items under their key".to_string()
+    } else if message.contains("unclosed")
+        || message.contains("end of")
+        || message.contains("quoted")
+    {
+        "close every quote and bracket the line opens".to_string()
+    } else {
+        "YAML: indent with spaces, quote a value that holds `: ` or ` #`, close every quote and bracket".to_string()
+    };
+    Diagnostic::error(file, message).at_opt(place).hint(hint)
 }
 
 #[cfg(test)]

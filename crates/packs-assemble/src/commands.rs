@@ -341,14 +341,14 @@ pub fn check(args: &CheckArgs, out: Output) -> Result<ExitCode, Error> {
             .collect(),
         diagnostics: &plan.diagnostics,
     };
-    out.result(&result, || {
-        format!(
-            "checked {} {} ({}) for {arch}: {}",
-            result.packs.len(),
-            plural(result.packs.len(), "pack"),
+    out.result(&result, || match result.packs.len() {
+        0 => format!("checked no pack for {arch}: {}", counts(&plan.diagnostics)),
+        n => format!(
+            "checked {n} {} ({}) for {arch}: {}",
+            plural(n, "pack"),
             result.packs.join(", "),
             counts(&plan.diagnostics)
-        )
+        ),
     });
     match plan.diagnostics.errors().count() {
         0 => Ok(ExitCode::from(exit::OK)),

@@ -235,7 +235,7 @@ pub fn plan(
                 inputs.packs.first().map_or(Path::new("."), PathBuf::as_path),
                 format!("no pack found in {}", dirs.join(", ")),
             )
-            .hint("a pack is a directory holding pack.yaml; pass a directory of packs, or one pack, with --packs"),
+            .hint("a pack is a directory holding pack.yaml (ref, label, version); pass a directory of packs, or one pack"),
         );
     }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod assemble;
+mod check_errors;
 mod crash;
 mod deps;
 mod export;
