@@ -408,6 +408,49 @@ fn find<'a>(nodes: &'a [Node], rel: &str) -> Option<&'a Node> {
         .map(|i| &nodes[i])
 }
 
+/// The pack directories of a binaries or dependencies tree `root` (`what`),
+/// by name; an entry naming no pack of the sources is a warning, and skipped.
+fn tree_packs(
+    root: &Path,
+    what: &'static str,
+    found: &BTreeMap<String, FoundPack>,
+    diags: &mut Diagnostics,
+) -> Result<Vec<(String, PathBuf)>, Error> {
+    let mut out = vec![];
+    let action = if what == "binaries" {
+        "read binaries tree"
+    } else {
+        "read dependencies tree"
+    };
+    for e in sorted_entries(root, action)? {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if !found.contains_key(&name) {
+            diags.push(
+                Diagnostic::warning(
+                    &path,
+                    format!("no pack `{name}` among the sources; ignored"),
+                )
+                .hint(format!(
+                    "{what} go only into packs whose sources are given with --packs"
+                )),
+            );
+        } else if path.is_dir() {
+            out.push((name, path));
+        }
+    }
+    Ok(out)
+}
+
+/// `nodes` with `added` laid in, sorted by path, one node per path.
+fn merge(nodes: &mut Vec<Node>, added: Vec<Node>) {
+    if !added.is_empty() {
+        nodes.extend(added);
+        nodes.sort_by(|a, b| a.rel.cmp(&b.rel));
+        nodes.dedup_by(|b, a| a.rel == b.rel);
+    }
+}
+
 /// Lays the binaries tree `root` over `nodes` (sorted by path, and still sorted after).
 fn overlay(
     root: &Path,
@@ -418,24 +461,7 @@ fn overlay(
     diags: &mut Diagnostics,
 ) -> Result<(), Error> {
     let mut added = vec![];
-    for e in sorted_entries(root, "read binaries tree")? {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let path = e.path();
-        if !found.contains_key(&name) {
-            diags.push(
-                Diagnostic::warning(
-                    &path,
-                    format!("no pack `{name}` among the sources; ignored"),
-                )
-                .hint(
-                    "binaries are published only into packs whose sources are given with --packs",
-                ),
-            );
-            continue;
-        }
-        if !path.is_dir() {
-            continue;
-        }
+    for (name, path) in tree_packs(root, "binaries", found, diags)? {
         for n in scan(&path, &name, Origin::Binaries, true, diags)? {
             let at = nodes.binary_search_by(|o| o.rel.cmp(&n.rel));
             if n.kind == Kind::Dir {
@@ -482,11 +508,7 @@ fn overlay(
             }
         }
     }
-    if !added.is_empty() {
-        nodes.extend(added);
-        nodes.sort_by(|a, b| a.rel.cmp(&b.rel));
-        nodes.dedup_by(|b, a| a.rel == b.rel);
-    }
+    merge(nodes, added);
     Ok(())
 }
 
@@ -503,22 +525,7 @@ fn add_deps(
     diags: &mut Diagnostics,
 ) -> Result<(), Error> {
     let mut added: Vec<Node> = vec![];
-    for e in sorted_entries(root, "read dependencies tree")? {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let path = e.path();
-        if !found.contains_key(&name) {
-            diags.push(
-                Diagnostic::warning(
-                    &path,
-                    format!("no pack `{name}` among the sources; ignored"),
-                )
-                .hint("dependencies are added only to packs whose sources are given with --packs"),
-            );
-            continue;
-        }
-        if !path.is_dir() {
-            continue;
-        }
+    for (name, path) in tree_packs(root, "dependencies", found, diags)? {
         for n in scan(&path, &name, Origin::Deps, true, diags)? {
             match nodes.binary_search_by(|o| o.rel.cmp(&n.rel)) {
                 Ok(_) if n.kind == Kind::Dir => continue,
@@ -553,11 +560,7 @@ fn add_deps(
             added.push(n);
         }
     }
-    if !added.is_empty() {
-        nodes.extend(added);
-        nodes.sort_by(|a, b| a.rel.cmp(&b.rel));
-        nodes.dedup_by(|b, a| a.rel == b.rel);
-    }
+    merge(nodes, added);
     Ok(())
 }
 

@@ -142,7 +142,7 @@ fn keys_upstream_reads_are_accepted_and_unknown_ones_are_warnings() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     assert!(
-        err.contains("packs/extra/pack.yaml:8:12: warning: field `bogus_key`: unknown key `bogus_key`; ignored"),
+        err.contains("packs/extra/pack.yaml:8:1: warning: field `bogus_key`: unknown key `bogus_key`; ignored"),
         "{err}"
     );
     f.assert_verifies();
