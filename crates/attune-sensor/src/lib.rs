@@ -110,6 +110,38 @@ fn native_problem(spec: &SensorSpec) -> Option<String> {
     Some(format!("{}; {}", p.cause(), p.fix(arch)))
 }
 
+/// Copies `from` line by line into `log` and, each line after `prefix`, to
+/// this process's stdout, on a thread of its own until `from` closes. A line
+/// is cut into pieces of at most 64 KiB, so one without an end holds no
+/// more memory than that.
+fn tee_lines(
+    from: impl std::io::Read + Send + 'static,
+    log: std::sync::Arc<std::sync::Mutex<std::fs::File>>,
+    prefix: String,
+) {
+    use std::io::{BufRead, Read, Write};
+    std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(from);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match (&mut r).take(64 << 10).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if !line.ends_with(b"\n") {
+                line.push(b'\n');
+            }
+            if let Ok(mut f) = log.lock() {
+                let _ = f.write_all(&line);
+            }
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(prefix.as_bytes());
+            let _ = out.write_all(&line);
+        }
+    });
+}
+
 impl Supervisor {
     fn start(&self, m: &mut Managed) {
         let log_path = self
@@ -143,8 +175,8 @@ impl Supervisor {
             .env(env::LOG_LEVEL, self.args.service.log_level.name())
             .env(env::LOG_FORMAT, self.args.service.log_format.name())
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
-            .stderr(Stdio::from(log))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0);
         if m.spec.runner == attune_pack::RunnerType::Python
             && let Some(pp) = self.runtimes.python_path(&m.spec.pack_dir)
@@ -153,7 +185,17 @@ impl Supervisor {
                 .env("PYTHONDONTWRITEBYTECODE", "1");
         }
         match cmd.spawn() {
-            Ok(child) => {
+            Ok(mut child) => {
+                // Each line to the sensor's log file and, prefixed with its
+                // ref, to this service's stdout (`docker compose logs sensor`).
+                let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+                let prefix = format!("[{}] ", m.spec.sensor_ref);
+                if let Some(out) = child.stdout.take() {
+                    tee_lines(out, log.clone(), prefix.clone());
+                }
+                if let Some(err) = child.stderr.take() {
+                    tee_lines(err, log, prefix);
+                }
                 tracing::info!(sensor = %m.spec.sensor_ref, pid = child.id(), log = %log_path.display(), "sensor started");
                 m.child = Some(child);
                 m.started = Instant::now();
