@@ -19,11 +19,11 @@ let
     lib.concatMapStringsSep " " (
       name: lib.escapeShellArg "attune/${name}:${images.${arch}.tag}=${images.${arch}.${name}}"
     ) [ "packs-init" "api" "worker" "sensor" ];
-  # Run from a checkout: packs, packs.dev and docker/.env are the user's.
+  # Run from a checkout: packs, packs.dev and .env are the user's.
   userFiles = ''
     export ATTUNE_PACKS_SOURCE=''${ATTUNE_PACKS_SOURCE:-$PWD/packs}
     export ATTUNE_PACKS_DEV=''${ATTUNE_PACKS_DEV:-$PWD/packs.dev}
-    export ATTUNE_ENV_FILE=''${ATTUNE_ENV_FILE:-$PWD/docker/.env}
+    export ATTUNE_ENV_FILE=''${ATTUNE_ENV_FILE:-$PWD/.env}
   '';
   up =
     arch:
@@ -34,6 +34,10 @@ let
         exit 2
       fi
       export ATTUNE_ARCH=${arch} ATTUNE_IMAGE_TAG=${images.${arch}.tag}
+      # The Nix worker image holds the static services and nixpkgs' python3: it
+      # is both the agent that fills the agent volume and the Python runtime.
+      export ATTUNE_AGENT_IMAGE=''${ATTUNE_AGENT_IMAGE:-attune/worker:${images.${arch}.tag}}
+      export ATTUNE_PYTHON_IMAGE=''${ATTUNE_PYTHON_IMAGE:-attune/worker:${images.${arch}.tag}}
       ${userFiles}
       exec ${docker}/stack up ${specs arch} "$@"
     '';

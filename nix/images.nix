@@ -16,7 +16,7 @@ let
   );
   # Mount points owned by uid 1000 (a new named volume takes their ownership).
   skeleton = ''
-    mkdir -p opt/attune/packs opt/attune/packs.dev opt/attune/data opt/attune/logs tmp etc usr/local/bin
+    mkdir -p opt/attune/packs opt/attune/packs.dev opt/attune/data opt/attune/logs opt/attune/agent tmp etc usr/local/bin
     for bin in ${services}/bin/*; do
       ln -s "$bin" usr/local/bin/
     done

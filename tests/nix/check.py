@@ -148,13 +148,14 @@ def builds(system):
     pi = imgs["packs-init-arm64"]
     check("arm64 packs-init assembles /source/packs with the aarch64 binaries tree at /opt/attune/pack-binaries", pi["entrypoint"] == [f"{svc_a}/bin/packs-assemble"] and pi["cmd"][:3] == ["assemble", "--packs", "/source/packs"] and "/opt/attune/pack-binaries" in pi["cmd"] and f"ln -s {b['path']} opt/attune/pack-binaries" in pi["fakeRootCommands"] and "arm64" in pi["cmd"], pi)
     # The compose file's healthcheck and docker/IMAGE-LAYOUT.md: binaries at /usr/local/bin.
-    compose = open("docker/docker-compose.yaml").read()
+    compose = open("compose.yaml").read()
     health = [l for l in compose.splitlines() if "healthcheck" in l or "--healthcheck" in l]
     check("compose's healthcheck calls /usr/local/bin/attune-api", any('"/usr/local/bin/attune-api", "--healthcheck"' in l for l in health), health)
     for key, i in imgs.items():
         svc = v["servicesAPath"] if key.endswith("arm64") else v["servicesXPath"]
         links = f"for bin in {svc}/bin/*; do" in i["fakeRootCommands"] and 'ln -s "$bin" usr/local/bin/' in i["fakeRootCommands"]
         check(f"image {key}: every service binary also at /usr/local/bin, first on PATH", links and i["env"][0].startswith("PATH=/usr/local/bin:"), (i["fakeRootCommands"], i["env"]))
+        check(f"image {key}: /opt/attune/agent a mount point of uid 1000 (the agent volume takes its owner)", "opt/attune/agent " in i["fakeRootCommands"] and "chown -R 1000:1000 opt/attune" in i["fakeRootCommands"], i["fakeRootCommands"])
     pk = eval_json(f"packages.{system}", """p: let r = p.packs-image-arm64.recorded; in {
       inherit (r) script SOURCE_DATE_EPOCH; tools = map (t: t.outPath) r.nativeBuildInputs;
       tag = p.packs-image-arm64.imageTag; volume = p.packs-volume-arm64.outPath;
@@ -225,7 +226,8 @@ check("up-arm64: the arm64 images, ATTUNE_ARCH=arm64", "'attune/packs-init:tag-a
 pub = apps["publish"]["program"]
 check("publish: loads every image of both architectures, the packs image included, then docker/publish", all(f"'{n}:it-{n2}-{a}=/{n2}-{a}'" in pub for a in ("amd64", "arm64") for n, n2 in (("api", "api"), ("packs", "packs"), ("packs-init", "init"))) and 'PACKS_ASSEMBLE=/the/packs-assemble/bin/packs-assemble exec /the/docker/dir/publish "$1" "$tag"' in pub and 'docker load -i "$src"' in pub, pub)
 check("up: another ATTUNE_ARCH is refused with the app to use", "nix run .#up-$ATTUNE_ARCH" in up)
-check("up: the user's packs, packs.dev and docker/.env", "$PWD/packs}" in up and "$PWD/docker/.env}" in up)
+check("up: the user's packs, packs.dev and .env", "$PWD/packs}" in up and "$PWD/.env}" in up)
+check("up: the Nix worker image is the agent and the Python runtime (compose.yaml's agent-init, worker-python, sensor)", "ATTUNE_AGENT_IMAGE=${ATTUNE_AGENT_IMAGE:-attune/worker:tag-amd64}" in up and "ATTUNE_PYTHON_IMAGE=${ATTUNE_PYTHON_IMAGE:-attune/worker:tag-amd64}" in up, up)
 check("down and logs run docker/stack", "stack down" in apps["down"]["program"] and "stack logs" in apps["logs"]["program"])
 
 # 7. What `up` starts on each build system: the images of its Linux architecture

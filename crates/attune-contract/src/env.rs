@@ -164,11 +164,17 @@ group! {
     IMAGE_TAG = "ATTUNE_IMAGE_TAG";
     /// Host port the Docker stack publishes the api on (by default 8080).
     API_PORT = "ATTUNE_API_PORT";
+    /// Host address the Docker stack publishes the api on (by default
+    /// 127.0.0.1, this machine only; 0.0.0.0 for every interface).
+    API_BIND = "ATTUNE_API_BIND";
     /// The image `worker-python` and the sensor service run the static agent
     /// in: any image with `python3` of the stack's architecture (by default
     /// `attune/runtime-python:<tag>`, Debian's python3.11 built by
     /// `docker/build-images`; for example `python:3.12-slim`).
     PYTHON_IMAGE = "ATTUNE_PYTHON_IMAGE";
+    /// The image whose `attune-worker install-agent` fills the agent volume
+    /// (by default `attune/agent:<tag>`; the Nix app gives its worker image).
+    AGENT_IMAGE = "ATTUNE_AGENT_IMAGE";
     /// The pack sources the images and the packs-init container assemble (by
     /// default `packs/`).
     PACKS_SOURCE = "ATTUNE_PACKS_SOURCE";
@@ -176,7 +182,8 @@ group! {
     /// packs.dev (by default `packs.dev/`).
     PACKS_DEV = "ATTUNE_PACKS_DEV";
     /// The env file of `docker/stack`, which keeps the token and the
-    /// distributable stack's images (by default `docker/.env`).
+    /// distributable stack's images (by default `.env` at the repository's
+    /// root, where `docker compose` reads it).
     ENV_FILE = "ATTUNE_ENV_FILE";
     /// `v2` or `v1`: the Docker Compose `docker/stack` must use (by default v2
     /// when present, else v1).
