@@ -4,7 +4,7 @@
 //! Each name is a constant here and nowhere else: Rust code names it by the
 //! constant, and `tests/stack/tests/contracts.rs` fails on a name in any file of
 //! the repository (shell, YAML, Markdown, Rust) that is not one of [`GROUPS`],
-//! and checks the README's table of them against this module.
+//! and checks docs/reference.md's table of them against this module.
 
 /// One variable: its name and what it means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +157,8 @@ group! {
     /// binary reads them.
     SCRIPT_VARS;
     /// `amd64` or `arm64`: the architecture of the images the stack runs and
-    /// the scripts build (by default this machine's, from `scripts/host-arch`).
+    /// the scripts build (by default the Docker engine's, `scripts/host-arch
+    /// --engine`, else this machine's).
     ARCH = "ATTUNE_ARCH";
     /// Tag of the local images that `docker/build-images` builds and the stack
     /// runs (by default `latest`).
@@ -210,7 +211,7 @@ group! {
     PUBLISH_NAMES = "ATTUNE_PUBLISH_NAMES";
 }
 
-/// Every group, in the order the README's table lists them.
+/// Every group, in the order docs/reference.md's table lists them.
 pub const GROUPS: &[Group] = &[SERVICE_VARS, SENSOR_VARS, ACTION_VARS, SCRIPT_VARS];
 
 /// Every variable of every group.

@@ -1,6 +1,6 @@
 //! Exit codes of every binary (packs-assemble, the services, the timer sensor),
 //! defined once: the constants, their meanings ([`ALL`]), and the `--help`
-//! text made from them ([`help`]). The README's table is checked against
+//! text made from them ([`help`]). docs/reference.md's table is checked against
 //! [`ALL`] by `tests/stack/tests/contracts.rs`.
 
 /// One exit code and what it means.

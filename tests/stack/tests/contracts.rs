@@ -1,7 +1,7 @@
 //! The contracts written once in `attune-contract`, held against the whole
 //! checkout: every `ATTUNE_*` name in any file is one of its documented
-//! constants, Rust code names them only by constant, and the README's tables
-//! and every binary's `--help` say what it says. These tests live here, not
+//! constants, Rust code names them only by constant, and the tables of
+//! docs/reference.md and every binary's `--help` say what it says. These tests live here, not
 //! in `attune-contract`, because they read the whole checkout (README,
 //! `docker/`, `deploy/`, `scripts/`), which the Nix test sandbox does not hold
 //! (it runs this crate's tests outside, as CI does).
@@ -19,6 +19,8 @@ use attune_stack_tests::{bins, repo};
 /// `ATTUNE_<NAME>` may be an action's parameter `<name>`.
 const STRICT: &[&str] = &[
     "README.md",
+    "docs/",
+    "compose.yaml",
     "deploy/",
     "docker/",
     "nix/",
@@ -242,16 +244,19 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn readme() -> String {
-    std::fs::read_to_string(repo().join("README.md")).unwrap()
+/// The page that holds the tables of the variables and the exit codes.
+const REFERENCE: &str = "docs/reference.md";
+
+fn reference() -> String {
+    std::fs::read_to_string(repo().join(REFERENCE)).unwrap()
 }
 
 #[test]
 fn readme_lists_every_environment_variable_as_the_contract_documents_it() {
     let table = env_table();
     assert!(
-        readme().contains(&table),
-        "README.md's `## Environment variables` is not attune-contract's; put this there:\n\n{table}"
+        reference().contains(&table),
+        "{REFERENCE}'s `## Environment variables` is not attune-contract's; put this there:\n\n{table}"
     );
 }
 
@@ -259,26 +264,33 @@ fn readme_lists_every_environment_variable_as_the_contract_documents_it() {
 /// services' `--help` said nothing of theirs.
 #[test]
 fn help_and_readme_exit_codes_match_the_one_definition() {
-    let readme = readme();
     let table = exit_table();
     assert!(
-        readme.contains(&table),
-        "README.md's `## Exit codes` is not attune-contract's; put this there:\n\n{table}"
+        reference().contains(&table),
+        "{REFERENCE}'s `## Exit codes` is not attune-contract's; put this there:\n\n{table}"
     );
-    // Every "exit N" the README mentions is a code of the definition.
+    // Every "exit N" the README and the docs mention is a code of the definition.
     let codes: Vec<String> = exit::ALL.iter().map(|c| c.code.to_string()).collect();
-    for (n, line) in readme.lines().enumerate() {
-        for word in ["exit ", "exits ", "exit code "] {
-            for (at, _) in line.match_indices(word) {
-                let digits: String = line[at + word.len()..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                assert!(
-                    digits.is_empty() || codes.contains(&digits),
-                    "README.md:{}: exit {digits} is no exit code of attune-contract",
-                    n + 1
-                );
+    let mut pages = vec![repo().join("README.md")];
+    for e in std::fs::read_dir(repo().join("docs")).unwrap() {
+        pages.push(e.unwrap().path());
+    }
+    for page in pages {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for word in ["exit ", "exits ", "exit code "] {
+                for (at, _) in line.match_indices(word) {
+                    let digits: String = line[at + word.len()..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    assert!(
+                        digits.is_empty() || codes.contains(&digits),
+                        "{}:{}: exit {digits} is no exit code of attune-contract",
+                        page.display(),
+                        n + 1
+                    );
+                }
             }
         }
     }
