@@ -115,19 +115,36 @@ struct World {
 }
 
 impl World {
-    /// Core pack + the deploy pack, published; the sentinel written into the
-    /// volume as upstream's api does once it starts; and the `cp -a` copy.
+    /// Core pack + the deploy pack with its Python dependencies (a
+    /// `--deps` tree: `lib/python3.11/site-packages`, a compiled module
+    /// among them), published; the sentinel written into the volume as
+    /// upstream's api does once it starts; and the `cp -a` copy.
     fn new() -> World {
         let f = Fixture::new();
         f.fresh_sensor("v1");
         write_deploy_pack(&f);
-        f.assemble_ok();
+        let site = "deps/deploy/lib/python3.11/site-packages";
+        f.write(&format!("{site}/dep/__init__.py"), "from ._c import *\n");
+        f.write(
+            &format!("{site}/dep/_c.cpython-311-x86_64-linux-gnu.so"),
+            attune_pack::fixtures::elf_bytes(attune_pack::fixtures::ElfSpec::dynamic(
+                attune_pack::Arch::Amd64,
+            )),
+        );
+        f.write(
+            &format!("{site}/dep-1.0.dist-info/RECORD"),
+            "dep/__init__.py,,\n",
+        );
+        let out = f.assemble().args(["--deps", "deps"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
         fs::write(f.vol().join(SENTINEL), sentinel_bytes()).unwrap();
 
         let copy = tempfile::tempdir().unwrap();
         cp_a(&f.packs(), &copy.path().join("packs"));
-        // The binaries tree over the sources, as `assemble --binaries` overlays it.
+        // The binaries tree over the sources, as `assemble --binaries` overlays
+        // it, and the dependencies beside them, as `--deps` adds them.
         cp_a(&f.bins().join("."), &copy.path().join("packs"));
+        cp_a(&f.path("deps").join("."), &copy.path().join("packs"));
 
         let mut packs = vec![];
         let mut actions = vec![];
