@@ -70,6 +70,10 @@ group! {
     /// `human` (also `pretty`) or `json`: the log lines of every service, of
     /// the timer sensor (the sensor service hands it on) and of packs-assemble.
     LOG_FORMAT = "ATTUNE_LOG_FORMAT";
+    /// `FROM=TO`: packs-assemble names the files below FROM as below TO, so a
+    /// container says the paths its user knows (the stack's init-packs sets
+    /// `/source/packs=` the host's packs directory).
+    SHOW_PATH_AS = "ATTUNE_SHOW_PATH_AS";
     /// `error`, `warn` (also `warning`), `info`, `debug` or `trace`: the log
     /// level of every service and of the timer sensor.
     LOG_LEVEL = "ATTUNE_LOG_LEVEL";

@@ -40,6 +40,11 @@ pub struct Cli {
     /// Print the result as JSON on stdout (its `ok` agrees with the exit code).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Name the files below FROM as below TO in errors and warnings, for
+    /// example /source/packs=./packs: how a container says the paths its user
+    /// knows (the stack's init-packs sets it).
+    #[arg(long, global = true, value_name = "FROM=TO", env = env::SHOW_PATH_AS, value_parser = parse_path_alias)]
+    pub show_path_as: Option<(PathBuf, String)>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -275,6 +280,18 @@ pub(crate) fn parse_owner(s: &str) -> Result<(u32, u32), String> {
             .map_err(|_| format!("`{x}` in `{s}` is not a number"))
     };
     Ok((num(u)?, num(g)?))
+}
+
+/// `FROM=TO` of `--show-path-as`.
+fn parse_path_alias(s: &str) -> Result<(PathBuf, String), String> {
+    match s.split_once('=') {
+        Some((from, to)) if from.starts_with('/') && !to.is_empty() => {
+            Ok((PathBuf::from(from), to.to_string()))
+        }
+        _ => Err(format!(
+            "`{s}` is not FROM=TO with an absolute FROM (for example /source/packs=./packs)"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -319,6 +319,7 @@ pub(crate) mod fixtures {
             json: false,
             log_format: LogFormat::Human,
             quiet: true,
+            show_path_as: None,
         };
         super::command(&args, out).map(|_| ())
     }

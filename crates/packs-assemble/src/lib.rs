@@ -152,6 +152,8 @@ pub fn run(cli: cli::Cli) -> ExitCode {
         json: cli.json,
         log_format: cli.log_format,
         quiet: cli.quiet,
+        // One per run, for its whole life.
+        show_path_as: cli.show_path_as.clone().map(|a| &*Box::leak(Box::new(a))),
     };
     let progress = progress::Progress::new(cli.quiet || cli.json);
     let result = match &cli.command {

@@ -2,8 +2,9 @@
 //! `tracing`. A closed stdout (`| head`) is not an error.
 
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
-use attune_pack::{Diagnostics, Severity};
+use attune_pack::{Diagnostic, Diagnostics, Severity};
 use serde::Serialize;
 
 use crate::cli::LogFormat;
@@ -17,6 +18,28 @@ pub struct Output {
     pub log_format: LogFormat,
     /// Suppress warnings.
     pub quiet: bool,
+    /// `--show-path-as`: paths below the first are named below the second.
+    pub show_path_as: Option<&'static (PathBuf, String)>,
+}
+
+impl Output {
+    /// `d` with its paths named as the user knows them (`--show-path-as`).
+    fn shown(&self, d: &Diagnostic) -> Diagnostic {
+        let Some((from, to)) = self.show_path_as else {
+            return d.clone();
+        };
+        let mut d = d.clone();
+        if let Ok(rest) = d.path.strip_prefix(from) {
+            d.path = Path::new(to).join(rest);
+        }
+        let from = from.display().to_string();
+        let to = to.trim_end_matches('/');
+        d.message = d.message.replace(&format!("{from}/"), &format!("{to}/"));
+        d.hint = d
+            .hint
+            .map(|h| h.replace(&format!("{from}/"), &format!("{to}/")));
+        d
+    }
 }
 
 impl Output {
@@ -29,6 +52,7 @@ impl Output {
             if self.quiet && d.severity == Severity::Warning {
                 continue;
             }
+            let d = &self.shown(d);
             match self.log_format {
                 LogFormat::Human => eprintln!("{d}"),
                 LogFormat::Json => {

@@ -504,6 +504,7 @@ mod tests {
             json: false,
             log_format: LogFormat::Human,
             quiet: true,
+            show_path_as: None,
         };
         command(args, out).map(|_| dest)
     }

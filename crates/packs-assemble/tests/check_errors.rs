@@ -61,3 +61,33 @@ fn a_tree_without_packs_says_so_and_exits_1() {
     assert_eq!(code, Some(1), "{err}");
     insta::assert_snapshot!(err);
 }
+
+/// In a container the packs are at /source/packs; its user knows them as
+/// ./packs: the stack's init-packs sets ATTUNE_SHOW_PATH_AS, and every file
+/// is named as the user knows it.
+#[test]
+fn paths_are_named_as_the_user_knows_them_from_a_container() {
+    let f = Fixture::new();
+    f.write(
+        "packs/core/actions/broken.yaml",
+        "ref: core.broken\nlabel: Broken\ndescription: Runs: this\nrunner_type: shell\nentry_point: echo.sh\n",
+    );
+    let out = f
+        .cmd()
+        .arg("check")
+        .arg(f.packs())
+        .args(["--arch", "amd64"])
+        .env(
+            "ATTUNE_SHOW_PATH_AS",
+            format!("{}=./my-packs", f.packs().display()),
+        )
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("./my-packs/core/actions/broken.yaml:3:18: error:"),
+        "{err}"
+    );
+    assert!(!err.contains(&f.packs().display().to_string()), "{err}");
+}
