@@ -68,10 +68,16 @@ let
 
   packages =
     {
+      # Architectures are named as Docker names them (amd64, arm64), like every
+      # other output; the x86_64/aarch64 names stay as aliases of the same packages.
+      pack-binaries-amd64 = arches.x86_64.pack-binaries;
+      pack-binaries-arm64 = arches.aarch64.pack-binaries;
       pack-binaries-x86_64 = arches.x86_64.pack-binaries;
       pack-binaries-aarch64 = arches.aarch64.pack-binaries;
       pack-binaries = arches.${hostArch}.pack-binaries;
       default = arches.${hostArch}.pack-binaries;
+      services-amd64 = arches.x86_64.rust.services;
+      services-arm64 = arches.aarch64.rust.services;
       services-x86_64 = arches.x86_64.rust.services;
       services-aarch64 = arches.aarch64.rust.services;
       packs-volume-amd64 = volume "x86_64";

@@ -53,6 +53,7 @@ check("fenix follows the flake's nixpkgs", lock["nodes"]["fenix"]["inputs"]["nix
 SYSTEMS = ("x86_64-linux", "aarch64-linux", "aarch64-darwin", "x86_64-darwin")
 show = json.loads(nix("flake", "show", "--json", *STUBS))
 want_packages = {
+    "pack-binaries-amd64", "pack-binaries-arm64", "services-amd64", "services-arm64",
     "pack-binaries-x86_64", "pack-binaries-aarch64", "pack-binaries", "default", "services-x86_64", "services-aarch64",
     "packs-volume-amd64", "packs-volume-arm64", "packs-image-amd64", "packs-image-arm64",
 } | {f"image-{n}-{a}" for n in ("api", "worker", "sensor", "packs-init") for a in ("amd64", "arm64")}
@@ -99,6 +100,8 @@ in {
   servicesXPath = p.services-x86_64.outPath;
   binsA = { refs = (rd p.pack-binaries-aarch64).allowedReferences; script = (rd p.pack-binaries-aarch64).script; path = p.pack-binaries-aarch64.outPath; };
   hostBinsX = p.pack-binaries.outPath == p.pack-binaries-x86_64.outPath && p.default.outPath == p.pack-binaries-x86_64.outPath;
+  aliases = p.pack-binaries-amd64.outPath == p.pack-binaries-x86_64.outPath && p.pack-binaries-arm64.outPath == p.pack-binaries-aarch64.outPath
+    && p.services-amd64.outPath == p.services-x86_64.outPath && p.services-arm64.outPath == p.services-aarch64.outPath;
   hostBinsA = p.pack-binaries.outPath == p.pack-binaries-aarch64.outPath && p.default.outPath == p.pack-binaries-aarch64.outPath;
   tool = let r = rd p.packs-assemble; in { path = p.packs-assemble.outPath; target = r.CARGO_BUILD_TARGET or null; args = r.cargoExtraArgs or null; };
   volumeA = { script = (rd p.packs-volume-arm64).script; tools = map (t: t.outPath) (rd p.packs-volume-arm64).nativeBuildInputs; };
@@ -126,6 +129,7 @@ def builds(system):
     b = v["binsA"]
     check("pack-binaries-aarch64: no store references, core/sensors layout", b["refs"] == [] and "$out/core/sensors" in b["script"] and "/bin/attune-core-timer-sensor" in b["script"], b)
     check(f"pack-binaries and default are the host's ({host})", v["hostBinsA" if host == "aarch64" else "hostBinsX"])
+    check("pack-binaries-amd64/-arm64 and services-amd64/-arm64 are the x86_64/aarch64 packages (one naming, the old names aliases)", v["aliases"])
     tool = v["tool"]
     if system.endswith("-linux"):
         host_services = v["servicesAPath"] if host == "aarch64" else v["servicesXPath"]

@@ -155,8 +155,7 @@ impl NativeProblem {
     /// What to run instead.
     pub fn fix(&self, arch: Arch) -> String {
         let build = format!(
-            "build it static for {arch}: without Nix `scripts/build-pack-binaries --arch {arch}` (the tree is target/pack-binaries-{arch}), with Nix `nix build .#pack-binaries-{}`; pass the tree with `--binaries`",
-            arch.rust_name(),
+            "build it static for {arch}: without Nix `scripts/build-pack-binaries --arch {arch}` (the tree is target/pack-binaries-{arch}), with Nix `nix build .#pack-binaries-{arch}`; pass the tree with `--binaries`",
         );
         match self {
             NativeProblem::Missing => build,
@@ -237,7 +236,7 @@ mod tests {
         );
         assert!(
             p[0].fix(Arch::Amd64)
-                .contains("nix build .#pack-binaries-x86_64")
+                .contains("nix build .#pack-binaries-amd64")
         );
     }
 
@@ -250,7 +249,7 @@ mod tests {
         );
         assert!(matches!(p.as_slice(), [NativeProblem::WrongMachine { .. }]));
         assert!(p[0].cause().contains("exec format error"));
-        assert!(p[0].fix(Arch::Arm64).contains("pack-binaries-aarch64"));
+        assert!(p[0].fix(Arch::Arm64).contains("pack-binaries-arm64"));
     }
 
     #[test]

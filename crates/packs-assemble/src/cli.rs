@@ -15,7 +15,7 @@ fn after_help() -> String {
 
 const EXAMPLE: &str = "\
 Example:
-  nix build .#pack-binaries-x86_64 -o bins
+  nix build .#pack-binaries-amd64 -o bins   # or scripts/build-pack-binaries --arch amd64: target/pack-binaries-amd64
   packs-assemble assemble --packs ./packs --binaries ./bins --arch amd64 --out /var/lib/attune/packs
   packs-assemble verify /var/lib/attune/packs
   packs-assemble history /var/lib/attune/packs

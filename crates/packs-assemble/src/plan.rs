@@ -640,7 +640,7 @@ fn entry_points(
                     &expected_path,
                     format!("native entry point of {declared} is not in the sources; a binaries tree must supply it"),
                 )
-                .hint(format!("assemble with `--binaries` from `scripts/build-pack-binaries --arch {arch}` (target/pack-binaries-{arch}) or `nix build .#pack-binaries-{}`", arch.rust_name()))
+                .hint(format!("assemble with `--binaries` from `scripts/build-pack-binaries --arch {arch}` (target/pack-binaries-{arch}) or `nix build .#pack-binaries-{arch}`"))
             } else if native {
                 let p = attune_pack::NativeProblem::Missing;
                 Diagnostic::error(

@@ -123,7 +123,7 @@ fn binaries_for_the_wrong_machine_are_refused() {
         "{err}"
     );
     assert!(
-        err.contains("AARCH64 (arm64)") && err.contains("pack-binaries-x86_64"),
+        err.contains("AARCH64 (arm64)") && err.contains("pack-binaries-amd64"),
         "{err}"
     );
 }
