@@ -53,7 +53,6 @@ pub struct Registry {
 /// with the file, what is wrong and what to run. packs.dev is not assembled,
 /// so this is its check, on every load and reload.
 fn native_problems(pack: &Pack) -> Vec<Diagnostic> {
-    use std::os::unix::fs::PermissionsExt;
     let Some(arch) = attune_pack::Arch::host() else {
         return vec![];
     };
@@ -63,12 +62,8 @@ fn native_problems(pack: &Pack) -> Vec<Diagnostic> {
             continue;
         }
         let path = pack.dir.join(&ep.path);
-        let problems = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let exec =
-                    std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
-                attune_pack::check_native(&bytes, exec, arch)
-            }
+        let problems = match attune_pack::check_native_file(&path, arch) {
+            Ok(problems) => problems,
             Err(_) if ep.may_be_absent() => vec![],
             Err(_) => vec![attune_pack::NativeProblem::Missing],
         };

@@ -55,6 +55,6 @@ pub use model::{
     Action, Loaded, OutputFormat, PARAMETER_TYPES, Pack, PackMeta, Parameter, ParameterDelivery,
     ParameterFormat, Rule, RunnerType, Sensor, Trigger,
 };
-pub use native::{ComponentKind, EntryPoint, NativeProblem, check_native};
+pub use native::{ComponentKind, EntryPoint, NativeProblem, check_native, check_native_file};
 pub use validate::{entry_point_problem, is_pack_ref, is_semver, key_place, references, split_ref};
 pub use volume::{DATA_LINK, volume_generation};

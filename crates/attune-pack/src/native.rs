@@ -179,6 +179,16 @@ impl fmt::Display for NativeProblem {
     }
 }
 
+/// [`check_native`] of the file at `path`, with its x bit: what a service
+/// that runs packs it did not assemble (packs.dev) checks before or after it
+/// fails to run one.
+pub fn check_native_file(path: &Path, arch: Arch) -> std::io::Result<Vec<NativeProblem>> {
+    use std::os::unix::fs::PermissionsExt;
+    let bytes = std::fs::read(path)?;
+    let executable = std::fs::metadata(path)?.permissions().mode() & 0o111 != 0;
+    Ok(check_native(&bytes, executable, arch))
+}
+
 /// Checks the bytes of a native entry point for `arch`; `executable` is the file's x bit.
 ///
 /// A script with a shebang passes (its interpreter is the image's business); an

@@ -98,14 +98,11 @@ fn why_not_started(
 /// What `packs-assemble` would refuse in a native sensor's binary, with the
 /// fix; `None` for other runners, or a binary that is fine.
 fn native_problem(spec: &SensorSpec) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
     if spec.runner != attune_pack::RunnerType::Native {
         return None;
     }
     let arch = attune_pack::Arch::host()?;
-    let bytes = std::fs::read(&spec.path).ok()?;
-    let exec = std::fs::metadata(&spec.path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
-    let problems = attune_pack::check_native(&bytes, exec, arch);
+    let problems = attune_pack::check_native_file(&spec.path, arch).ok()?;
     let p = problems.first()?;
     Some(format!("{}; {}", p.cause(), p.fix(arch)))
 }
@@ -178,11 +175,8 @@ impl Supervisor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        if m.spec.runner == attune_pack::RunnerType::Python
-            && let Some(pp) = self.runtimes.python_path(&m.spec.pack_dir)
-        {
-            cmd.env("PYTHONPATH", pp)
-                .env("PYTHONDONTWRITEBYTECODE", "1");
+        if m.spec.runner == attune_pack::RunnerType::Python {
+            cmd.envs(self.runtimes.python_env(&m.spec.pack_dir));
         }
         match cmd.spawn() {
             Ok(mut child) => {

@@ -29,7 +29,7 @@ pub struct Runtimes {
 }
 
 /// The first executable file called `name` in `path` (a `PATH` value).
-pub fn find_program(path: &str, name: &str) -> Option<PathBuf> {
+fn find_program(path: &str, name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     path.split(':')
         .filter(|d| !d.is_empty())
@@ -110,6 +110,15 @@ impl Runtimes {
                 .join("site-packages")
                 .display()
         ))
+    }
+
+    /// The environment a Python action or sensor of the pack at `pack_dir`
+    /// adds to its own: [`Runtimes::python_path`], and no bytecode written
+    /// (the volume is read-only).
+    pub fn python_env(&self, pack_dir: &Path) -> Vec<(&'static str, String)> {
+        let mut env = vec![("PYTHONDONTWRITEBYTECODE", "1".to_string())];
+        env.extend(self.python_path(pack_dir).map(|p| ("PYTHONPATH", p)));
+        env
     }
 
     /// Why `what` (an action or sensor ref) of `runner` cannot run here, and

@@ -434,12 +434,8 @@ impl Runner {
             .stderr(Stdio::piped())
             .process_group(0);
         if c.action.runner_type == attune_pack::RunnerType::Python {
-            // The pack's lib and the dependencies built for this Python; the
-            // volume is read-only, so no bytecode is written next to them.
-            if let Some(pp) = self.runtimes.python_path(&pack_dir) {
-                cmd.env("PYTHONPATH", pp);
-            }
-            cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+            // The pack's lib and the dependencies built for this Python.
+            cmd.envs(self.runtimes.python_env(&pack_dir));
         }
         // Warnings about this execution, put before its stderr in the report.
         let mut notes = String::new();

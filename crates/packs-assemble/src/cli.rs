@@ -90,10 +90,11 @@ pub enum Command {
     /// verify for --arch; the layout is docker/IMAGE-LAYOUT.md's.
     Export(ExportArgs),
     /// Write a service image of a root filesystem directory (docker/build-images'
-    /// packs-init, api, sensor, worker): one layer, the same bytes for the same
-    /// directory, as a docker archive or an OCI layout. Entries keep their modes
-    /// and links, owners are 0:0 but --owner's, every ELF must run in an empty
-    /// --arch container; the config is docker/IMAGE-LAYOUT.md's.
+    /// packs-init, api, sensor, worker, agent, runtime-python): one layer, the
+    /// same bytes for the same directory, as a docker archive or an OCI layout.
+    /// Entries keep their modes and links, owners are 0:0 but --owner's, every
+    /// executable ELF must run in an empty --arch container (below --dynamic-ok,
+    /// be for --arch); the config is docker/IMAGE-LAYOUT.md's.
     ExportRootfs(crate::rootfs_image::ExportRootfsArgs),
     /// Check that an image has the packs image's layout (docker/IMAGE-LAYOUT.md):
     /// a docker archive (`docker save`, `-` for stdin) or an OCI layout

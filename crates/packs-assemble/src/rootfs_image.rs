@@ -16,7 +16,8 @@
 //!   takes); numeric owners only. A hard-linked file is written whole at each
 //!   of its paths.
 //! - Every executable ELF must run in an empty container of `--arch` (static,
-//!   for that machine), and the entrypoint must be an executable file of the
+//!   for that machine); below a `--dynamic-ok` path (a runtime image's own
+//!   libraries and programs) it may be dynamic, still for that machine. The entrypoint must be an executable file of the
 //!   directory: an image that could not start is not written.
 //! - Config: the stack's `User`, `WorkingDir` and `Env`
 //!   ([`crate::image_layout`], docker/IMAGE-LAYOUT.md), the labels
@@ -74,7 +75,7 @@ pub struct ExportRootfsArgs {
     /// Debian packages), an executable ELF may be dynamic: it runs with the
     /// libc and libraries of the image itself. It must still be for --arch.
     /// Elsewhere every executable ELF must be static. Repeatable.
-    #[arg(long = "dynamic-ok", value_name = "PATH")]
+    #[arg(long = "dynamic-ok", value_name = "PATH", value_parser = parse_dynamic_ok)]
     pub dynamic_ok: Vec<String>,
     /// What to write.
     #[arg(long, value_enum, default_value_t = ImageFormat::DockerArchive)]
@@ -116,6 +117,16 @@ fn parse_path_owner(s: &str) -> Result<(String, (u32, u32)), String> {
         format!("`{path}` in `{s}` is not an absolute path without `.`, `..` or `//` (for example /opt/attune/data)")
     })?;
     Ok((rel, crate::cli::parse_owner(owner)?))
+}
+
+/// The layer path below which `--dynamic-ok` accepts dynamic ELFs (`/`: all, the empty path).
+fn parse_dynamic_ok(s: &str) -> Result<String, String> {
+    if s == "/" {
+        return Ok(String::new());
+    }
+    image_path(s).ok_or_else(|| {
+        format!("`{s}` is not an absolute path without `.`, `..` or `//` (for example /usr)")
+    })
 }
 
 /// The layer path of the absolute image path `path` (`/opt/x` -> `opt/x`), if plain.
@@ -234,7 +245,8 @@ fn item(
     } else if t.is_dir() {
         Body::Dir
     } else {
-        if mode & 0o111 != 0 && dynamic_ok && is_elf_file(&f.path)? {
+        let program = mode & 0o111 != 0 && is_elf_file(&f.path)?;
+        if program && dynamic_ok {
             // The image's own libc runs it: only its machine must be the image's.
             let (bytes, _) = crate::inspect::read(&f.path)?;
             match attune_pack::ElfFacts::parse(&bytes) {
@@ -245,7 +257,7 @@ fn item(
                 ),
                 Err(e) => d.push(Diagnostic::error(&f.path, format!("is not a readable ELF: {e}"))),
             }
-        } else if mode & 0o111 != 0 && is_elf_file(&f.path)? {
+        } else if program {
             let (bytes, executable) = crate::inspect::read(&f.path)?;
             image::check_runs(
                 &f.path,
@@ -367,22 +379,11 @@ pub fn command(args: &ExportRootfsArgs, out: Output) -> Result<ExitCode, Error> 
             .hint("put the program there (a file, not a link), or give its path to --entrypoint"),
         ),
     }
-    let mut dynamic_ok = vec![];
-    for p in &args.dynamic_ok {
-        if p == "/" {
-            dynamic_ok.push(String::new());
-        } else {
-            dynamic_ok.push(image_path(p).ok_or_else(|| {
-                Error::Usage(format!(
-                    "--dynamic-ok {p}: not an absolute path without `.`, `..` or `//` (for example /usr)"
-                ))
-            })?);
-        }
-    }
     let mut items = vec![];
     for f in found {
         let owner = owners.get(f.rel.as_str()).copied().unwrap_or(layout::ROOT);
-        let dynamic_ok = dynamic_ok
+        let dynamic_ok = args
+            .dynamic_ok
             .iter()
             .any(|p| p.is_empty() || f.rel == *p || f.rel.starts_with(&format!("{p}/")));
         items.push(item(f, owner, arch, dynamic_ok, d)?);
