@@ -408,20 +408,16 @@ fn find<'a>(nodes: &'a [Node], rel: &str) -> Option<&'a Node> {
         .map(|i| &nodes[i])
 }
 
-/// The pack directories of a binaries or dependencies tree `root` (`what`),
-/// by name; an entry naming no pack of the sources is a warning, and skipped.
+/// The pack directories of a binaries or dependencies tree `root` (`what`,
+/// read as `action` in an error), by name; an entry naming no pack of the
+/// sources is a warning, and skipped.
 fn tree_packs(
     root: &Path,
-    what: &'static str,
+    (action, what): (&'static str, &str),
     found: &BTreeMap<String, FoundPack>,
     diags: &mut Diagnostics,
 ) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut out = vec![];
-    let action = if what == "binaries" {
-        "read binaries tree"
-    } else {
-        "read dependencies tree"
-    };
     for e in sorted_entries(root, action)? {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
@@ -461,7 +457,7 @@ fn overlay(
     diags: &mut Diagnostics,
 ) -> Result<(), Error> {
     let mut added = vec![];
-    for (name, path) in tree_packs(root, "binaries", found, diags)? {
+    for (name, path) in tree_packs(root, ("read binaries tree", "binaries"), found, diags)? {
         for n in scan(&path, &name, Origin::Binaries, true, diags)? {
             let at = nodes.binary_search_by(|o| o.rel.cmp(&n.rel));
             if n.kind == Kind::Dir {
@@ -525,7 +521,12 @@ fn add_deps(
     diags: &mut Diagnostics,
 ) -> Result<(), Error> {
     let mut added: Vec<Node> = vec![];
-    for (name, path) in tree_packs(root, "dependencies", found, diags)? {
+    for (name, path) in tree_packs(
+        root,
+        ("read dependencies tree", "dependencies"),
+        found,
+        diags,
+    )? {
         for n in scan(&path, &name, Origin::Deps, true, diags)? {
             match nodes.binary_search_by(|o| o.rel.cmp(&n.rel)) {
                 Ok(_) if n.kind == Kind::Dir => continue,
