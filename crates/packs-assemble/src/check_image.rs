@@ -20,12 +20,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::cli::CheckImageArgs;
-use crate::error::{Error, IoContext, exit};
+use attune_volume::error::{Error, IoContext, exit};
 use crate::export::media;
-use crate::hash::Sha256Digest;
+use attune_volume::hash::Sha256Digest;
 use crate::image_layout::{self as layout, BASE, Body};
 use crate::output::{Output, counts};
-use crate::scan::Kind;
+use attune_volume::scan::Kind;
 
 /// JSON files (configs, manifests) larger than this are refused.
 const JSON_LIMIT: u64 = 16 << 20;
@@ -544,14 +544,14 @@ impl Checker<'_> {
                 );
             }
             if let Some(created) = created
-                && crate::history::utc(it.mtime as i64) != created
+                && attune_volume::history::utc(it.mtime as i64) != created
             {
                 self.entry(
                     n,
                     p,
                     format!(
                         "has mtime {}, not the image's created time {created}",
-                        crate::history::utc(it.mtime as i64)
+                        attune_volume::history::utc(it.mtime as i64)
                     ),
                 );
             }
@@ -899,7 +899,7 @@ pub fn check_image(path: &Path, arch: Option<Arch>) -> Result<Report, Error> {
             "docker-archive",
             read_docker_archive(io::stdin().lock(), Path::new("stdin"))?,
         )
-    } else if !crate::volume::exists(path) {
+    } else if !attune_volume::volume::exists(path) {
         return Err(Error::Usage(format!("{} does not exist", path.display())));
     } else if path.is_dir() {
         ("oci", read_oci(path, arch)?)

@@ -7,28 +7,15 @@ use attune_pack::{Arch, Diagnostics};
 use serde::Serialize;
 
 use crate::cli::{AssembleArgs, CheckArgs, HistoryArgs, InspectArgs, RollbackArgs, VerifyArgs};
-use crate::error::{Error, exit};
-use crate::fsops;
-use crate::hash::HashCache;
+use attune_volume::error::{Error, exit};
+use attune_volume::fsops;
+use attune_volume::hash::HashCache;
 use crate::output::{Output, counts, human_bytes, plural};
-use crate::plan::{Inputs, plan};
-use crate::progress::Progress;
-use crate::publish::{self, Outcome};
-use crate::scan::Kind;
-use crate::volume::{CACHE_NAME, LOCK_NAME, STORE_DIR, Volume, exists, tmp_name};
-
-/// The variable that fixes every published mtime (reproducible builds convention).
-pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
-
-/// The mtime for published files: `SOURCE_DATE_EPOCH`, else 1.
-pub fn source_date_epoch() -> Result<i64, Error> {
-    match std::env::var(SOURCE_DATE_EPOCH) {
-        Err(_) => Ok(1),
-        Ok(v) => v.trim().parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-            Error::Usage(format!("{SOURCE_DATE_EPOCH}=`{v}` is not a number of seconds since 1970; unset it or give e.g. 1700000000"))
-        }),
-    }
-}
+use attune_volume::plan::{Inputs, plan};
+use attune_volume::progress::Progress;
+use attune_volume::publish::{self, Outcome};
+use attune_volume::scan::Kind;
+use attune_volume::volume::{CACHE_NAME, LOCK_NAME, STORE_DIR, Volume, exists, tmp_name};
 
 fn arch_or_host(arch: Option<Arch>) -> Result<Arch, Error> {
     arch.or_else(Arch::host).ok_or_else(|| {
@@ -70,7 +57,7 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
     let started = Instant::now();
     let scan_started = now_ns();
     let arch = arch_or_host(args.arch)?;
-    let mtime = source_date_epoch()?;
+    let mtime = attune_volume::source_date_epoch()?;
     let vol = Volume::new(&args.out);
     // The lock is held from before the first byte is written into the volume
     // (staged copies included) until the publish ends.
@@ -96,7 +83,7 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         sources_only: false,
     };
     let cache = HashCache::load(&vol.root.join(CACHE_NAME));
-    let mut facts = crate::facts::load(&vol.root);
+    let mut facts = attune_volume::facts::load(&vol.root);
     let facts_loaded = facts.len();
     let mut plan = plan(&inputs, &cache, &mut facts, progress)?;
     if args.strict {
@@ -167,7 +154,7 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         || plan
             .hashed
             .iter()
-            .any(|&i| !crate::hash::is_racy(&plan.nodes[i].stamp, scan_started));
+            .any(|&i| !attune_volume::hash::is_racy(&plan.nodes[i].stamp, scan_started));
     if !args.dry_run && cache_stale {
         let pairs: Vec<_> = plan
             .nodes
@@ -183,18 +170,18 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
             None,
         )?;
     }
-    if !args.dry_run && crate::facts::changed(&facts, facts_loaded) {
+    if !args.dry_run && attune_volume::facts::changed(&facts, facts_loaded) {
         fsops::write_atomic(
-            &vol.root.join(crate::volume::FACTS_NAME),
+            &vol.root.join(attune_volume::volume::FACTS_NAME),
             &vol.root.join(tmp_name("facts")),
-            &crate::facts::bytes(&facts),
+            &attune_volume::facts::bytes(&facts),
             None,
         )?;
     }
     // With --verify the result is printed after verification, so that its
     // `ok` agrees with the exit code.
     let report = match args.verify && !args.dry_run {
-        true => Some(crate::verify::verify(&vol, Some(arch))?),
+        true => Some(attune_volume::verify::verify(&vol, Some(arch))?),
         false => None,
     };
     let failed = report
@@ -203,7 +190,7 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
     result.ok = failed == 0;
     result.outcome = Some(&outcome);
     result.elapsed_ms = started.elapsed().as_millis();
-    result.steps = crate::crashpoint::steps();
+    result.steps = attune_volume::crashpoint::steps();
     result.verify = report.as_ref().map(|r| &r.diagnostics);
     if let Some(r) = &report {
         out.diagnostics(&r.diagnostics);
@@ -361,7 +348,7 @@ pub fn check(args: &CheckArgs, out: Output) -> Result<ExitCode, Error> {
 
 /// `verify`.
 pub fn verify(args: &VerifyArgs, out: Output) -> Result<ExitCode, Error> {
-    let report = crate::verify::verify(&Volume::new(&args.volume), args.arch)?;
+    let report = attune_volume::verify::verify(&Volume::new(&args.volume), args.arch)?;
     out.diagnostics(&report.diagnostics);
     out.result(&report, || {
         let what = match (&report.generation, &report.root_hash, report.arch) {
@@ -395,7 +382,7 @@ pub fn inspect(args: &InspectArgs, out: Output) -> Result<ExitCode, Error> {
     let reports = args
         .files
         .iter()
-        .map(|f| crate::inspect::inspect(f, args.arch))
+        .map(|f| attune_volume::inspect::inspect(f, args.arch))
         .collect::<Result<Vec<_>, _>>()?;
     out.result(&reports, || {
         reports
@@ -425,7 +412,7 @@ fn existing_volume(path: &std::path::Path) -> Result<Volume, Error> {
 /// `history`.
 pub fn history(args: &HistoryArgs, out: Output) -> Result<ExitCode, Error> {
     let vol = existing_volume(&args.volume)?;
-    let gens = crate::history::history(&vol)?;
+    let gens = attune_volume::history::history(&vol)?;
     out.result(&gens, || {
         if gens.is_empty() {
             return format!("{}: no generation", vol.root.display());
@@ -459,8 +446,8 @@ pub fn history(args: &HistoryArgs, out: Output) -> Result<ExitCode, Error> {
 pub fn rollback(args: &RollbackArgs, out: Output) -> Result<ExitCode, Error> {
     let vol = existing_volume(&args.volume)?;
     let lock = vol.lock(Duration::from_secs(args.lock_timeout))?;
-    crate::gc::sweep_leftovers(&vol)?;
-    let r = crate::history::rollback(&vol, &lock, args.generation.as_deref())?;
+    attune_volume::gc::sweep_leftovers(&vol)?;
+    let r = attune_volume::history::rollback(&vol, &lock, args.generation.as_deref())?;
     out.result(&r, || {
         format!(
             "{}: rolled back to {} ({} files confirmed); it was {}",

@@ -19,14 +19,14 @@ use attune_pack::{Arch, Diagnostics};
 use serde::Serialize;
 
 use crate::cli::ExportArgs;
-use crate::error::{Error, exit};
+use attune_volume::error::{Error, exit};
 use crate::image::{self, Body, Dest, ImageResult, Item, Layer, RunConfig, Spec};
 pub use crate::image::{LayerInfo, media};
 use crate::image_layout::{self as layout, BASE, Body as BaseBody};
-use crate::manifest::{Entry, MANIFEST_NAME, Manifest};
+use attune_volume::manifest::{Entry, MANIFEST_NAME, Manifest};
 use crate::output::{Output, plural};
-use crate::scan::Kind;
-use crate::volume::{Volume, exists};
+use attune_volume::scan::Kind;
+use attune_volume::volume::{Volume, exists};
 
 fn base_layer(assembler: &[u8]) -> Layer<'_> {
     let items = BASE
@@ -128,7 +128,7 @@ pub struct ExportResult {
 /// Reads the assembler and checks that it runs in an empty container of
 /// `arch` (as `inspect --arch` does); the bytes checked are the bytes exported.
 fn assembler(path: &Path, arch: Arch, d: &mut Diagnostics) -> Result<Vec<u8>, Error> {
-    let (bytes, executable) = crate::inspect::read(path).map_err(|e| match e {
+    let (bytes, executable) = attune_volume::inspect::read(path).map_err(|e| match e {
         Error::Usage(m) => Error::Usage(format!("--assembler {m}")),
         e => e,
     })?;
@@ -159,7 +159,7 @@ pub fn command(args: &ExportArgs, out: Output) -> Result<ExitCode, Error> {
             args.volume.display()
         )));
     }
-    let mtime = crate::source_date_epoch()? as u64;
+    let mtime = attune_volume::source_date_epoch()? as u64;
     let arch = args.arch;
     let mut result = ExportResult {
         image: ImageResult::new(arch, args.format, &args.out),
@@ -168,7 +168,7 @@ pub fn command(args: &ExportArgs, out: Output) -> Result<ExitCode, Error> {
     };
     let assembler = assembler(&args.assembler, arch, &mut result.image.diagnostics)?;
     let vol = Volume::new(&args.volume);
-    let report = crate::verify::verify(&vol, Some(arch))?;
+    let report = attune_volume::verify::verify(&vol, Some(arch))?;
     result.image.diagnostics.0.extend(report.diagnostics.0);
     if result.image.diagnostics.has_errors() {
         return Err(image::refuse(out, dest, &result.image.diagnostics, &result));
@@ -229,7 +229,7 @@ pub(crate) mod fixtures {
     use clap::Parser;
 
     use crate::cli::{Cli, ExportArgs, ImageFormat, LogFormat};
-    use crate::error::Error;
+    use attune_volume::error::Error;
     use crate::output::Output;
 
     fn write(path: &Path, text: &str, mode: u32) {

@@ -27,12 +27,12 @@ use serde::Serialize;
 use sha2::Digest as _;
 
 use crate::cli::ImageFormat;
-use crate::error::{Error, IoContext};
-use crate::fsops;
-use crate::hash::Sha256Digest;
+use attune_volume::error::{Error, IoContext};
+use attune_volume::fsops;
+use attune_volume::hash::Sha256Digest;
 use crate::output::Output;
 use crate::tarstream::{self, Digesting, Header, Type};
-use crate::volume::exists;
+use attune_volume::volume::exists;
 
 /// Media types of what an OCI layout holds.
 pub mod media {
@@ -392,7 +392,7 @@ pub(crate) fn check_runs(
     hint: String,
     d: &mut Diagnostics,
 ) {
-    let report = crate::inspect::report(path, bytes, executable, Some(arch));
+    let report = attune_volume::inspect::report(path, bytes, executable, Some(arch));
     if !report.runs() {
         let causes: Vec<String> = report.problems.iter().map(|p| p.cause()).collect();
         d.push(

@@ -6,8 +6,8 @@
 
 use attune_pack::Arch;
 
-use crate::manifest::{MODE_DIR, MODE_EXEC, MODE_FILE};
-use crate::scan::Kind;
+use attune_volume::manifest::{MODE_DIR, MODE_EXEC, MODE_FILE};
+use attune_volume::scan::Kind;
 
 /// The image's default repository name.
 pub const DEFAULT_NAME: &str = "attune/packs";
@@ -143,7 +143,7 @@ pub fn cmd() -> Vec<String> {
 /// The image config's `created`, `history[].created` and every entry's mtime:
 /// `mtime` (`SOURCE_DATE_EPOCH`, else 1) as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn created(mtime: u64) -> String {
-    crate::history::utc(mtime as i64)
+    attune_volume::history::utc(mtime as i64)
 }
 
 #[cfg(test)]

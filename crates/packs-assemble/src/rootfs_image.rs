@@ -37,7 +37,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cli::ImageFormat;
-use crate::error::{Error, IoContext, exit};
+use attune_volume::error::{Error, IoContext, exit};
 use crate::image::{self, Body, Dest, ImageResult, Item, Layer, RunConfig, Spec};
 use crate::image_layout as layout;
 use crate::output::Output;
@@ -248,7 +248,7 @@ fn item(
         let program = mode & 0o111 != 0 && is_elf_file(&f.path)?;
         if program && dynamic_ok {
             // The image's own libc runs it: only its machine must be the image's.
-            let (bytes, _) = crate::inspect::read(&f.path)?;
+            let (bytes, _) = attune_volume::inspect::read(&f.path)?;
             match attune_pack::ElfFacts::parse(&bytes) {
                 Ok(facts) if facts.arch == Some(arch) => {}
                 Ok(facts) => d.push(
@@ -258,7 +258,7 @@ fn item(
                 Err(e) => d.push(Diagnostic::error(&f.path, format!("is not a readable ELF: {e}"))),
             }
         } else if program {
-            let (bytes, executable) = crate::inspect::read(&f.path)?;
+            let (bytes, executable) = attune_volume::inspect::read(&f.path)?;
             image::check_runs(
                 &f.path,
                 &bytes,
@@ -350,7 +350,7 @@ pub fn command(args: &ExportRootfsArgs, out: Output) -> Result<ExitCode, Error> 
             args.entrypoint.0[0]
         ))
     })?;
-    let mtime = crate::source_date_epoch()? as u64;
+    let mtime = attune_volume::source_date_epoch()? as u64;
     let arch = args.arch;
     let mut result = RootfsResult {
         image: ImageResult::new(arch, args.format, &args.out),

@@ -9,8 +9,8 @@ use std::io::{self, Write};
 
 use sha2::{Digest, Sha256};
 
-use crate::hash::Sha256Digest;
-use crate::scan::Kind;
+use attune_volume::hash::Sha256Digest;
+use attune_volume::scan::Kind;
 
 /// The tar block size.
 pub const BLOCK: u64 = 512;

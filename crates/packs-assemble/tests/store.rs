@@ -8,9 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use packs_assemble::hash::hash_file;
-use packs_assemble::manifest::Manifest;
-use packs_assemble::scan::Kind;
+use attune_volume::hash::hash_file;
+use attune_volume::manifest::Manifest;
+use attune_volume::scan::Kind;
 
 use crate::util::Fixture;
 

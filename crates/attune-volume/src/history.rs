@@ -204,7 +204,7 @@ pub fn rollback(vol: &Volume, _lock: &VolumeLock, target: Option<&str>) -> Resul
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (civil from days, as in
 /// Howard Hinnant's algorithm).
-pub(crate) fn utc(secs: i64) -> String {
+pub fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;

@@ -275,6 +275,19 @@ pub fn exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
 
+/// The variable that fixes every published mtime (reproducible builds convention).
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+/// The mtime for published files: `SOURCE_DATE_EPOCH`, else 1.
+pub fn source_date_epoch() -> Result<i64, Error> {
+    match std::env::var(SOURCE_DATE_EPOCH) {
+        Err(_) => Ok(1),
+        Ok(v) => v.trim().parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+            Error::Usage(format!("{SOURCE_DATE_EPOCH}=`{v}` is not a number of seconds since 1970; unset it or give e.g. 1700000000"))
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
