@@ -93,8 +93,19 @@ pub struct Rollback {
 
 /// Makes the kept generation `target` (default: the newest one older than the
 /// current) current, after confirming every entry of it; `Error::Invalid`
-/// (nothing changed) when it is damaged.
-pub fn rollback(vol: &Volume, _lock: &VolumeLock, target: Option<&str>) -> Result<Rollback, Error> {
+/// (nothing changed) when it is damaged. Takes the volume lock (waiting up to
+/// `lock_timeout`) and sweeps what interrupted runs left first.
+pub fn rollback(
+    vol: &Volume,
+    lock_timeout: std::time::Duration,
+    target: Option<&str>,
+) -> Result<Rollback, Error> {
+    let lock = vol.lock(lock_timeout)?;
+    crate::gc::sweep_leftovers(vol)?;
+    roll_back_to(vol, &lock, target)
+}
+
+fn roll_back_to(vol: &Volume, _lock: &VolumeLock, target: Option<&str>) -> Result<Rollback, Error> {
     let current = vol.current()?;
     let gens = crate::gc::generations(vol)?;
     let name = match target {
@@ -158,7 +169,7 @@ pub fn rollback(vol: &Volume, _lock: &VolumeLock, target: Option<&str>) -> Resul
     if objects.len() != packs.len() {
         damaged.push("its objects list does not name one object per pack".to_string());
     }
-    if let Err(why) = crate::publish::generation_entries(&dir, &packs, &chosen) {
+    if let Err(why) = crate::trust::generation_entries(&dir, &packs, &chosen) {
         damaged.push(why);
     }
     for p in &packs {

@@ -108,6 +108,7 @@
 
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod assemble;
 pub mod audit;
 pub mod crashpoint;
 pub mod error;
@@ -126,10 +127,12 @@ pub mod scan;
 pub mod staging;
 pub mod stamps;
 pub mod store;
+mod trust;
 pub mod verify;
 pub mod volume;
 
 pub use crate::{
+    assemble::{Assembled, Request, assemble, check},
     error::{Error, IoContext, exit},
     hash::{HashCache, Sha256Digest},
     history::{Generation, history, rollback},

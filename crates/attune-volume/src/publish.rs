@@ -4,25 +4,25 @@
 //! [`crate::store`] for the layout and the crate documentation for why a kill
 //! at any moment is safe.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::audit::{Audit, How, audit_files, audit_pack};
-use crate::error::{Error, IoContext};
+use crate::audit::{How, audit_pack};
+use crate::error::Error;
 use crate::fsops::{self, Seal};
-use crate::hash::Sha256Digest;
 use crate::manifest::{Entry, EntryReader, MANIFEST_NAME, MODE_DIR, MODE_FILE, Manifest};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::scan::Kind;
-use crate::staging::{ObjectJob, Source, write_objects};
+use crate::staging::{ObjectJob, write_objects};
 use crate::stamps::{Record, Stamps};
 use crate::store::{
     OBJECTS_NAME, Objects, PackTree, SEQUENCE_NAME, link_target, object_id, objects_bytes,
     pack_trees, read_objects, sequence_bytes,
 };
+use crate::trust::{PackChoice, Trust, generation_links_ok, kept_generation};
 use crate::volume::{
     DATA_LINK, RootEntry, STAMPS_NAME, STORE_DIR, Volume, VolumeLock, classify, exists,
     generation_id_of, generation_name, tmp_name,
@@ -89,20 +89,16 @@ pub struct Outcome {
 
 /// The decision of step 4.
 enum Decision {
+    /// The current generation is this manifest, every entry confirmed.
     UpToDate,
+    /// A kept generation is this manifest, confirmed: it becomes current.
     Reuse(String),
+    /// A new generation, of this name.
     Write(String),
 }
 
-/// Where each pack of the new generation comes from.
-enum PackChoice {
-    /// An object the store holds, confirmed whole.
-    Reuse(String),
-    /// A new object.
-    New,
-}
-
-/// Publishes `plan` into `vol`, whose lock the caller holds (`None` only for a dry run).
+/// Publishes `plan` into `vol`, whose lock the caller holds (`None` only for a
+/// dry run): one call per step, each step's why at its definition.
 pub fn publish(
     vol: &Volume,
     lock: Option<&VolumeLock>,
@@ -114,290 +110,435 @@ pub fn publish(
         opts.dry_run || lock.is_some(),
         "publishing without the volume lock"
     );
-    let started = std::time::Instant::now();
-    let phase = |name: &str| {
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "publish: {name} done"
-        )
-    };
-    let manifest = &plan.manifest;
-    let entries = &manifest.contents.entries;
-    let packs = pack_trees(manifest);
-    let store = vol.root.join(STORE_DIR);
-    let current = if vol.root.exists() {
-        vol.current()?
-    } else {
-        None
-    };
-    let mut out = Outcome {
-        generation: generation_name(manifest.generation_id()),
-        previous: current.clone(),
-        ..Outcome::default()
-    };
-
-    // (1) Entries in the root that this tool did not write are refused unless
-    // --adopt (a volume filled by copying); upstream's sentinel is not one.
-    let unmanaged = unmanaged(vol)?;
-    if !unmanaged.is_empty() && !opts.adopt {
-        return Err(Error::Environment(format!(
-            "{} holds entries that packs-assemble did not write: {}. It looks like a volume filled by copying; \
-             recreate the volume, or pass --adopt to delete them",
-            vol.root.display(),
-            unmanaged.join(", ")
-        )));
-    }
-
-    // (2) Leftovers of interrupted runs go, on every run: under the lock they
-    // are dead, and nothing of theirs is ever trusted.
-    if !opts.dry_run {
-        out.removed_generations
-            .extend(crate::gc::sweep_leftovers(vol)?);
-    }
-
-    // (3) The current generation: its manifest, its objects, the difference.
-    let cur_dir = current.as_ref().map(|c| vol.root.join(c));
-    let same_manifest = cur_dir
-        .as_ref()
-        .is_some_and(|d| manifest.matches_file(&d.join(MANIFEST_NAME)));
-    // The current generation has this root hash (it may still be damaged).
-    let same_id = current
-        .as_deref()
-        .and_then(|c| generation_id_of(c.trim_start_matches("..")))
-        == Some(manifest.generation_id());
-    let cur_objects: BTreeMap<String, String> = match cur_dir.as_deref().map(read_objects) {
-        Some(Ok(Objects::Packs(m))) => m,
-        _ => BTreeMap::new(),
-    };
-    let linkable = if same_manifest {
-        vec![false; entries.len()]
-    } else {
-        let previous = cur_dir.as_ref().map(|d| d.join(MANIFEST_NAME));
-        let (d, linkable) = diff(previous.as_deref(), manifest, !opts.force)?;
-        out.diff = d;
-        linkable
-    };
-    phase("read the current generation");
+    let mut run = Publish::new(vol, plan, opts, progress)?;
+    run.refuse_unmanaged()?; // (1)
+    run.sweep_leftovers()?; // (2)
+    run.read_current()?; // (3)
     if opts.dry_run {
-        out.up_to_date = same_manifest;
-        if same_manifest {
-            out.generation = current.unwrap_or_default();
-        }
-        return Ok(out);
+        return Ok(run.dry_run());
+    }
+    let decision = run.confirm_and_decide()?; // (4)
+    if let Decision::UpToDate = decision {
+        return run.touch_up(); // (4') nothing published: links and stamps only
+    }
+    run.prepare(&decision)?; // (5)
+    run.write_objects(&decision)?; // (6)
+    run.write_generation(&decision)?; // (7)
+    run.commit(&decision)?; // (8)
+    run.collect_garbage()?; // (9)
+    run.record_stamps() // (10)
+}
+
+/// One publish in progress: what the steps learn and hand on.
+struct Publish<'a> {
+    vol: &'a Volume,
+    plan: &'a Plan,
+    opts: &'a Options,
+    progress: &'a Progress,
+    started: std::time::Instant,
+    /// One per pack of the new manifest.
+    packs: Vec<PackTree>,
+    store: PathBuf,
+    /// The current generation's name, if any.
+    current: Option<String>,
+    /// Root entries this tool did not write (removed only under --adopt).
+    unmanaged: Vec<String>,
+    /// The current generation's manifest is this one, byte for byte.
+    same_manifest: bool,
+    /// The current generation has this root hash (it may still be damaged).
+    same_id: bool,
+    /// The current generation's objects, by pack.
+    cur_objects: BTreeMap<String, String>,
+    /// Whether each new entry is the same file as the current generation's at its path.
+    linkable: Vec<bool>,
+    trust: Trust<'a>,
+    /// Where each pack comes from, after step (4).
+    choices: Vec<PackChoice>,
+    /// Pack -> object of the new generation, after step (6).
+    objects: BTreeMap<String, String>,
+    /// Packs whose objects step (6) wrote.
+    new_objects: Vec<usize>,
+    /// Confirmed entries that new objects hard-link (their ctime moves).
+    link_sources: HashSet<usize>,
+    seal: Seal,
+    out: Outcome,
+}
+
+impl<'a> Publish<'a> {
+    fn new(
+        vol: &'a Volume,
+        plan: &'a Plan,
+        opts: &'a Options,
+        progress: &'a Progress,
+    ) -> Result<Publish<'a>, Error> {
+        let manifest = &plan.manifest;
+        let store = vol.root.join(STORE_DIR);
+        let current = if vol.root.exists() {
+            vol.current()?
+        } else {
+            None
+        };
+        Ok(Publish {
+            vol,
+            plan,
+            opts,
+            progress,
+            started: std::time::Instant::now(),
+            packs: pack_trees(manifest),
+            trust: Trust::new(store.clone(), manifest, Stamps::default()),
+            store,
+            out: Outcome {
+                generation: generation_name(manifest.generation_id()),
+                previous: current.clone(),
+                ..Outcome::default()
+            },
+            current,
+            unmanaged: vec![],
+            same_manifest: false,
+            same_id: false,
+            cur_objects: BTreeMap::new(),
+            linkable: vec![],
+            choices: vec![],
+            objects: BTreeMap::new(),
+            new_objects: vec![],
+            link_sources: HashSet::new(),
+            seal: Seal::new(manifest.contents.mtime, manifest.contents.owner.as_deref()),
+        })
     }
 
-    // (4) Confirm what this run would trust (nothing under --force): each pack
-    // whose object is unchanged, whole; of each changed pack, the files that
-    // would be hard-linked. Then the one decision.
-    let stamps = Stamps::load(&vol.root.join(STAMPS_NAME));
-    let mut trust = Trust::new(&store, manifest, &stamps);
-    let mut choices: Vec<PackChoice> = vec![];
-    for p in &packs {
-        let choice = match cur_objects.get(&p.name) {
-            _ if opts.force => PackChoice::New,
-            Some(o) if object_id(o) == p.id => {
-                if trust.pack(o, p)? {
-                    PackChoice::Reuse(o.clone())
-                } else {
+    fn phase(&self, name: &str) {
+        tracing::debug!(
+            elapsed_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            "publish: {name} done"
+        );
+    }
+
+    fn manifest(&self) -> &'a Manifest {
+        &self.plan.manifest
+    }
+
+    /// (1) Entries in the root that this tool did not write are refused unless
+    /// --adopt (a volume filled by copying); upstream's sentinel is not one.
+    fn refuse_unmanaged(&mut self) -> Result<(), Error> {
+        self.unmanaged = unmanaged(self.vol)?;
+        if !self.unmanaged.is_empty() && !self.opts.adopt {
+            return Err(Error::Environment(format!(
+                "{} holds entries that packs-assemble did not write: {}. It looks like a volume filled by copying; \
+                 recreate the volume, or pass --adopt to delete them",
+                self.vol.root.display(),
+                self.unmanaged.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// (2) Leftovers of interrupted runs go, on every run: under the lock they
+    /// are dead, and nothing of theirs is ever trusted.
+    fn sweep_leftovers(&mut self) -> Result<(), Error> {
+        if !self.opts.dry_run {
+            let swept = crate::gc::sweep_leftovers(self.vol)?;
+            self.out.removed_generations.extend(swept);
+        }
+        Ok(())
+    }
+
+    /// (3) The current generation: its manifest, its objects, the difference.
+    fn read_current(&mut self) -> Result<(), Error> {
+        let manifest = self.manifest();
+        let cur_dir = self.current.as_ref().map(|c| self.vol.root.join(c));
+        self.same_manifest = cur_dir
+            .as_ref()
+            .is_some_and(|d| manifest.matches_file(&d.join(MANIFEST_NAME)));
+        self.same_id = self
+            .current
+            .as_deref()
+            .and_then(|c| generation_id_of(c.trim_start_matches("..")))
+            == Some(manifest.generation_id());
+        if let Some(Ok(Objects::Packs(m))) = cur_dir.as_deref().map(read_objects) {
+            self.cur_objects = m;
+        }
+        let entries = manifest.contents.entries.len();
+        self.linkable = if self.same_manifest {
+            vec![false; entries]
+        } else {
+            let previous = cur_dir.as_ref().map(|d| d.join(MANIFEST_NAME));
+            let (d, linkable) = diff(previous.as_deref(), manifest, !self.opts.force)?;
+            self.out.diff = d;
+            linkable
+        };
+        self.phase("read the current generation");
+        Ok(())
+    }
+
+    /// What a dry run reports: the difference, and whether it is up to date
+    /// (by the manifest alone: nothing is confirmed).
+    fn dry_run(mut self) -> Outcome {
+        self.out.up_to_date = self.same_manifest;
+        if self.same_manifest {
+            self.out.generation = self.current.unwrap_or_default();
+        }
+        self.out
+    }
+
+    /// (4) Confirms what this run would trust (nothing under --force): each
+    /// pack whose object is unchanged, whole; of each changed pack, the files
+    /// that would be hard-linked. Then the one decision.
+    fn confirm_and_decide(&mut self) -> Result<Decision, Error> {
+        let manifest = self.manifest();
+        let entries = &manifest.contents.entries;
+        self.trust = Trust::new(
+            self.store.clone(),
+            manifest,
+            Stamps::load(&self.vol.root.join(STAMPS_NAME)),
+        );
+        for p in &self.packs {
+            let choice = match self.cur_objects.get(&p.name) {
+                _ if self.opts.force => PackChoice::New,
+                Some(o) if object_id(o) == p.id => {
+                    if self.trust.pack(o, p)? {
+                        PackChoice::Reuse(o.clone())
+                    } else {
+                        PackChoice::New
+                    }
+                }
+                Some(o) => {
+                    let files: Vec<usize> = p.below.clone().filter(|&i| self.linkable[i]).collect();
+                    self.trust.files(o, &files)?;
                     PackChoice::New
                 }
+                None => PackChoice::New,
+            };
+            self.choices.push(choice);
+        }
+        self.out.rehashed = self.trust.audit.rehashed;
+        self.out.repaired = self
+            .trust
+            .audit
+            .damaged
+            .iter()
+            .map(|(i, why)| {
+                tracing::warn!(path = %entries[*i].path, "published entry is damaged: {why}; repairing it from the inputs");
+                entries[*i].path.clone()
+            })
+            .collect();
+        let all_reused = self
+            .choices
+            .iter()
+            .all(|c| matches!(c, PackChoice::Reuse(_)));
+        let gen_ok = self.current.as_ref().is_some_and(|c| {
+            generation_links_ok(&self.vol.root.join(c), &self.packs, &self.choices)
+        });
+        let current = self.current.as_deref();
+        let decision = if self.same_manifest && all_reused && gen_ok && !self.opts.force {
+            Decision::UpToDate
+        } else if self.opts.force {
+            Decision::Write(free_generation_name(current, &self.out.generation))
+        } else {
+            let target = self.vol.root.join(&self.out.generation);
+            match kept_generation(&target, manifest, &self.packs, &mut self.trust)? {
+                Some(objects) if Some(&self.out.generation) != self.current.as_ref() => {
+                    for (c, o) in self.choices.iter_mut().zip(objects) {
+                        *c = PackChoice::Reuse(o);
+                    }
+                    Decision::Reuse(self.out.generation.clone())
+                }
+                _ => Decision::Write(free_generation_name(current, &self.out.generation)),
             }
-            Some(o) => {
-                let files: Vec<usize> = p.below.clone().filter(|&i| linkable[i]).collect();
-                trust.files(o, &files)?;
-                PackChoice::New
-            }
-            None => PackChoice::New,
         };
-        choices.push(choice);
+        self.phase("confirm and decide");
+        Ok(decision)
     }
-    out.rehashed = trust.audit.rehashed;
-    out.repaired = trust
-        .audit
-        .damaged
-        .iter()
-        .map(|(i, why)| {
-            tracing::warn!(path = %entries[*i].path, "published entry is damaged: {why}; repairing it from the inputs");
-            entries[*i].path.clone()
-        })
-        .collect();
-    let all_reused = choices.iter().all(|c| matches!(c, PackChoice::Reuse(_)));
-    let gen_ok = cur_dir
-        .as_ref()
-        .is_some_and(|d| generation_links_ok(d, &packs, &choices));
-    let decision = if same_manifest && all_reused && gen_ok && !opts.force {
-        Decision::UpToDate
-    } else if opts.force {
-        Decision::Write(free_generation_name(current.as_deref(), &out.generation))
-    } else {
-        let target = vol.root.join(&out.generation);
-        match kept_generation(&target, manifest, &packs, &mut trust)? {
-            Some(objects) if Some(&out.generation) != current.as_ref() => {
-                for (c, o) in choices.iter_mut().zip(objects) {
-                    *c = PackChoice::Reuse(o);
-                }
-                Decision::Reuse(out.generation.clone())
+
+    /// (4') Up to date: nothing is published. What --adopt removes goes, links
+    /// an interrupted run left wrong are made right (each call changes only
+    /// those), and the stamps of files read again are recorded.
+    fn touch_up(mut self) -> Result<Outcome, Error> {
+        self.out.up_to_date = true;
+        self.out.generation = self.current.clone().unwrap_or_default();
+        for name in &self.unmanaged {
+            crate::gc::remove(self.vol, name)?; // --adopt
+        }
+        add_links(self.vol, &self.packs)?;
+        drop_stale_links(self.vol, &self.packs)?;
+        if self.trust.audit.rehashed + self.trust.audit.relisted > 0 {
+            save_stamps(self.vol, self.trust.records())?;
+        }
+        Ok(self.out)
+    }
+
+    /// (5) Prepare: make room. What this publish's garbage collection would
+    /// remove goes first (a complete generation never committed among them),
+    /// then every object no remaining generation links to (among them any
+    /// that an interrupted run renamed into place but never flushed).
+    fn prepare(&mut self, decision: &Decision) -> Result<(), Error> {
+        let mut spare: Vec<&str> = self.current.iter().map(String::as_str).collect();
+        match decision {
+            Decision::Reuse(name) => spare.push(name),
+            Decision::Write(name) if exists(&self.vol.root.join(name)) => {
+                // An incomplete or damaged kept generation with this name: rewritten.
+                crate::gc::remove(self.vol, name)?;
+                self.out.removed_generations.push(name.clone());
             }
-            _ => Decision::Write(free_generation_name(current.as_deref(), &out.generation)),
+            _ => {}
         }
-    };
-    phase("confirm and decide");
-
-    if let Decision::UpToDate = decision {
-        out.up_to_date = true;
-        out.generation = current.clone().unwrap_or_default();
-        for name in &unmanaged {
-            crate::gc::remove(vol, name)?; // --adopt
-        }
-        // Links an interrupted run left wrong (each call changes only those).
-        add_links(vol, &packs)?;
-        drop_stale_links(vol, &packs)?;
-        if trust.audit.rehashed + trust.audit.relisted > 0 {
-            save_stamps(vol, trust.records())?;
-        }
-        return Ok(out);
+        // A current generation with this manifest but damaged is removed
+        // after the commit, so it does not count among the kept ones.
+        let others = match self.same_id {
+            true => self.opts.keep.saturating_sub(1),
+            false => self.opts.keep.saturating_sub(2),
+        };
+        let removed = crate::gc::collect_generations(self.vol, &spare, others)?;
+        self.out.removed_generations.extend(removed);
+        self.out.removed_objects += crate::gc::sweep_objects(self.vol)?;
+        self.phase("prepare");
+        Ok(())
     }
 
-    // (5) Prepare: make room. What this publish's garbage collection would
-    // remove goes first (a complete generation never committed among them),
-    // then every object no remaining generation links to (among them any that
-    // an interrupted run renamed into place but never flushed).
-    let mut spare: Vec<&str> = current.iter().map(String::as_str).collect();
-    if let Decision::Reuse(name) = &decision {
-        spare.push(name);
-    }
-    let target = match &decision {
-        Decision::Reuse(n) | Decision::Write(n) => n.clone(),
-        Decision::UpToDate => unreachable!(),
-    };
-    if let Decision::Write(name) = &decision
-        && exists(&vol.root.join(name))
-    {
-        // An incomplete or damaged kept generation with this name: rewritten.
-        crate::gc::remove(vol, name)?;
-        out.removed_generations.push(name.clone());
-    }
-    // A current generation with this manifest but damaged is removed after
-    // the commit, so it does not count among the kept ones.
-    let others = match same_id {
-        true => opts.keep.saturating_sub(1),
-        false => opts.keep.saturating_sub(2),
-    };
-    out.removed_generations
-        .extend(crate::gc::collect_generations(vol, &spare, others)?);
-    out.removed_objects += crate::gc::sweep_objects(vol)?;
-    phase("prepare");
-
-    // (6) Write the pack objects the generation lacks.
-    let seal = Seal::new(manifest.contents.mtime, manifest.contents.owner.as_deref());
-    let mut objects: BTreeMap<String, String> = BTreeMap::new();
-    let mut new_objects: Vec<usize> = vec![];
-    let mut link_sources = HashSet::new();
-    if let Decision::Write(_) = decision {
-        let alive: HashSet<String> = crate::gc::store_entries(vol)?.into_iter().collect();
-        let sources;
-        (sources, link_sources) = trust.sources(&packs, &choices, plan, &alive);
-        let mut jobs = vec![];
-        for (k, (p, c)) in packs.iter().zip(&choices).enumerate() {
-            match c {
-                PackChoice::Reuse(o) => {
-                    objects.insert(p.name.clone(), o.clone());
-                }
+    /// (6) Writes the pack objects the generation lacks (none when a kept
+    /// generation is reused): each under a temporary name, renamed when whole.
+    fn write_objects(&mut self, decision: &Decision) -> Result<(), Error> {
+        let reuse = matches!(decision, Decision::Reuse(_));
+        for (k, (p, c)) in self.packs.iter().zip(&self.choices).enumerate() {
+            let object = match c {
+                PackChoice::Reuse(o) => o.clone(),
+                PackChoice::New if reuse => unreachable!("a kept generation reuses every object"),
                 PackChoice::New => {
-                    let name = free_object_name(&store, &p.id);
-                    let stage = plan.stage.as_ref().and_then(|s| s.root(&p.name));
-                    jobs.push(ObjectJob {
-                        pack: p,
-                        name: name.clone(),
-                        tmp: stage
-                            .map_or_else(|| store.join(tmp_name("object")), Path::to_path_buf),
-                        staged: stage.is_some(),
-                    });
-                    objects.insert(p.name.clone(), name);
-                    new_objects.push(k);
+                    self.new_objects.push(k);
+                    free_object_name(&self.store, &p.id)
                 }
-            }
+            };
+            self.objects.insert(p.name.clone(), object);
         }
-        if !jobs.is_empty() && !exists(&store) {
-            fsops::create_dir(&store)?;
+        self.out.objects_written = self.new_objects.len();
+        self.out.objects_shared = self.packs.len() - self.new_objects.len();
+        if reuse {
+            self.out.reused = true;
+            return Ok(());
         }
-        let link = |k: usize| trust.path_of(k);
+        let alive: HashSet<String> = crate::gc::store_entries(self.vol)?.into_iter().collect();
+        let sources;
+        (sources, self.link_sources) =
+            self.trust
+                .sources(&self.packs, &self.choices, self.plan, &alive);
+        let jobs: Vec<ObjectJob> = self
+            .new_objects
+            .iter()
+            .map(|&k| {
+                let p = &self.packs[k];
+                let stage = self.plan.stage.as_ref().and_then(|s| s.root(&p.name));
+                ObjectJob {
+                    pack: p,
+                    name: self.objects[&p.name].clone(),
+                    tmp: stage
+                        .map_or_else(|| self.store.join(tmp_name("object")), Path::to_path_buf),
+                    staged: stage.is_some(),
+                }
+            })
+            .collect();
+        if !jobs.is_empty() && !exists(&self.store) {
+            fsops::create_dir(&self.store)?;
+        }
+        let link = |k: usize| self.trust.path_of(k);
         let written = write_objects(
-            &store, entries, &jobs, &sources, &link, plan, &seal, progress,
+            &self.store,
+            &self.manifest().contents.entries,
+            &jobs,
+            &sources,
+            &link,
+            self.plan,
+            &self.seal,
+            self.progress,
         )?;
-        out.hardlinked = written.hardlinked;
-        out.copied = written.copied;
-        out.objects_written = jobs.len();
-        out.objects_shared = packs.len() - jobs.len();
-        phase("write objects");
+        self.out.hardlinked = written.hardlinked;
+        self.out.copied = written.copied;
+        self.phase("write objects");
+        Ok(())
+    }
 
-        // (7) Write the generation: manifest, objects list, one link per pack;
-        // flush the filesystem; rename it into place.
-        write_generation(vol, manifest, &objects, &target, opts.sync, &seal)?;
-        phase("write the generation");
-    } else {
-        out.reused = true;
-        out.objects_shared = packs.len();
-        for (p, c) in packs.iter().zip(&choices) {
-            if let PackChoice::Reuse(o) = c {
-                objects.insert(p.name.clone(), o.clone());
+    /// (7) Writes the generation: manifest, objects list, one link per pack,
+    /// flushed and renamed into place. A kept generation reused instead gets
+    /// the next sequence number, so that `rollback` goes back to the
+    /// generation current before it.
+    fn write_generation(&mut self, decision: &Decision) -> Result<(), Error> {
+        match decision {
+            Decision::Write(name) => write_generation(
+                self.vol,
+                self.manifest(),
+                &self.objects,
+                name,
+                self.opts.sync,
+                &self.seal,
+            )?,
+            Decision::Reuse(name) => {
+                let dir = self.vol.root.join(name);
+                fsops::write_atomic(
+                    &dir.join(SEQUENCE_NAME),
+                    &dir.join(tmp_name("sequence")),
+                    &sequence_bytes(crate::gc::next_sequence(self.vol)?),
+                    Some((&self.seal, MODE_FILE)),
+                )?;
+                tracing::info!(generation = %name, "a kept generation has this root hash; making it current again");
             }
+            Decision::UpToDate => unreachable!("step (4') handles an up-to-date volume"),
         }
-        // It becomes the newest: its sequence number is the next one, so that
-        // `rollback` goes back to the generation current before it.
-        let dir = vol.root.join(&target);
-        fsops::write_atomic(
-            &dir.join(SEQUENCE_NAME),
-            &dir.join(tmp_name("sequence")),
-            &sequence_bytes(crate::gc::next_sequence(vol)?),
-            Some((&seal, MODE_FILE)),
-        )?;
-        tracing::info!(generation = %target, "a kept generation has this root hash; making it current again");
+        self.phase("write the generation");
+        Ok(())
     }
 
-    // (8) Commit: links for new packs first (dangling until the swap), then
-    // `..data` is replaced by rename(2), then links of packs that are gone go.
-    // (--adopt: what a copy left goes first, each entry by one rename, so
-    // that the pack links can take its place.)
-    for name in &unmanaged {
-        crate::gc::remove(vol, name)?;
+    /// (8) Commit: links for new packs first (dangling until the swap), then
+    /// `..data` is replaced by rename(2), then links of packs that are gone
+    /// go. (--adopt: what a copy left goes first, each entry by one rename, so
+    /// that the pack links can take its place.)
+    fn commit(&mut self, decision: &Decision) -> Result<(), Error> {
+        let (Decision::Reuse(target) | Decision::Write(target)) = decision else {
+            unreachable!("step (4') handles an up-to-date volume");
+        };
+        for name in &self.unmanaged {
+            crate::gc::remove(self.vol, name)?;
+        }
+        commit(self.vol, target, &self.packs)?;
+        self.out.generation = target.clone();
+        self.phase("commit");
+        Ok(())
     }
-    commit(vol, &target, &packs)?;
-    out.generation = target.clone();
-    phase("commit");
 
-    // (9) Collect garbage: a damaged former current generation, generations
-    // beyond --keep, and the objects no remaining generation links to.
-    if let Some(c) = &current
-        && same_id
-        && *c != target
-    {
-        crate::gc::remove(vol, c)?;
-        out.removed_generations.push(c.clone());
+    /// (9) Collects garbage: a damaged former current generation, generations
+    /// beyond --keep, and the objects no remaining generation links to.
+    fn collect_garbage(&mut self) -> Result<(), Error> {
+        let target = &self.out.generation;
+        if let Some(c) = &self.current
+            && self.same_id
+            && c != target
+        {
+            crate::gc::remove(self.vol, c)?;
+            self.out.removed_generations.push(c.clone());
+        }
+        let keep = self.opts.keep.saturating_sub(1);
+        let removed = crate::gc::collect_generations(self.vol, &[target], keep)?;
+        self.out.removed_generations.extend(removed);
+        self.out.removed_objects += crate::gc::sweep_objects(self.vol)?;
+        self.phase("collect garbage");
+        Ok(())
     }
-    out.removed_generations
-        .extend(crate::gc::collect_generations(
-            vol,
-            &[&target],
-            opts.keep.saturating_sub(1),
-        )?);
-    out.removed_objects += crate::gc::sweep_objects(vol)?;
-    phase("collect garbage");
 
-    // (10) Record the stamps of what is now published: links and unlinks above
-    // moved the ctimes of shared inodes, so those are stat'ed again.
-    let mut records = trust.refreshed(&objects, &packs, &link_sources)?;
-    drop(trust);
-    drop(stamps);
-    for &k in &new_objects {
-        let p = &packs[k];
-        let dir = store.join(&objects[&p.name]);
-        let a = audit_pack(&dir, manifest, p, &Stamps::default(), How::Record)?;
-        records.extend(a.confirmed.into_iter().map(|(_, r)| r));
+    /// (10) Records the stamps of what is now published: links and unlinks
+    /// above moved the ctimes of shared inodes, so those are stat'ed again;
+    /// the new objects' files are stat'ed (never recorded unread).
+    fn record_stamps(self) -> Result<Outcome, Error> {
+        let manifest = self.manifest();
+        let mut records = self
+            .trust
+            .refreshed(&self.objects, &self.packs, &self.link_sources)?;
+        for &k in &self.new_objects {
+            let p = &self.packs[k];
+            let dir = self.store.join(&self.objects[&p.name]);
+            let a = audit_pack(&dir, manifest, p, &Stamps::default(), How::Record)?;
+            records.extend(a.confirmed.into_iter().map(|(_, r)| r));
+        }
+        save_stamps(self.vol, records)?;
+        self.phase("record stamps");
+        Ok(self.out)
     }
-    save_stamps(vol, records)?;
-    phase("record stamps");
-    Ok(out)
 }
 
 /// Makes generation `name` (complete, in the root) current: links for its new
@@ -412,306 +553,6 @@ pub fn commit(vol: &Volume, name: &str, packs: &[PackTree]) -> Result<(), Error>
     )?;
     fsops::sync_dir(&vol.root)?;
     drop_stale_links(vol, packs)
-}
-
-/// Confirmations of this run, shared by the decisions that need them.
-struct Trust<'a> {
-    store: &'a Path,
-    manifest: &'a Manifest,
-    stamps: &'a Stamps,
-    /// The objects audited, by index.
-    names: Vec<String>,
-    /// Object name -> whether it was confirmed whole.
-    whole: HashMap<String, bool>,
-    /// Every confirmed entry: (object index, entry index, record); a few
-    /// dozen bytes each, so that 100,000 of them stay small.
-    confirmed: Vec<(u32, u32, Record)>,
-    /// What was found, counted (and the damage).
-    audit: Audit,
-}
-
-impl<'a> Trust<'a> {
-    fn new(store: &'a Path, manifest: &'a Manifest, stamps: &'a Stamps) -> Trust<'a> {
-        Trust {
-            store,
-            manifest,
-            stamps,
-            names: vec![],
-            whole: HashMap::new(),
-            confirmed: vec![],
-            audit: Audit::default(),
-        }
-    }
-
-    fn take(&mut self, object: &str, a: Audit) -> bool {
-        let ok = a.damaged.is_empty();
-        let o = self.names.len() as u32;
-        self.names.push(object.to_string());
-        self.confirmed.reserve_exact(a.confirmed.len());
-        self.confirmed
-            .extend(a.confirmed.into_iter().map(|(i, r)| (o, i as u32, r)));
-        self.audit.rehashed += a.rehashed;
-        self.audit.relisted += a.relisted;
-        self.audit.damaged.extend(a.damaged);
-        ok
-    }
-
-    /// The records confirmed.
-    fn records(&self) -> Vec<Record> {
-        self.confirmed.iter().map(|(_, _, r)| *r).collect()
-    }
-
-    /// The path of confirmed entry `k`.
-    fn path_of(&self, k: usize) -> PathBuf {
-        let (o, i, _) = &self.confirmed[k];
-        self.store
-            .join(&self.names[*o as usize])
-            .join(&self.manifest.contents.entries[*i as usize].path)
-    }
-
-    /// Whether object `o` holds pack `p` exactly (audited once per object).
-    fn pack(&mut self, o: &str, p: &PackTree) -> Result<bool, Error> {
-        if let Some(ok) = self.whole.get(o) {
-            return Ok(*ok);
-        }
-        let a = audit_pack(
-            &self.store.join(o),
-            self.manifest,
-            p,
-            self.stamps,
-            How::Confirm,
-        )?;
-        let ok = self.take(o, a);
-        self.whole.insert(o.to_string(), ok);
-        Ok(ok)
-    }
-
-    /// Confirms `files` (entries of the new manifest) at their paths in object `o`.
-    fn files(&mut self, o: &str, files: &[usize]) -> Result<(), Error> {
-        if files.is_empty() {
-            return Ok(());
-        }
-        let a = audit_files(
-            &self.store.join(o),
-            self.manifest,
-            files,
-            self.stamps,
-            How::Confirm,
-        )?;
-        self.take(o, a);
-        Ok(())
-    }
-
-    /// Where each file of the new objects comes from: a confirmed published
-    /// file with the same contents and mode (at the same path first), the
-    /// stage, another new file with the same contents, or the inputs. Also
-    /// which confirmed entries are link sources (their ctime moves).
-    fn sources(
-        &self,
-        packs: &[PackTree],
-        choices: &[PackChoice],
-        plan: &Plan,
-        alive: &HashSet<String>,
-    ) -> (Vec<(usize, Source)>, HashSet<usize>) {
-        let entries = &self.manifest.contents.entries;
-        let key = |i: usize| {
-            (
-                entries[i].sha256.unwrap_or_default(),
-                entries[i].mode_bits(),
-            )
-        };
-        // Objects of generations that step (5) removed are gone.
-        let usable: Vec<bool> = self.names.iter().map(|n| alive.contains(n)).collect();
-        let mut same_path = vec![u32::MAX; entries.len()];
-        for (k, (o, i, _)) in self.confirmed.iter().enumerate() {
-            let i = *i as usize;
-            if entries[i].kind == Kind::File && usable[*o as usize] && same_path[i] == u32::MAX {
-                same_path[i] = k as u32;
-            }
-        }
-        let new_files = || {
-            packs
-                .iter()
-                .zip(choices)
-                .filter(|(_, c)| matches!(c, PackChoice::New))
-                .flat_map(|(p, _)| p.below.clone())
-                .filter(|&i| entries[i].kind == Kind::File)
-        };
-        // Contents wanted by files with no confirmed file at their path.
-        let wanted: HashSet<(Sha256Digest, u32)> = new_files()
-            .filter(|&i| !plan.staged(i) && same_path[i] == u32::MAX)
-            .map(key)
-            .collect();
-        let mut by_content: HashMap<(Sha256Digest, u32), usize> = HashMap::new();
-        if !wanted.is_empty() {
-            for (k, (o, i, _)) in self.confirmed.iter().enumerate() {
-                let i = *i as usize;
-                if entries[i].kind == Kind::File && usable[*o as usize] && wanted.contains(&key(i))
-                {
-                    by_content.entry(key(i)).or_insert(k);
-                }
-            }
-        }
-        let mut used = HashSet::new();
-        let mut first_copy: HashMap<(Sha256Digest, u32), usize> = HashMap::new();
-        let mut out = vec![];
-        for i in new_files() {
-            let s = if plan.staged(i) {
-                // Copied while hashed; a repeat of an earlier file is
-                // replaced by a link to it.
-                match first_copy.get(&key(i)) {
-                    Some(&of) => Source::Same(of),
-                    None => {
-                        first_copy.insert(key(i), i);
-                        Source::Staged
-                    }
-                }
-            } else if let Some(k) = (same_path[i] != u32::MAX)
-                .then_some(same_path[i] as usize)
-                .or_else(|| by_content.get(&key(i)).copied())
-            {
-                used.insert(k);
-                Source::Link(k)
-            } else if let Some(&of) = first_copy.get(&key(i)) {
-                Source::Same(of)
-            } else {
-                first_copy.insert(key(i), i);
-                Source::Copy
-            };
-            out.push((i, s));
-        }
-        (out, used)
-    }
-
-    /// The records of the reused objects, with the entries whose inode another
-    /// object shares (a link or unlink of this run may have moved its ctime)
-    /// stat'ed again.
-    fn refreshed(
-        &self,
-        objects: &BTreeMap<String, String>,
-        packs: &[PackTree],
-        link_sources: &HashSet<usize>,
-    ) -> Result<Vec<Record>, Error> {
-        let entries = &self.manifest.contents.entries;
-        let reused: HashSet<&str> = packs
-            .iter()
-            .filter_map(|p| objects.get(&p.name))
-            .map(String::as_str)
-            .filter(|o| self.whole.get(*o) == Some(&true))
-            .collect();
-        let items: Vec<usize> = (0..self.confirmed.len())
-            .filter(|&k| reused.contains(self.names[self.confirmed[k].0 as usize].as_str()))
-            .collect();
-        crate::parallel::try_map(&items, |&k| {
-            let (_, i, r) = &self.confirmed[k];
-            let touched = entries[*i as usize].kind == Kind::File
-                && (r.nlink > 1 || link_sources.contains(&k));
-            if !touched {
-                return Ok(*r);
-            }
-            let path = self.path_of(k);
-            let st = crate::scan::Stamp::read(&path).ctx("read", &path)?;
-            // A ctime that moved since the contents were confirmed is not
-            // settled: whatever moved it may have changed them too.
-            Ok(Record {
-                ctime_ns: st.ctime_ns,
-                settled: r.settled && st.ctime_ns == r.ctime_ns,
-                ..*r
-            })
-        })
-    }
-}
-
-/// The objects of the kept generation at `dir` when it holds exactly this
-/// manifest and each pack's object is confirmed whole; `None` otherwise.
-fn kept_generation(
-    dir: &Path,
-    manifest: &Manifest,
-    packs: &[PackTree],
-    trust: &mut Trust,
-) -> Result<Option<Vec<String>>, Error> {
-    if !dir.is_dir() || !manifest.matches_file(&dir.join(MANIFEST_NAME)) {
-        return Ok(None);
-    }
-    let Ok(Objects::Packs(map)) = read_objects(dir) else {
-        return Ok(None);
-    };
-    let mut out = vec![];
-    for p in packs {
-        let Some(o) = map.get(&p.name).filter(|o| object_id(o) == p.id) else {
-            return Ok(None);
-        };
-        if !trust.pack(o, p)? {
-            return Ok(None);
-        }
-        out.push(o.clone());
-    }
-    Ok((map.len() == packs.len() && generation_entries(dir, packs, &out).is_ok()).then_some(out))
-}
-
-/// Confirms a kept generation's own entries, for reuse and for `rollback`
-/// alike: it holds its manifest and objects list (regular files) and one link
-/// per pack, each naming exactly the object chosen for it
-/// (`../..store/<obj>/<pack>`), and nothing else. The reason otherwise.
-pub(crate) fn generation_entries(
-    dir: &Path,
-    packs: &[PackTree],
-    objects: &[String],
-) -> Result<(), String> {
-    let mut want: BTreeMap<String, Option<String>> = [MANIFEST_NAME, OBJECTS_NAME]
-        .into_iter()
-        .map(|n| (n.to_string(), None))
-        .collect();
-    // Its sequence number (generations of earlier versions have none).
-    if crate::volume::exists(&dir.join(SEQUENCE_NAME)) {
-        want.insert(SEQUENCE_NAME.to_string(), None);
-    }
-    for (p, o) in packs.iter().zip(objects) {
-        want.insert(p.name.clone(), Some(link_target(&p.name, o)));
-    }
-    let listing = std::fs::read_dir(dir).map_err(|e| format!("cannot be listed ({e})"))?;
-    let mut seen = 0;
-    for entry in listing {
-        let entry = entry.map_err(|e| format!("cannot be listed ({e})"))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let kind = entry
-            .file_type()
-            .map_err(|e| format!("{name}: cannot be read ({e})"))?;
-        match want.get(&name) {
-            None => return Err(format!("{name}: is not part of a generation")),
-            Some(None) if !kind.is_file() => {
-                return Err(format!("{name}: is a {kind:?}, not a regular file"));
-            }
-            Some(Some(target)) => {
-                let got = std::fs::read_link(entry.path())
-                    .map_err(|e| format!("{name}: is not a link ({e})"))?;
-                if got != Path::new(target) {
-                    return Err(format!(
-                        "{name}: links to {}, not to its object {target}",
-                        got.display()
-                    ));
-                }
-            }
-            Some(None) => {}
-        }
-        seen += 1;
-    }
-    if seen != want.len() {
-        return Err("is missing entries (its manifest, objects list or a pack link)".into());
-    }
-    Ok(())
-}
-
-/// Whether the generation at `dir` links each pack to the object chosen for it.
-fn generation_links_ok(dir: &Path, packs: &[PackTree], choices: &[PackChoice]) -> bool {
-    let objects: Option<Vec<String>> = choices
-        .iter()
-        .map(|c| match c {
-            PackChoice::Reuse(o) => Some(o.clone()),
-            PackChoice::New => None,
-        })
-        .collect();
-    objects.is_some_and(|o| generation_entries(dir, packs, &o).is_ok())
 }
 
 /// `name`, or `name-<n>` for the first `n` free (another copy of the same

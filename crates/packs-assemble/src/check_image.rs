@@ -20,11 +20,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::cli::CheckImageArgs;
-use attune_volume::error::{Error, IoContext, exit};
 use crate::export::media;
-use attune_volume::hash::Sha256Digest;
 use crate::image_layout::{self as layout, BASE, Body};
 use crate::output::{Output, counts};
+use attune_volume::error::{Error, IoContext, exit};
+use attune_volume::hash::Sha256Digest;
 use attune_volume::scan::Kind;
 
 /// JSON files (configs, manifests) larger than this are refused.

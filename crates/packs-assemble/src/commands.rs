@@ -1,32 +1,26 @@
 //! The subcommands, each from parsed arguments to printed result and exit code.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use attune_pack::{Arch, Diagnostics};
 use serde::Serialize;
 
-use crate::cli::{AssembleArgs, CheckArgs, HistoryArgs, InspectArgs, RollbackArgs, VerifyArgs};
+use attune_volume::Request;
 use attune_volume::error::{Error, exit};
-use attune_volume::fsops;
-use attune_volume::hash::HashCache;
-use crate::output::{Output, counts, human_bytes, plural};
-use attune_volume::plan::{Inputs, plan};
+use attune_volume::plan::Inputs;
 use attune_volume::progress::Progress;
 use attune_volume::publish::{self, Outcome};
 use attune_volume::scan::Kind;
-use attune_volume::volume::{CACHE_NAME, LOCK_NAME, STORE_DIR, Volume, exists, tmp_name};
+use attune_volume::volume::{Volume, exists};
+
+use crate::cli::{AssembleArgs, CheckArgs, HistoryArgs, InspectArgs, RollbackArgs, VerifyArgs};
+use crate::output::{Output, counts, human_bytes, plural};
 
 fn arch_or_host(arch: Option<Arch>) -> Result<Arch, Error> {
     arch.or_else(Arch::host).ok_or_else(|| {
         Error::Usage("this machine is neither amd64 nor arm64; pass --arch".to_string())
     })
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 #[derive(Serialize)]
@@ -55,40 +49,31 @@ struct AssembleResult<'a> {
 /// `assemble`.
 pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result<ExitCode, Error> {
     let started = Instant::now();
-    let scan_started = now_ns();
     let arch = arch_or_host(args.arch)?;
-    let mtime = attune_volume::source_date_epoch()?;
-    let vol = Volume::new(&args.out);
-    // The lock is held from before the first byte is written into the volume
-    // (staged copies included) until the publish ends.
-    let created = !args.dry_run && !exists(&vol.root);
-    let lock = if args.dry_run {
-        None
-    } else {
-        if created {
-            fsops::create_dir_all(&vol.root)?;
-        }
-        Some(vol.lock(Duration::from_secs(args.lock_timeout))?)
+    let req = Request {
+        inputs: Inputs {
+            packs: args.packs.clone(),
+            binaries: args.binaries.clone(),
+            deps: args.deps.clone(),
+            arch,
+            mtime: attune_volume::source_date_epoch()?,
+            owner: args.chown,
+            stage: None,
+            sources_only: false,
+        },
+        volume: args.out.clone(),
+        lock_timeout: Duration::from_secs(args.lock_timeout),
+        strict: args.strict,
+        publish: publish::Options {
+            keep: usize::from(args.keep),
+            adopt: args.adopt,
+            sync: !args.no_sync,
+            dry_run: args.dry_run,
+            force: args.force,
+        },
     };
-    // Into a cold volume every file is copied: copy each as it is hashed.
-    let cold = lock.is_some() && vol.current()?.is_none();
-    let inputs = Inputs {
-        packs: args.packs.clone(),
-        binaries: args.binaries.clone(),
-        deps: args.deps.clone(),
-        arch,
-        mtime,
-        owner: args.chown,
-        stage: cold.then(|| vol.root.join(STORE_DIR)),
-        sources_only: false,
-    };
-    let cache = HashCache::load(&vol.root.join(CACHE_NAME));
-    let mut facts = attune_volume::facts::load(&vol.root);
-    let facts_loaded = facts.len();
-    let mut plan = plan(&inputs, &cache, &mut facts, progress)?;
-    if args.strict {
-        plan.diagnostics.promote_warnings();
-    }
+    let assembled = attune_volume::assemble(&req, progress)?;
+    let plan = &assembled.plan;
     out.diagnostics(&plan.diagnostics);
     let files: Vec<_> = plan
         .manifest
@@ -98,10 +83,11 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         .filter(|e| e.kind == Kind::File)
         .collect();
     let bytes = files.iter().filter_map(|e| e.size).sum();
+    let volume = Volume::new(&args.out);
     let mut result = AssembleResult {
         ok: false,
         dry_run: args.dry_run,
-        volume: vol.root.display().to_string(),
+        volume: volume.root.display().to_string(),
         arch,
         packs: plan.manifest.packs().map(str::to_string).collect(),
         files: files.len(),
@@ -111,91 +97,42 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
         elapsed_ms: 0,
         steps: 0,
         diagnostics: &plan.diagnostics,
-        yaml_parsed: facts.parsed(),
+        yaml_parsed: assembled.yaml_parsed,
         verify: None,
     };
-    if plan.diagnostics.has_errors() {
-        // Nothing is published: a volume this run created goes again.
-        if let Some(stage) = plan.stage.take() {
-            stage.discard()?;
-        }
-        drop(lock);
-        if created {
-            let _ = fsops::remove_dir(&vol.root.join(STORE_DIR));
-            let _ = fsops::remove_file(&vol.root.join(LOCK_NAME));
-            let _ = fsops::remove_dir(&vol.root);
-        }
+    let Some(outcome) = &assembled.outcome else {
         let count = plan.diagnostics.errors().count();
         result.elapsed_ms = started.elapsed().as_millis();
         out.result(&result, || {
             format!(
                 "{}; nothing was published to {}",
                 counts(&plan.diagnostics),
-                vol.root.display()
+                volume.root.display()
             )
         });
         return Err(Error::Invalid {
             count,
             consequence: "nothing was published",
         });
-    }
-    let opts = publish::Options {
-        keep: usize::from(args.keep),
-        adopt: args.adopt,
-        sync: !args.no_sync,
-        dry_run: args.dry_run,
-        force: args.force,
     };
-    let outcome = publish::publish(&vol, lock.as_ref(), &plan, &opts, progress)?;
-    // The cache changes only when a file it will now hold had to be read
-    // (files changed within the racy window are read, never cached), or one
-    // it held disappeared.
-    let cache_stale = plan.cache_unmatched
-        || plan
-            .hashed
-            .iter()
-            .any(|&i| !attune_volume::hash::is_racy(&plan.nodes[i].stamp, scan_started));
-    if !args.dry_run && cache_stale {
-        let pairs: Vec<_> = plan
-            .nodes
-            .iter()
-            .zip(&plan.hashes)
-            .zip(&plan.manifest.contents.entries)
-            .filter_map(|((n, h), e)| Some((e.path.as_str(), &n.stamp, h.as_ref()?)))
-            .collect();
-        fsops::write_atomic(
-            &vol.root.join(CACHE_NAME),
-            &vol.root.join(tmp_name("cache")),
-            &HashCache::bytes(&pairs, scan_started),
-            None,
-        )?;
-    }
-    if !args.dry_run && attune_volume::facts::changed(&facts, facts_loaded) {
-        fsops::write_atomic(
-            &vol.root.join(attune_volume::volume::FACTS_NAME),
-            &vol.root.join(tmp_name("facts")),
-            &attune_volume::facts::bytes(&facts),
-            None,
-        )?;
-    }
     // With --verify the result is printed after verification, so that its
     // `ok` agrees with the exit code.
     let report = match args.verify && !args.dry_run {
-        true => Some(attune_volume::verify::verify(&vol, Some(arch))?),
+        true => Some(attune_volume::verify(&volume, Some(arch))?),
         false => None,
     };
     let failed = report
         .as_ref()
         .map_or(0, |r| r.diagnostics.errors().count());
     result.ok = failed == 0;
-    result.outcome = Some(&outcome);
+    result.outcome = Some(outcome);
     result.elapsed_ms = started.elapsed().as_millis();
     result.steps = attune_volume::crashpoint::steps();
     result.verify = report.as_ref().map(|r| &r.diagnostics);
     if let Some(r) = &report {
         out.diagnostics(&r.diagnostics);
     }
-    out.result(&result, || human_assemble(&result, &outcome));
+    out.result(&result, || human_assemble(&result, outcome));
     if failed > 0 {
         return Err(Error::Invalid {
             count: failed,
@@ -207,7 +144,7 @@ pub fn assemble(args: &AssembleArgs, out: Output, progress: &Progress) -> Result
     }
     // Freeing a plan of 100,000 entries one by one takes milliseconds the
     // process is about to give back whole.
-    std::mem::forget(plan);
+    std::mem::forget(assembled);
     Ok(ExitCode::from(exit::OK))
 }
 
@@ -308,15 +245,7 @@ pub fn check(args: &CheckArgs, out: Output) -> Result<ExitCode, Error> {
         stage: None,
         sources_only: true,
     };
-    let mut plan = plan(
-        &inputs,
-        &HashCache::default(),
-        &mut attune_pack::LoadCache::new(),
-        &Progress::hidden(),
-    )?;
-    if args.strict {
-        plan.diagnostics.promote_warnings();
-    }
+    let plan = attune_volume::check(&inputs, args.strict)?;
     out.diagnostics(&plan.diagnostics);
     let result = CheckResult {
         ok: !plan.diagnostics.has_errors(),
@@ -445,9 +374,8 @@ pub fn history(args: &HistoryArgs, out: Output) -> Result<ExitCode, Error> {
 /// `rollback`.
 pub fn rollback(args: &RollbackArgs, out: Output) -> Result<ExitCode, Error> {
     let vol = existing_volume(&args.volume)?;
-    let lock = vol.lock(Duration::from_secs(args.lock_timeout))?;
-    attune_volume::gc::sweep_leftovers(&vol)?;
-    let r = attune_volume::history::rollback(&vol, &lock, args.generation.as_deref())?;
+    let lock_timeout = Duration::from_secs(args.lock_timeout);
+    let r = attune_volume::history::rollback(&vol, lock_timeout, args.generation.as_deref())?;
     out.result(&r, || {
         format!(
             "{}: rolled back to {} ({} files confirmed); it was {}",

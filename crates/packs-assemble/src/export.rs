@@ -19,12 +19,12 @@ use attune_pack::{Arch, Diagnostics};
 use serde::Serialize;
 
 use crate::cli::ExportArgs;
-use attune_volume::error::{Error, exit};
 use crate::image::{self, Body, Dest, ImageResult, Item, Layer, RunConfig, Spec};
 pub use crate::image::{LayerInfo, media};
 use crate::image_layout::{self as layout, BASE, Body as BaseBody};
-use attune_volume::manifest::{Entry, MANIFEST_NAME, Manifest};
 use crate::output::{Output, plural};
+use attune_volume::error::{Error, exit};
+use attune_volume::manifest::{Entry, MANIFEST_NAME, Manifest};
 use attune_volume::scan::Kind;
 use attune_volume::volume::{Volume, exists};
 
@@ -229,8 +229,8 @@ pub(crate) mod fixtures {
     use clap::Parser;
 
     use crate::cli::{Cli, ExportArgs, ImageFormat, LogFormat};
-    use attune_volume::error::Error;
     use crate::output::Output;
+    use attune_volume::error::Error;
 
     fn write(path: &Path, text: &str, mode: u32) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -27,11 +27,11 @@ use serde::Serialize;
 use sha2::Digest as _;
 
 use crate::cli::ImageFormat;
+use crate::output::Output;
+use crate::tarstream::{self, Digesting, Header, Type};
 use attune_volume::error::{Error, IoContext};
 use attune_volume::fsops;
 use attune_volume::hash::Sha256Digest;
-use crate::output::Output;
-use crate::tarstream::{self, Digesting, Header, Type};
 use attune_volume::volume::exists;
 
 /// Media types of what an OCI layout holds.

@@ -37,10 +37,10 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cli::ImageFormat;
-use attune_volume::error::{Error, IoContext, exit};
 use crate::image::{self, Body, Dest, ImageResult, Item, Layer, RunConfig, Spec};
 use crate::image_layout as layout;
 use crate::output::Output;
+use attune_volume::error::{Error, IoContext, exit};
 
 /// `export-rootfs`.
 #[derive(Debug, Args)]

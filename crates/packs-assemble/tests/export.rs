@@ -10,9 +10,9 @@ use std::path::Path;
 
 use attune_pack::Arch;
 use attune_pack::fixtures::ElfSpec;
-use packs_assemble::image_layout::{self as layout, BASE, Body};
 use attune_volume::manifest::{MODE_EXEC, MODE_FILE};
 use attune_volume::scan::Kind;
+use packs_assemble::image_layout::{self as layout, BASE, Body};
 use serde_json::Value;
 
 use crate::util::{Fixture, stderr_of};
