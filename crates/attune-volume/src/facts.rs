@@ -18,7 +18,7 @@ pub use crate::volume::FACTS_NAME;
 /// damaged, not a regular file, or written by another build.
 pub fn load(volume: &Path) -> LoadCache {
     let path = volume.join(FACTS_NAME);
-    match crate::volume::read_bookkeeping(&path, crate::volume::BOOKKEEPING_LIMIT) {
+    match crate::bookkeeping::read_bookkeeping(&path, crate::bookkeeping::BOOKKEEPING_LIMIT) {
         Some(bytes) => LoadCache::from_bytes(&bytes),
         None => LoadCache::new(),
     }

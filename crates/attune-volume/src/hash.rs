@@ -120,8 +120,8 @@ impl HashCache {
     /// A reader positioned after the magic, or none when there is no cache of this format.
     fn reader(&self) -> Option<BufReader<io::Take<File>>> {
         // Never through a link, never blocking, a regular file only, and no
-        // further than its size (crate::volume::open_bookkeeping).
-        let (f, len) = crate::volume::open_bookkeeping(self.path.as_ref()?)?;
+        // further than its size (crate::bookkeeping::open_bookkeeping).
+        let (f, len) = crate::bookkeeping::open_bookkeeping(self.path.as_ref()?)?;
         let mut r = BufReader::with_capacity(256 * 1024, f.take(len));
         let mut magic = [0u8; CACHE_MAGIC.len()];
         if r.read_exact(&mut magic).is_err() || &magic != CACHE_MAGIC {

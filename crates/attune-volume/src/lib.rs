@@ -110,6 +110,7 @@
 
 pub mod assemble;
 pub mod audit;
+pub mod bookkeeping;
 pub mod crashpoint;
 pub mod error;
 pub mod facts;

@@ -663,7 +663,7 @@ fn drop_stale_links(vol: &Volume, packs: &[PackTree]) -> Result<(), Error> {
 pub(crate) fn save_stamps(vol: &Volume, records: Vec<Record>) -> Result<(), Error> {
     let path = vol.root.join(STAMPS_NAME);
     let bytes = Stamps::bytes(records);
-    if crate::volume::read_bookkeeping(&path, crate::volume::BOOKKEEPING_LIMIT).as_ref()
+    if crate::bookkeeping::read_bookkeeping(&path, crate::bookkeeping::BOOKKEEPING_LIMIT).as_ref()
         == Some(&bytes)
     {
         return Ok(());

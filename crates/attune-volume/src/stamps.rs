@@ -126,9 +126,9 @@ impl Stamps {
     }
 
     /// Reads the stamps file at `path` (missing, unreadable, or anything but
-    /// a regular file: empty; see [`crate::volume::read_bookkeeping`]).
+    /// a regular file: empty; see [`crate::bookkeeping::read_bookkeeping`]).
     pub fn load(path: &std::path::Path) -> Stamps {
-        crate::volume::read_bookkeeping(path, crate::volume::BOOKKEEPING_LIMIT)
+        crate::bookkeeping::read_bookkeeping(path, crate::bookkeeping::BOOKKEEPING_LIMIT)
             .map_or_else(Stamps::default, |b| Stamps::from_bytes(&b))
     }
 

@@ -44,7 +44,7 @@ pub fn sequence_bytes(n: u64) -> Vec<u8> {
 /// The sequence number of the generation at `dir`; 0 when it has none (a
 /// generation of an earlier version) or it is damaged or not a regular file.
 pub fn read_sequence(dir: &Path) -> u64 {
-    crate::volume::read_bookkeeping(&dir.join(SEQUENCE_NAME), 64)
+    crate::bookkeeping::read_bookkeeping(&dir.join(SEQUENCE_NAME), 64)
         .and_then(|b| {
             let text = String::from_utf8(b).ok()?;
             let n = text.strip_prefix(SEQUENCE_HEADER)?.trim();

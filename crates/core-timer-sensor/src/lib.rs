@@ -180,7 +180,7 @@ pub fn run(config: Config) -> ExitCode {
     }
     tracing::info!("API is healthy; timers start");
     if let Some(spool) = &config.spool {
-        spool::restore(spool, &queue);
+        spool::restore(spool, |events| queue.restore(events, spool.to_path_buf()));
     }
 
     let (done_tx, done_rx) = mpsc::channel::<()>();

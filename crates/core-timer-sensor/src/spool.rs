@@ -2,7 +2,7 @@
 //! refused token, a panic), kept in order in one JSON-lines file
 //! (`ATTUNE_SENSOR_SPOOL`, one `POST /api/v1/events` body a line) for the next
 //! start, which sends them before any new event. The file stays until its
-//! events are delivered (see [`crate::queue::Queue::restore`]), so a crash
+//! events are delivered (see `Queue::restore` in the queue module), so a crash
 //! after a restart loses none of them either.
 //!
 //! Writing: to a temporary file beside the spool, created new (`O_CREAT |
@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::Event;
-use crate::queue::Queue;
 
 /// A spooled line longer than this (the API's default request body limit, so
 /// no event the API takes) is skipped as it is read, without being held.
@@ -154,9 +153,11 @@ pub fn remove_delivered(path: &Path) {
     }
 }
 
-/// Queues the events of the spool at `path`, oldest first, ahead of any new
-/// one, reading it one line at a time (see the module doc).
-pub fn restore(path: &Path, queue: &Queue) {
+/// Hands the events of the spool at `path`, oldest first, to `take` (which
+/// queues them ahead of any new one and says how many it took), reading the
+/// file one line at a time (see the module doc). The spool knows nothing of
+/// the queue: it is a leaf.
+pub fn restore(path: &Path, take: impl FnOnce(&mut dyn Iterator<Item = Event>) -> usize) {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -166,7 +167,7 @@ pub fn restore(path: &Path, queue: &Queue) {
         }
     };
     let mut lines = Lines::new(BufReader::new(file), path);
-    let restored = queue.restore(&mut lines, path.to_path_buf());
+    let restored = take(&mut lines);
     let (skipped, failed, line) = (lines.skipped, lines.failed, lines.line);
     if let Some(e) = failed {
         // The events read before the error are queued, and the rest is not
@@ -312,6 +313,7 @@ impl<R: BufRead> Iterator for Lines<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Queue;
     use serde_json::json;
 
     #[test]
@@ -327,7 +329,7 @@ mod tests {
             .collect();
         save(&path, &events).unwrap();
         let q = Queue::new(10);
-        restore(&path, &q);
+        restore(&path, |e| q.restore(e, path.clone()));
         assert_eq!(q.pending(), events);
         assert!(path.exists(), "removed before its events were delivered");
     }
@@ -368,7 +370,7 @@ mod tests {
         bad[5] = 0xff;
         std::fs::write(&path, [line(&event(0)), bad, line(&event(2))].concat()).unwrap();
         let q = Queue::new(10);
-        restore(&path, &q);
+        restore(&path, |e| q.restore(e, path.clone()));
         assert_eq!(q.pending(), [event(0), event(2)]);
         // The sensor stops before any is delivered: both are kept.
         keep(Some(&path), &q.drain());
@@ -406,7 +408,7 @@ mod tests {
         )
         .unwrap();
         let q = Queue::new(10);
-        restore(&path, &q);
+        restore(&path, |e| q.restore(e, path.clone()));
         let ns: Vec<_> = q.pending().iter().map(|e| e.payload["n"].clone()).collect();
         assert_eq!(ns, [json!(0), json!(2)]);
     }
@@ -464,7 +466,7 @@ mod tests {
         // A directory: it opens, and reading it fails.
         std::fs::create_dir(&path).unwrap();
         let q = Queue::new(10);
-        restore(&path, &q);
+        restore(&path, |e| q.restore(e, path.clone()));
         keep(Some(&path), &q.drain());
         assert!(tmp.path().join("s.jsonl.unreadable").is_dir());
     }
@@ -475,7 +477,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("s.jsonl");
         std::fs::write(&path, "\n").unwrap();
-        restore(&path, &Queue::new(10));
+        let q = Queue::new(10);
+        restore(&path, |e| q.restore(e, path.clone()));
         assert!(!path.exists());
     }
 }
