@@ -110,21 +110,13 @@
 
 pub mod assemble;
 pub mod audit;
-pub mod bookkeeping;
-pub mod crashpoint;
-pub mod error;
 pub mod facts;
-pub mod fsops;
 pub mod gc;
-pub mod hash;
 pub mod history;
 pub mod inspect;
 pub mod manifest;
-pub mod parallel;
 pub mod plan;
-pub mod progress;
 pub mod publish;
-pub mod scan;
 pub mod staging;
 pub mod stamps;
 pub mod store;
@@ -146,3 +138,4 @@ pub use crate::{
     verify::{Report, verify},
     volume::{SOURCE_DATE_EPOCH, Volume, source_date_epoch},
 };
+pub use attune_fs::{bookkeeping, crashpoint, error, fsops, hash, parallel, progress, scan};

@@ -11,7 +11,7 @@ pub const BOOKKEEPING_LIMIT: u64 = 1 << 30;
 
 /// The flags every open of a name in the volume root uses: a final link is
 /// never followed (`ELOOP`), and a FIFO or device never blocks the open.
-pub(crate) fn root_flags() -> i32 {
+pub fn root_flags() -> i32 {
     use rustix::fs::OFlags;
     (OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32
 }
