@@ -16,23 +16,13 @@ let
   host = rust;
   # What nextest reads in the sandbox beyond Cargo files: insta snapshots and
   # fixtures under crates/ and tests/, and the core pack in packs/.
-  # (cleanSourceWith rather than lib.fileset, which needs Nix >= 2.14's readFileType.)
-  testSrc = lib.cleanSourceWith {
-    src = root;
-    name = "attune-test-source";
-    filter =
-      path: _type:
-      let
-        rel = lib.removePrefix (toString root + "/") (toString path);
-      in
-      lib.any (top: rel == top || lib.hasPrefix (top + "/") rel) [
-        "Cargo.toml"
-        "Cargo.lock"
-        "crates"
-        "tests"
-        "packs"
-      ];
-  };
+  testSrc = import ./source.nix { inherit lib root; } "attune-test-source" [
+    "Cargo.toml"
+    "Cargo.lock"
+    "crates"
+    "tests"
+    "packs"
+  ];
   run =
     name: script:
     pkgs.runCommand name { } ''

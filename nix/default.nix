@@ -104,7 +104,9 @@ in
   apps = import ./apps.nix {
     inherit (pkgs) writeShellScript lib;
     inherit images packs-assemble;
-    docker = root + "/docker";
+    # docker/stack and docker/publish with what they source and call from
+    # beside them (scripts/lib, scripts/host-arch), as in a checkout.
+    docker = "${import ./source.nix { inherit lib root; } "attune-scripts" [ "docker" "scripts" ]}/docker";
     hostArch = arches.${hostArch}.target.docker;
   };
 

@@ -1,6 +1,7 @@
 """Assertions of the Nix wiring test (see tests/nix/run)."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -241,6 +242,21 @@ for system, arch in (("x86_64-linux", "amd64"), ("aarch64-linux", "arm64"), ("aa
     check(f"apps.{system}.up starts the {arch} images", prog.endswith(f"-attune-up-{arch}"), prog)
     shell = json.loads(nix("eval", "--json", f".#devShells.{system}.default", "--apply", "s: map (p: p.name) s.recorded.packages", *STUBS))
     check(f"devShells.{system}.default: the toolchain, Zig and cargo-zigbuild (the cross recipe of scripts/build-pack-binaries)", {"rust-toolchain", "zig", "cargo-zigbuild"} <= set(shell), shell)
+
+# 7b. `nix run` runs docker/stack and docker/publish from a store copy of the
+# checkout's scripts: what they source (scripts/lib) is beside them there, so
+# they get as far as their own usage errors (exit 2; before any docker call).
+drv = nix("eval", "--impure", "--raw", ".#apps.x86_64-linux.up.program", "--apply",
+          "p: builtins.readFile (builtins.head (builtins.attrNames (builtins.getContext p)))", *STUBS)
+m = re.search(r"(/nix/store/[0-9a-z]+-attune-scripts)/docker/stack", drv)
+check("up: docker/stack from the store copy of docker/ and scripts/", m is not None, drv[:300])
+if m:
+    copy = m.group(1)
+    check("the store copy holds scripts/lib beside docker/", os.path.isfile(f"{copy}/scripts/lib/exit-codes.sh"), copy)
+    for args, env, want in ((["docker/publish"], {}, "REGISTRY/PREFIX"),
+                            (["docker/stack", "ps"], {"ATTUNE_ARCH": "riscv64"}, "stack: ATTUNE_ARCH is amd64 or arm64, not 'riscv64'")):
+        r = subprocess.run([f"{copy}/{args[0]}"] + args[1:], capture_output=True, text=True, env=dict(os.environ, **env))
+        check(f"{' '.join(args)} run from the store copy: exit 2, its own usage error", r.returncode == 2 and want in r.stderr, (r.returncode, r.stderr[-300:]))
 
 # 8. The one cross recipe (nix/zig.nix): cargo-zigbuild's zig cc front end, as `cargo zigbuild` uses it.
 zexpr = f"""let

@@ -20,6 +20,7 @@ in
     else
       s;
   # Records what it was given; the filter is applied to sample paths by check.py.
+  # As a string it is the filtered copy, as nixpkgs' is.
   cleanSourceWith =
     {
       src,
@@ -31,5 +32,9 @@ in
         inherit src name;
       };
       inherit filter;
+      outPath = builtins.path {
+        path = src;
+        inherit name filter;
+      };
     };
 }
