@@ -14,7 +14,10 @@ else
   let
     craneLib = (crane.mkLib pkgs).overrideToolchain (_: toolchain);
     args = {
-      src = craneLib.cleanCargoSource root;
+      src = import ./cargo-source.nix {
+        inherit (pkgs) lib;
+        inherit craneLib root;
+      };
       pname = "packs-assemble";
       version = "0.1.0";
       strictDeps = true;

@@ -15,13 +15,15 @@
 let
   host = rust;
   # What nextest reads in the sandbox beyond Cargo files: insta snapshots and
-  # fixtures under crates/ and tests/, and the core pack in packs/.
+  # fixtures under crates/ and tests/, the core pack in packs/, and the table
+  # of architectures that attune-pack compiles in.
   testSrc = import ./source.nix { inherit lib root; } "attune-test-source" [
     "Cargo.toml"
     "Cargo.lock"
     "crates"
     "tests"
     "packs"
+    "arches.tsv"
   ];
   run =
     name: script:

@@ -7,10 +7,13 @@ let
   inherit (pkgs) lib;
   root = ../.;
   targets = import ./targets.nix { inherit (inputs) nixpkgs; };
-  toolchain = import ./toolchain.nix { fenix = inputs.fenix.packages.${system}; };
+  toolchain = import ./toolchain.nix {
+    inherit targets;
+    fenix = inputs.fenix.packages.${system};
+  };
   # The Linux architecture of this machine: on a Mac, the one Docker Desktop's
   # engine runs natively (arm64 on Apple Silicon).
-  hostArch = import ./host-arch.nix { inherit system; };
+  hostArch = import ./host-arch.nix { inherit system targets; };
 
   perArch =
     arch:
@@ -105,8 +108,14 @@ in
     inherit (pkgs) writeShellScript lib;
     inherit images packs-assemble;
     # docker/stack and docker/publish with what they source and call from
-    # beside them (scripts/lib, scripts/host-arch), as in a checkout.
-    docker = "${import ./source.nix { inherit lib root; } "attune-scripts" [ "docker" "scripts" ]}/docker";
+    # beside them (scripts/lib, scripts/host-arch, arches.tsv), as in a checkout.
+    docker = "${
+      import ./source.nix { inherit lib root; } "attune-scripts" [
+        "docker"
+        "scripts"
+        "arches.tsv"
+      ]
+    }/docker";
     hostArch = arches.${hostArch}.target.docker;
   };
 

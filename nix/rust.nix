@@ -11,7 +11,10 @@
 }:
 let
   craneLib = (crane.mkLib pkgs).overrideToolchain (_: toolchain);
-  src = craneLib.cleanCargoSource root;
+  src = import ./cargo-source.nix {
+    inherit (pkgs) lib;
+    inherit craneLib root;
+  };
   zig = pkgs.callPackage ./zig.nix { inherit target; };
   commonArgs = zig.env // {
     inherit src;

@@ -1,11 +1,13 @@
-# One stable Rust toolchain with the standard library of both musl targets.
+# One stable Rust toolchain with the standard library of every musl target
+# (nix/targets.nix, from arches.tsv).
 # No rust-toolchain.toml: rustup would try to download on offline machines.
-{ fenix }:
-fenix.combine [
-  fenix.stable.cargo
-  fenix.stable.rustc
-  fenix.stable.clippy
-  fenix.stable.rustfmt
-  fenix.targets.x86_64-unknown-linux-musl.stable.rust-std
-  fenix.targets.aarch64-unknown-linux-musl.stable.rust-std
-]
+{ fenix, targets }:
+fenix.combine (
+  [
+    fenix.stable.cargo
+    fenix.stable.rustc
+    fenix.stable.clippy
+    fenix.stable.rustfmt
+  ]
+  ++ map (t: fenix.targets.${t.rustTarget}.stable.rust-std) (builtins.attrValues targets)
+)

@@ -14,6 +14,10 @@ STUBS.append("--no-write-lock-file")
 
 passed = failed = 0
 
+# arches.tsv, the one table of the architectures (Rust, scripts and nix/targets.nix read it).
+_lines = [l.split() for l in open(os.path.join(ROOT, "arches.tsv")) if l.strip() and not l.lstrip().startswith("#")]
+ARCHES = [dict(zip(_lines[0], row)) for row in _lines[1:]]
+
 
 def check(name, ok, detail=""):
     global passed, failed
@@ -122,8 +126,8 @@ def builds(system):
         check(f"{name}: musl C runtime from Zig (link-self-contained=no), build scripts by this system's cc", "link-self-contained=no" in bld["CARGO_BUILD_RUSTFLAGS"] and bld["HOST_CC"].endswith("/bin/cc"), bld)
     check("x86_64 pack binaries: target x86_64-unknown-linux-musl, +crt-static", sx["CARGO_BUILD_TARGET"] == "x86_64-unknown-linux-musl" and "+crt-static" in sx["CARGO_BUILD_RUSTFLAGS"], sx)
     check("the sensor builds with the pack-binary profile, alone, --locked", sa["profile"] == "pack-binary" and sa["cargoExtraArgs"] == "--locked -p core-timer-sensor", sa)
-    want_tc = {"stable-cargo", "stable-rustc", "stable-clippy", "stable-rustfmt", "x86_64-unknown-linux-musl-stable-rust-std", "aarch64-unknown-linux-musl-stable-rust-std"}
-    check("toolchain: fenix combine of stable cargo/rustc/clippy/rustfmt + both musl rust-std", set(sa["toolchain"]) == want_tc, sa["toolchain"])
+    want_tc = {"stable-cargo", "stable-rustc", "stable-clippy", "stable-rustfmt"} | {f"{a['rust_musl']}-stable-rust-std" for a in ARCHES}
+    check("toolchain: fenix combine of stable cargo/rustc/clippy/rustfmt + the musl rust-std of every arches.tsv row", set(sa["toolchain"]) == want_tc, sa["toolchain"])
     check("dependencies built per target, the sensor's in its own profile", len({sa["deps"], sx["deps"], v["servicesA"]["deps"], v["servicesX"]["deps"]}) == 4 and sa["depsTarget"] == "aarch64-unknown-linux-musl")
     check("services: the four binaries, --locked, tests left to nextest", v["servicesA"]["cargoExtraArgs"] == "--locked -p packs-assemble -p attune-api -p attune-worker -p attune-sensor" and v["servicesA"]["doCheck"] is False, v["servicesA"])
     check("the shared dependency build keeps crane's doCheck (dev-dependencies for clippy and nextest)", v["servicesA"]["depsDoCheck"] == "crane default", v["servicesA"]["depsDoCheck"])
@@ -188,7 +192,11 @@ C = """c: let r = d: d.recorded; in {
   deny = (r c.deny).cargoDenyChecks;
   named = map (n: (r c.${n}).pname or null) [ "fmt" "deny" ];
   testSrcKeeps = let s = (r c.nextest).src; root = toString s.stubCleanSourceWith.src; in
-    map (p: s.filter "${root}/${p}" "regular") [ "crates/packs-assemble/tests/snapshots/x.snap" "packs/core/pack.yaml" "Cargo.lock" ];
+    map (p: s.filter "${root}/${p}" "regular") [ "crates/packs-assemble/tests/snapshots/x.snap" "packs/core/pack.yaml" "Cargo.lock" "arches.tsv" ];
+  srcKeeps = let s = (r c.clippy).src; root = toString s.stubCleanSourceWith.src; in
+    map (p: s.filter "${root}/${p}" "regular") [ "arches.tsv" "crates/attune-pack/src/arch.rs" "Cargo.lock" "crates/attune-pack/Cargo.toml" ];
+  srcDrops = let s = (r c.clippy).src; root = toString s.stubCleanSourceWith.src; in
+    map (p: s.filter "${root}/${p}" "regular") [ "docker/stack" "README.md" "crates/arches.tsv" ];
   testSrcDrops = let s = (r c.nextest).src; root = toString s.stubCleanSourceWith.src; in
     map (p: s.filter "${root}/${p}" "regular") [ "target/x" "docker/stack" ];
   smoke = (r c.arm64-smoke).script;
@@ -203,7 +211,8 @@ check("nextest: workspace without the nested-cargo stack tests", "--workspace" i
 check("nextest: pgrep available in the sandbox", "procps" in c["nextestTools"], c["nextestTools"])
 check("cargo-deny offline checks: bans licenses sources", c["deny"] == "bans licenses sources", c["deny"])
 check("fmt and deny carry pname and version (no crane warning)", c["named"] == ["attune", "attune"], c["named"])
-check("nextest's source keeps snapshots, packs and Cargo files, not target/", all(c["testSrcKeeps"]) and not any(c["testSrcDrops"]), (c["testSrcKeeps"], c["testSrcDrops"]))
+check("nextest's source keeps snapshots, packs, Cargo files and arches.tsv, not target/", all(c["testSrcKeeps"]) and not any(c["testSrcDrops"]), (c["testSrcKeeps"], c["testSrcDrops"]))
+check("the cargo builds' source: crane's Cargo sources and arches.tsv (attune-pack's include_str!), nothing else", all(c["srcKeeps"]) and not any(c["srcDrops"]), (c["srcKeeps"], c["srcDrops"]))
 check("arm64 smoke runs the aarch64 binaries' --version under qemu-user's qemu-aarch64", "-qemu-user/bin/qemu-aarch64" in c["smoke"] and "--version" in c["smoke"] and "attune-core-timer-sensor" in c["smoke"], c["smoke"])
 check("packs-check runs packs-assemble check on ./packs", " check " in c["packsCheck"] and c["packsCheck"].splitlines()[0].endswith("-packs"), c["packsCheck"])
 check("verify-volume-arm64 runs verify --arch arm64", "verify --arch arm64" in c["verifyArm"], c["verifyArm"])
@@ -243,8 +252,18 @@ for system, arch in (("x86_64-linux", "amd64"), ("aarch64-linux", "arm64"), ("aa
     shell = json.loads(nix("eval", "--json", f".#devShells.{system}.default", "--apply", "s: map (p: p.name) s.recorded.packages", *STUBS))
     check(f"devShells.{system}.default: the toolchain, Zig and cargo-zigbuild (the cross recipe of scripts/build-pack-binaries)", {"rust-toolchain", "zig", "cargo-zigbuild"} <= set(shell), shell)
 
+# 7a. The architectures come from arches.tsv: nix/targets.nix reads it, and no
+# other .nix file names a Rust target triple.
+texpr = f"""builtins.mapAttrs (_: t: {{ inherit (t) arch docker system rustTarget zigTarget; runtime = t.runtime.system; }})
+  (import {ROOT}/nix/targets.nix {{ nixpkgs.legacyPackages = builtins.mapAttrs (system: _: {{ inherit system; }}) {{ x86_64-linux = 1; aarch64-linux = 1; }}; }})"""
+targets = json.loads(nix("eval", "--json", "--impure", "--expr", texpr))
+want_targets = {a["machine"]: {"arch": a["machine"], "docker": a["arch"], "system": a["nix_system"], "rustTarget": a["rust_musl"], "zigTarget": a["zig"], "runtime": a["nix_system"]} for a in ARCHES}
+check("nix/targets.nix: one target per arches.tsv row, every name from the table", targets == want_targets, (targets, want_targets))
+named = [f for f in tracked if f.startswith(("nix/", "flake.nix")) and re.search(r"[a-z0-9_]+-unknown-linux-(musl|gnu)", open(f).read())]
+check("no .nix file of the flake names a Rust target triple (arches.tsv does)", not named, named)
+
 # 7b. `nix run` runs docker/stack and docker/publish from a store copy of the
-# checkout's scripts: what they source (scripts/lib) is beside them there, so
+# checkout's scripts: what they read (scripts/lib, arches.tsv) is beside them there, so
 # they get as far as their own usage errors (exit 2; before any docker call).
 drv = nix("eval", "--impure", "--raw", ".#apps.x86_64-linux.up.program", "--apply",
           "p: builtins.readFile (builtins.head (builtins.attrNames (builtins.getContext p)))", *STUBS)
@@ -252,7 +271,7 @@ m = re.search(r"(/nix/store/[0-9a-z]+-attune-scripts)/docker/stack", drv)
 check("up: docker/stack from the store copy of docker/ and scripts/", m is not None, drv[:300])
 if m:
     copy = m.group(1)
-    check("the store copy holds scripts/lib beside docker/", os.path.isfile(f"{copy}/scripts/lib/exit-codes.sh"), copy)
+    check("the store copy holds scripts/lib and arches.tsv beside docker/", all(os.path.isfile(f"{copy}/{p}") for p in ("scripts/lib/exit-codes.sh", "scripts/lib/arch.sh", "arches.tsv")), copy)
     for args, env, want in ((["docker/publish"], {}, "REGISTRY/PREFIX"),
                             (["docker/stack", "ps"], {"ATTUNE_ARCH": "riscv64"}, "stack: ATTUNE_ARCH is amd64 or arm64, not 'riscv64'")):
         r = subprocess.run([f"{copy}/{args[0]}"] + args[1:], capture_output=True, text=True, env=dict(os.environ, **env))

@@ -17,7 +17,16 @@
             in
             {
               overrideToolchain = f: craneLib (if builtins.isFunction f then f pkgs else f);
-              cleanCargoSource = path: { stubCleanCargoSource = path; };
+              # crane's: .rs and .toml files, Cargo.lock, .cargo/config, every directory.
+              filterCargoSources =
+                path: type:
+                let
+                  base = baseNameOf (toString path);
+                in
+                type == "directory"
+                || builtins.match ".*\\.(rs|toml)" base != null
+                || base == "Cargo.lock"
+                || (baseNameOf (dirOf (toString path)) == ".cargo" && base == "config");
               buildDepsOnly = builder "buildDepsOnly";
               buildPackage = builder "buildPackage";
               cargoClippy = builder "cargoClippy";
