@@ -18,7 +18,7 @@ let
     arch:
     lib.concatMapStringsSep " " (
       name: lib.escapeShellArg "attune/${name}:${images.${arch}.tag}=${images.${arch}.${name}}"
-    ) [ "packs-init" "api" "worker" "sensor" ];
+    ) images.${arch}.names;
   # Run from a checkout: packs, packs.dev and .env are the user's.
   userFiles = ''
     export ATTUNE_PACKS_SOURCE=''${ATTUNE_PACKS_SOURCE:-$PWD/packs}
@@ -34,9 +34,9 @@ let
         exit 2
       fi
       export ATTUNE_ARCH=${arch} ATTUNE_IMAGE_TAG=${images.${arch}.tag}
-      # The Nix worker image holds the static services and nixpkgs' python3: it
-      # is both the agent that fills the agent volume and the Python runtime.
-      export ATTUNE_AGENT_IMAGE=''${ATTUNE_AGENT_IMAGE:-attune/worker:${images.${arch}.tag}}
+      # The Nix agent image fills the agent volume; the Nix worker image (the
+      # static services and nixpkgs' python3) is the Python runtime.
+      export ATTUNE_AGENT_IMAGE=''${ATTUNE_AGENT_IMAGE:-attune/agent:${images.${arch}.tag}}
       export ATTUNE_PYTHON_IMAGE=''${ATTUNE_PYTHON_IMAGE:-attune/worker:${images.${arch}.tag}}
       ${userFiles}
       exec ${docker}/stack up ${specs arch} "$@"

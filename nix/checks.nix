@@ -92,6 +92,6 @@ packages
     map (name: {
       name = "image-arch-${name}-${arch}";
       value = imageArch "${name}-${arch}" packages."image-${name}-${arch}" arch;
-    }) [ "api" "worker" "sensor" "packs-init" ]
+    }) [ "api" "worker" "sensor" "packs-init" "agent" ]
   ) [ "amd64" "arm64" ]
 )

@@ -95,7 +95,7 @@ let
         map (name: {
           name = "image-${name}-${arch}";
           value = images.${arch}.${name};
-        }) [ "api" "worker" "sensor" "packs-init" ]
+        }) images.${arch}.names
       ) [ "amd64" "arm64" ]
     );
 in

@@ -17,6 +17,10 @@ passed = failed = 0
 # arches.tsv, the one table of the architectures (Rust, scripts and nix/targets.nix read it).
 _lines = [l.split() for l in open(os.path.join(ROOT, "arches.tsv")) if l.strip() and not l.lstrip().startswith("#")]
 ARCHES = [dict(zip(_lines[0], row)) for row in _lines[1:]]
+# crates/attune-image/services.json, the one layout of the service images
+# (packs-assemble export-rootfs --service NAME writes it, nix/images.nix reads it).
+LAYOUT = json.load(open(os.path.join(ROOT, "crates/attune-image/services.json")))
+IMAGES = ("api", "worker", "sensor", "packs-init", "agent")
 
 
 def check(name, ok, detail=""):
@@ -61,7 +65,7 @@ want_packages = {
     "pack-binaries-amd64", "pack-binaries-arm64", "services-amd64", "services-arm64",
     "pack-binaries-x86_64", "pack-binaries-aarch64", "pack-binaries", "default", "services-x86_64", "services-aarch64",
     "packs-volume-amd64", "packs-volume-arm64", "packs-image-amd64", "packs-image-arm64",
-} | {f"image-{n}-{a}" for n in ("api", "worker", "sensor", "packs-init") for a in ("amd64", "arm64")}
+} | {f"image-{n}-{a}" for n in IMAGES for a in ("amd64", "arm64")}
 for system in SYSTEMS:
     check(f"packages.{system} lists every package", want_packages <= set(show["packages"][system]), sorted(want_packages - set(show["packages"][system])))
     # flake show fails ("not an app definition") if apps come from callPackage, whose
@@ -83,6 +87,7 @@ P = """p: let
   img = name: arch: let r = rd p."image-${name}-${arch}"; in {
     inherit (r) architecture created name tag fakeRootCommands;
     user = r.config.User; entrypoint = r.config.Entrypoint; cmd = r.config.Cmd; env = r.config.Env;
+    workdir = r.config.WorkingDir; labels = r.config.Labels;
     contents = map (c: c.name) r.contents;
     systems = map (c: c.system) r.contents;
   };
@@ -110,7 +115,7 @@ in {
   hostBinsA = p.pack-binaries.outPath == p.pack-binaries-aarch64.outPath && p.default.outPath == p.pack-binaries-aarch64.outPath;
   tool = let r = rd p.packs-assemble; in { path = p.packs-assemble.outPath; target = r.CARGO_BUILD_TARGET or null; args = r.cargoExtraArgs or null; };
   volumeA = { script = (rd p.packs-volume-arm64).script; tools = map (t: t.outPath) (rd p.packs-volume-arm64).nativeBuildInputs; };
-  images = builtins.listToAttrs (builtins.concatMap (a: map (n: { name = "${n}-${a}"; value = img n a; }) ["api" "worker" "sensor" "packs-init"]) ["amd64" "arm64"]);
+  images = builtins.listToAttrs (builtins.concatMap (a: map (n: { name = "${n}-${a}"; value = img n a; }) ["api" "worker" "sensor" "packs-init" "agent"]) ["amd64" "arm64"]);
 }"""
 def builds(system):
     """The build assertions of one build system; check names start with it."""
@@ -149,13 +154,28 @@ def builds(system):
         check(f"image {key}: architecture {arch}, uid 1000, fixed created, name and tag", i["architecture"] == arch and i["user"] == "1000:1000" and i["created"].startswith("1970") and i["name"] == "attune/" + key.rsplit("-", 1)[0] and len(i["tag"]) == 16, i)
         check(f"image {key}: holds no packs", not any("packs" == c or c.endswith("-packs") for c in i["contents"]), i["contents"])
     svc_a = v["servicesAPath"]
-    check("arm64 sensor image runs the aarch64 attune-sensor", imgs["sensor-arm64"]["entrypoint"] == [f"{svc_a}/bin/attune-sensor"], imgs["sensor-arm64"])
-    check("amd64 api image runs the x86_64 attune-api", imgs["api-amd64"]["entrypoint"] == [v["servicesXPath"] + "/bin/attune-api"])
+    common = LAYOUT["common"]
+    for key, i in imgs.items():
+        name, arch = key.rsplit("-", 1)
+        lay = LAYOUT["services"][name]
+        sub = lambda xs: [arch if x == "{arch}" else x for x in xs]
+        check(f"image {key}: the layout's config (services.json): Entrypoint, Cmd, User, WorkingDir, Env, labels",
+              i["entrypoint"] == sub(lay["entrypoint"]) and i["cmd"] == sub(lay.get("cmd", [])) and i["user"] == common["user"]
+              and i["workdir"] == common["working_dir"] and i["env"] == common["env"]
+              and i["labels"] == {common["label_arch"]: arch, common["label_title"]: f"attune {name}"}, i)
+        roles = ["worker", "runtime-python"] if name == "worker" else [name]
+        mounts = common["mounts"] + [m for r in roles for m in LAYOUT["services"][r].get("mounts", []) if m not in common["mounts"]]
+        dirs = " ".join(f"'{m[1:]}'" for m in mounts)
+        frc = i["fakeRootCommands"]
+        check(f"image {key}: the layout's mount points, owned by 1000 and nothing else; passwd and group with root and attune; /tmp 1777",
+              f"mkdir -p {dirs} " in frc and f"chown 1000:1000 {dirs}\n" in frc and "chown -R" not in frc
+              and "printf '%s' '" + common["passwd"] + "' > etc/passwd" in frc and "printf '%s' '" + common["group"] + "' > etc/group" in frc
+              and "chmod 1777 tmp" in frc, frc)
     w = imgs["worker-arm64"]
     runtime = {c: sys_ for c, sys_ in zip(w["contents"], w["systems"]) if c in ("bash", "coreutils", "python3")}
     check("arm64 worker image: bash, coreutils, python3 of nixpkgs' aarch64-linux set (cached, not cross-built)", runtime == {"bash": "aarch64-linux", "coreutils": "aarch64-linux", "python3": "aarch64-linux"}, runtime)
     pi = imgs["packs-init-arm64"]
-    check("arm64 packs-init assembles /source/packs with the aarch64 binaries tree at /opt/attune/pack-binaries", pi["entrypoint"] == [f"{svc_a}/bin/packs-assemble"] and pi["cmd"][:3] == ["assemble", "--packs", "/source/packs"] and "/opt/attune/pack-binaries" in pi["cmd"] and f"ln -s {b['path']} opt/attune/pack-binaries" in pi["fakeRootCommands"] and "arm64" in pi["cmd"], pi)
+    check("arm64 packs-init assembles /source/packs with the aarch64 binaries tree at /opt/attune/pack-binaries", pi["entrypoint"] == ["/usr/local/bin/packs-assemble"] and pi["cmd"][:3] == ["assemble", "--packs", "/source/packs"] and "/opt/attune/pack-binaries" in pi["cmd"] and f"ln -s {b['path']} opt/attune/pack-binaries" in pi["fakeRootCommands"] and "arm64" in pi["cmd"], pi)
     # The compose file's healthcheck and docker/IMAGE-LAYOUT.md: binaries at /usr/local/bin.
     compose = open("compose.yaml").read()
     health = [l for l in compose.splitlines() if "healthcheck" in l or "--healthcheck" in l]
@@ -164,7 +184,8 @@ def builds(system):
         svc = v["servicesAPath"] if key.endswith("arm64") else v["servicesXPath"]
         links = f"for bin in {svc}/bin/*; do" in i["fakeRootCommands"] and 'ln -s "$bin" usr/local/bin/' in i["fakeRootCommands"]
         check(f"image {key}: every service binary also at /usr/local/bin, first on PATH", links and i["env"][0].startswith("PATH=/usr/local/bin:"), (i["fakeRootCommands"], i["env"]))
-        check(f"image {key}: /opt/attune/agent a mount point of uid 1000 (the agent volume takes its owner)", "opt/attune/agent " in i["fakeRootCommands"] and "chown -R 1000:1000 opt/attune" in i["fakeRootCommands"], i["fakeRootCommands"])
+    for key in ("worker-arm64", "agent-amd64"):
+        check(f"image {key}: /opt/attune/agent a mount point of uid 1000 (the agent volume takes its owner)", "'opt/attune/agent'" in imgs[key]["fakeRootCommands"].split("\n")[0], imgs[key]["fakeRootCommands"])
     pk = eval_json(f"packages.{system}", """p: let r = p.packs-image-arm64.recorded; in {
       inherit (r) script SOURCE_DATE_EPOCH; tools = map (t: t.outPath) r.nativeBuildInputs;
       tag = p.packs-image-arm64.imageTag; volume = p.packs-volume-arm64.outPath;
@@ -174,7 +195,7 @@ def builds(system):
           want_export in pk["script"] and pk["tools"] == [v["tool"]["path"]] and "--format docker-archive --out $out" in pk["script"], pk)
     check("packs-image-arm64: checked by packs-assemble check-image, fixed SOURCE_DATE_EPOCH, 16-hex tag",
           "packs-assemble -q check-image --arch arm64 $out" in pk["script"] and pk["SOURCE_DATE_EPOCH"] == "1" and len(pk["tag"]) == 16 and f"--tag {pk['tag']}" in pk["script"], pk)
-    check("images of one arch share one content-derived tag", len({imgs[f"{n}-arm64"]["tag"] for n in ("api", "worker", "sensor", "packs-init")}) == 1 and imgs["api-arm64"]["tag"] != imgs["api-amd64"]["tag"])
+    check("images of one arch share one content-derived tag", len({imgs[f"{n}-arm64"]["tag"] for n in IMAGES}) == 1 and imgs["api-arm64"]["tag"] != imgs["api-amd64"]["tag"])
 
 
 for system in SYSTEMS:
@@ -222,7 +243,7 @@ check("image architecture check reads the image config", "architecture == $arch"
 expr = f"""let
   lib = import {ROOT}/tests/nix/nixpkgs/lib.nix;
   one = name: arch: {{ imageTag = "it-${{name}}-${{arch}}"; outPath = "/${{name}}-${{arch}}"; }};
-  img = arch: {{ tag = "tag-${{arch}}"; api = one "api" arch; worker = one "worker" arch; sensor = one "sensor" arch; packs-init = one "init" arch; packs = one "packs" arch; }};
+  img = arch: {{ tag = "tag-${{arch}}"; names = [ "packs-init" "api" "worker" "sensor" "agent" ]; agent = one "agent" arch; api = one "api" arch; worker = one "worker" arch; sensor = one "sensor" arch; packs-init = one "init" arch; packs = one "packs" arch; }};
   apps = import {ROOT}/nix/apps.nix {{
     inherit lib;
     writeShellScript = name: text: text;
@@ -241,7 +262,7 @@ pub = apps["publish"]["program"]
 check("publish: loads every image of both architectures, the packs image included, then docker/publish", all(f"'{n}:it-{n2}-{a}=/{n2}-{a}'" in pub for a in ("amd64", "arm64") for n, n2 in (("api", "api"), ("packs", "packs"), ("packs-init", "init"))) and 'PACKS_ASSEMBLE=/the/packs-assemble/bin/packs-assemble exec /the/docker/dir/publish "$1" "$tag"' in pub and 'docker load -i "$src"' in pub, pub)
 check("up: another ATTUNE_ARCH is refused with the app to use", "nix run .#up-$ATTUNE_ARCH" in up)
 check("up: the user's packs, packs.dev and .env", "$PWD/packs}" in up and "$PWD/.env}" in up)
-check("up: the Nix worker image is the agent and the Python runtime (compose.yaml's agent-init, worker-python, sensor)", "ATTUNE_AGENT_IMAGE=${ATTUNE_AGENT_IMAGE:-attune/worker:tag-amd64}" in up and "ATTUNE_PYTHON_IMAGE=${ATTUNE_PYTHON_IMAGE:-attune/worker:tag-amd64}" in up, up)
+check("up: the Nix agent image fills the agent volume, the Nix worker image is the Python runtime (compose.yaml's agent-init, worker-python, sensor)", "ATTUNE_AGENT_IMAGE=${ATTUNE_AGENT_IMAGE:-attune/agent:tag-amd64}" in up and "'attune/agent:tag-amd64=/agent-amd64'" in up and "ATTUNE_PYTHON_IMAGE=${ATTUNE_PYTHON_IMAGE:-attune/worker:tag-amd64}" in up, up)
 check("down and logs run docker/stack", "stack down" in apps["down"]["program"] and "stack logs" in apps["logs"]["program"])
 
 # 7. What `up` starts on each build system: the images of its Linux architecture
