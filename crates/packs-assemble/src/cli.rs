@@ -3,10 +3,13 @@
 use std::path::PathBuf;
 
 use attune_contract::{env, exit};
+use attune_image::image_layout::DEFAULT_NAME;
+use attune_image::image_path;
 use attune_pack::Arch;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 pub use attune_contract::LogFormat;
+pub use attune_image::ImageFormat;
 
 /// `--help`'s last paragraphs: the exit codes (every binary's), an example.
 fn after_help() -> String {
@@ -95,7 +98,7 @@ pub enum Command {
     /// Entries keep their modes and links, owners are 0:0 but --owner's, every
     /// executable ELF must run in an empty --arch container (below --dynamic-ok,
     /// be for --arch); the config is docker/IMAGE-LAYOUT.md's.
-    ExportRootfs(crate::rootfs_image::ExportRootfsArgs),
+    ExportRootfs(ExportRootfsArgs),
     /// Check that an image has the packs image's layout (docker/IMAGE-LAYOUT.md):
     /// a docker archive (`docker save`, `-` for stdin) or an OCI layout
     /// directory. Each difference is reported; exit 1 if there is any.
@@ -225,15 +228,6 @@ pub struct RollbackArgs {
     pub lock_timeout: u64,
 }
 
-/// Image formats `export` writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ImageFormat {
-    /// A docker archive: a tar file for `docker load` (or `-`, stdout).
-    DockerArchive,
-    /// An OCI image layout: a directory for `skopeo copy oci:DIR ...`.
-    Oci,
-}
-
 /// `export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -250,7 +244,7 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value_t = ImageFormat::DockerArchive)]
     pub format: ImageFormat,
     /// The repository name.
-    #[arg(long, default_value = crate::image_layout::DEFAULT_NAME)]
+    #[arg(long, default_value = DEFAULT_NAME)]
     pub name: String,
     /// The tag [default: the first 16 hex digits of the image id].
     #[arg(long)]
@@ -261,6 +255,54 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
+/// `export-rootfs`.
+#[derive(Debug, Args)]
+pub struct ExportRootfsArgs {
+    /// The root filesystem: a directory whose entries become the image's.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: PathBuf,
+    /// The image's architecture; every ELF in the directory must be for it.
+    #[arg(long, value_name = "amd64|arm64")]
+    pub arch: Arch,
+    /// The repository name, for example attune/api.
+    #[arg(long)]
+    pub name: String,
+    /// The tag [default: the first 16 hex digits of the image id].
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// `Entrypoint`, a JSON array of strings, for example
+    /// '["/usr/local/bin/attune-api"]'; the first is an executable file of the directory.
+    #[arg(long, value_name = "JSON", value_parser = parse_argv)]
+    pub entrypoint: Argv,
+    /// `Cmd`, a JSON array of strings [default: none].
+    #[arg(long, value_name = "JSON", value_parser = parse_argv)]
+    pub cmd: Option<Argv>,
+    /// A label; repeatable. `io.attune.arch` is --arch's.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// The owner of one entry, for example /opt/attune/data=1000:1000; repeatable.
+    /// Every other entry is owned by 0:0.
+    #[arg(long = "owner", value_name = "PATH=UID:GID", value_parser = parse_path_owner)]
+    pub owners: Vec<(String, (u32, u32))>,
+    /// Below this path (for example /usr, or / for a runtime image of
+    /// Debian packages), an executable ELF may be dynamic: it runs with the
+    /// libc and libraries of the image itself. It must still be for --arch.
+    /// Elsewhere every executable ELF must be static. Repeatable.
+    #[arg(long = "dynamic-ok", value_name = "PATH", value_parser = parse_dynamic_ok)]
+    pub dynamic_ok: Vec<String>,
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = ImageFormat::DockerArchive)]
+    pub format: ImageFormat,
+    /// Where to write it, which must not exist: a file (docker-archive; `-` for
+    /// stdout) or a directory (oci).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+}
+
+/// An argument vector given as a JSON array of strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Argv(pub Vec<String>);
+
 /// `check-image`.
 #[derive(Debug, Args)]
 pub struct CheckImageArgs {
@@ -270,6 +312,45 @@ pub struct CheckImageArgs {
     /// The architecture it must be for [default: the one its config names].
     #[arg(long, value_name = "amd64|arm64")]
     pub arch: Option<Arch>,
+}
+
+fn parse_argv(s: &str) -> Result<Argv, String> {
+    match serde_json::from_str::<Vec<String>>(s) {
+        Ok(v) if !v.is_empty() => Ok(Argv(v)),
+        Ok(_) => Err("an empty array runs nothing: give at least the program".to_string()),
+        Err(e) => Err(format!(
+            "`{s}` is not a JSON array of strings ({e}); for example '[\"/usr/local/bin/attune-api\"]'"
+        )),
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "`{s}` is not KEY=VALUE (for example org.opencontainers.image.title=attune api)"
+        )),
+    }
+}
+
+fn parse_path_owner(s: &str) -> Result<(String, (u32, u32)), String> {
+    let (path, owner) = s.rsplit_once('=').ok_or_else(|| {
+        format!("`{s}` is not PATH=UID:GID (for example /opt/attune/data=1000:1000)")
+    })?;
+    let rel = image_path(path).ok_or_else(|| {
+        format!("`{path}` in `{s}` is not an absolute path without `.`, `..` or `//` (for example /opt/attune/data)")
+    })?;
+    Ok((rel, parse_owner(owner)?))
+}
+
+/// The layer path below which `--dynamic-ok` accepts dynamic ELFs (`/`: all, the empty path).
+fn parse_dynamic_ok(s: &str) -> Result<String, String> {
+    if s == "/" {
+        return Ok(String::new());
+    }
+    image_path(s).ok_or_else(|| {
+        format!("`{s}` is not an absolute path without `.`, `..` or `//` (for example /usr)")
+    })
 }
 
 pub(crate) fn parse_owner(s: &str) -> Result<(u32, u32), String> {
@@ -360,5 +441,23 @@ mod tests {
         assert_eq!(parse_owner("1000:1001"), Ok((1000, 1001)));
         assert!(parse_owner("root").unwrap_err().contains("UID:GID"));
         assert!(parse_owner("a:1").is_err());
+    }
+
+    #[test]
+    fn export_rootfs_values_parse() {
+        for bad in ["x", "[]", r#"["a", 1]"#] {
+            assert!(parse_argv(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_argv(r#"["/a","b"]"#),
+            Ok(Argv(vec!["/a".into(), "b".into()]))
+        );
+        for bad in ["opt/x=1:1", "/a/../b=1:1", "/a=1", "/=1:1"] {
+            assert!(parse_path_owner(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_path_owner("/opt/attune/data/=1000:1001"),
+            Ok(("opt/attune/data".to_string(), (1000, 1001)))
+        );
     }
 }

@@ -1,23 +1,19 @@
 //! `packs-assemble`: the command line over `attune-volume` (publish, verify,
-//! inspect, history, rollback of a packs volume) and the image writers and
-//! checker (export, export-rootfs, check-image).
+//! inspect, history, rollback of a packs volume) and `attune-image` (the
+//! image writers and checker: export, export-rootfs, check-image).
 //!
 //! This crate owns the arguments ([`cli`]), what is printed (`output`), the
 //! logging setup and the mapping of errors to exit codes; the volume contract
-//! and its crash-safety argument are `attune_volume`'s crate doc.
+//! and its crash-safety argument are `attune_volume`'s crate doc, the images'
+//! guarantees `attune_image`'s.
 //!
 //! `main` only parses the command line and calls [`run`].
 
-pub mod check_image;
 pub mod cli;
 mod commands;
-pub mod export;
-pub mod image;
-pub mod image_layout;
+mod image_commands;
 mod logging;
 mod output;
-pub mod rootfs_image;
-pub mod tarstream;
 
 use std::process::ExitCode;
 
@@ -41,9 +37,9 @@ pub fn run(cli: cli::Cli) -> ExitCode {
         cli::Command::Inspect(a) => commands::inspect(a, out),
         cli::Command::History(a) => commands::history(a, out),
         cli::Command::Rollback(a) => commands::rollback(a, out),
-        cli::Command::Export(a) => export::command(a, out),
-        cli::Command::ExportRootfs(a) => rootfs_image::command(a, out),
-        cli::Command::CheckImage(a) => check_image::command(a, out),
+        cli::Command::Export(a) => image_commands::export(a, out),
+        cli::Command::ExportRootfs(a) => image_commands::export_rootfs(a, out),
+        cli::Command::CheckImage(a) => image_commands::check_image(a, out),
     };
     match result {
         Ok(code) => code,

@@ -8,11 +8,11 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
+use attune_image::image_layout::{self as layout, BASE, Body};
 use attune_pack::Arch;
 use attune_pack::fixtures::ElfSpec;
 use attune_volume::manifest::{MODE_EXEC, MODE_FILE};
 use attune_volume::scan::Kind;
-use packs_assemble::image_layout::{self as layout, BASE, Body};
 use serde_json::Value;
 
 use crate::util::{Fixture, stderr_of};
@@ -304,7 +304,7 @@ fn base_table() -> String {
     t
 }
 
-/// The layout is asserted once (`check-image`, from src/image_layout.rs) for
+/// The layout is asserted once (`check-image`, from attune-image's src/image_layout.rs) for
 /// the images of both builders; the document must say the same.
 #[test]
 fn image_layout_md_says_what_check_image_asserts() {
@@ -319,7 +319,7 @@ fn image_layout_md_says_what_check_image_asserts() {
     let flat = doc.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
         doc.contains(&base_table()),
-        "the base layer's table differs from src/image_layout.rs; it is:\n{}",
+        "the base layer's table differs from attune-image's src/image_layout.rs; it is:\n{}",
         base_table()
     );
     let parents: Vec<String> = layout::PACK_PARENTS

@@ -7,10 +7,9 @@
 
 use std::io::{self, Write};
 
-use sha2::{Digest, Sha256};
-
 use attune_volume::hash::Sha256Digest;
 use attune_volume::scan::Kind;
+use sha2::{Digest, Sha256};
 
 /// The tar block size.
 pub const BLOCK: u64 = 512;

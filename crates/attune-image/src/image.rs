@@ -1,5 +1,5 @@
-//! The one image writer, shared by `export` (the packs image) and
-//! `export-rootfs` (the service images): layers described entry by entry,
+//! The one image writer, shared by the packs image ([`crate::packs_image`])
+//! and the service images ([`crate::rootfs`]): layers described entry by entry,
 //! their config, and the two formats, a docker archive (a file, or stdout for
 //! `| docker load`) or an OCI image layout (a directory).
 //!
@@ -23,16 +23,35 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use attune_pack::{Arch, Diagnostic, Diagnostics};
-use serde::Serialize;
-use sha2::Digest as _;
-
-use crate::cli::ImageFormat;
-use crate::output::Output;
-use crate::tarstream::{self, Digesting, Header, Type};
 use attune_volume::error::{Error, IoContext};
 use attune_volume::fsops;
 use attune_volume::hash::Sha256Digest;
 use attune_volume::volume::exists;
+use serde::Serialize;
+use sha2::Digest as _;
+
+use crate::image_layout as layout;
+use crate::tarstream::{self, Digesting, Header, Type};
+
+/// What to write: a docker archive or an OCI image layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum ImageFormat {
+    /// A docker archive: a tar file for `docker load` (or `-`, stdout).
+    DockerArchive,
+    /// An OCI image layout: a directory for `skopeo copy oci:DIR ...`.
+    Oci,
+}
+
+impl ImageFormat {
+    /// `docker-archive` or `oci`, as results name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Oci => "oci",
+            ImageFormat::DockerArchive => "docker-archive",
+        }
+    }
+}
 
 /// Media types of what an OCI layout holds.
 pub mod media {
@@ -225,7 +244,6 @@ impl RunConfig {
         cmd: Option<Vec<String>>,
         labels: BTreeMap<String, String>,
     ) -> RunConfig {
-        use crate::image_layout as layout;
         RunConfig {
             cmd,
             entrypoint,
@@ -270,7 +288,7 @@ fn config_bytes(
     created_by: &str,
     layers: &[LayerInfo],
 ) -> Vec<u8> {
-    let created = crate::image_layout::created(mtime);
+    let created = layout::created(mtime);
     let config = Config {
         architecture: arch.docker_name(),
         config: run,
@@ -410,7 +428,7 @@ pub(crate) fn check_runs(
 
 /// Where the image goes, from `--format` and `--out`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Dest<'a> {
+pub enum Dest<'a> {
     /// A docker archive on stdout.
     Stdout,
     /// A docker archive file.
@@ -420,17 +438,10 @@ pub(crate) enum Dest<'a> {
 }
 
 impl<'a> Dest<'a> {
-    /// Checks the options every image command shares: `--format`, `--out`
-    /// (which must not exist), `--json`, `--name` and `--tag`.
-    pub fn new(
-        format: ImageFormat,
-        out: &'a Path,
-        json: bool,
-        name: &str,
-        tag: Option<&str>,
-    ) -> Result<Dest<'a>, Error> {
+    /// Where `format` goes for `out` (`-`: stdout, a docker archive only).
+    pub fn new(format: ImageFormat, out: &'a Path) -> Result<Dest<'a>, Error> {
         let to_stdout = out == Path::new("-");
-        let dest = match (format, to_stdout) {
+        Ok(match (format, to_stdout) {
             (ImageFormat::Oci, true) => {
                 return Err(Error::Usage(
                     "--out - writes to stdout, which only a docker archive can be: give --format docker-archive, or --out DIR for an OCI layout".to_string(),
@@ -439,14 +450,19 @@ impl<'a> Dest<'a> {
             (ImageFormat::DockerArchive, true) => Dest::Stdout,
             (ImageFormat::DockerArchive, false) => Dest::File(out),
             (ImageFormat::Oci, false) => Dest::Dir(out),
-        };
-        if to_stdout && json {
-            return Err(Error::Usage(
-                "--json prints the result on stdout, where --out - writes the archive: give --out FILE"
-                    .to_string(),
-            ));
-        }
-        if !to_stdout && exists(out) {
+        })
+    }
+
+    /// [`Dest::new`], then the options every image writer shares: `--out`
+    /// (which must not exist), `--name` and `--tag`.
+    pub(crate) fn checked(
+        format: ImageFormat,
+        out: &'a Path,
+        name: &str,
+        tag: Option<&str>,
+    ) -> Result<Dest<'a>, Error> {
+        let dest = Dest::new(format, out)?;
+        if !dest.is_stdout() && exists(out) {
             return Err(Error::Usage(format!(
                 "--out {} exists; remove it or give another path",
                 out.display()
@@ -465,12 +481,15 @@ impl<'a> Dest<'a> {
         Ok(dest)
     }
 
-    fn is_stdout(self) -> bool {
+    /// Whether the image goes to stdout, where no result can be printed.
+    pub fn is_stdout(self) -> bool {
         matches!(self, Dest::Stdout)
     }
 }
 
-/// What every image command reports.
+/// What every image writer reports. Inputs unfit for an image are not an
+/// error but this result with `ok` false, the reasons in `diagnostics`, and
+/// nothing written.
 #[derive(Debug, Serialize)]
 pub struct ImageResult {
     /// Whether an image was written.
@@ -501,49 +520,13 @@ impl ImageResult {
             ok: false,
             image: None,
             arch,
-            format: match format {
-                ImageFormat::Oci => "oci",
-                ImageFormat::DockerArchive => "docker-archive",
-            },
+            format: format.name(),
             out: out.display().to_string(),
             config_digest: None,
             manifest_digest: None,
             layers: vec![],
             diagnostics: Diagnostics::default(),
         }
-    }
-}
-
-/// Reports the diagnostics and `result` (a command's result, which holds
-/// them), unless the archive goes to stdout; the error that ends the command
-/// when an input was wrong.
-pub(crate) fn refuse<T: Serialize>(
-    out: Output,
-    dest: Dest,
-    diagnostics: &Diagnostics,
-    result: &T,
-) -> Error {
-    out.diagnostics(diagnostics);
-    if let Dest::File(p) | Dest::Dir(p) = dest {
-        out.result(result, || format!("nothing was written to {}", p.display()));
-    }
-    Error::Invalid {
-        count: diagnostics.errors().count(),
-        consequence: "no image was written",
-    }
-}
-
-/// Reports the diagnostics and `result` of an image written as `reference`.
-pub(crate) fn report<T: Serialize>(
-    out: Output,
-    dest: Dest,
-    diagnostics: &Diagnostics,
-    result: &T,
-    reference: &str,
-) {
-    out.diagnostics(diagnostics);
-    if !dest.is_stdout() {
-        out.result(result, || reference.to_string());
     }
 }
 

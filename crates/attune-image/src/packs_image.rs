@@ -1,9 +1,10 @@
-//! `export`: the packs image of an assembled volume, the one writer of it for
-//! every builder (docker/build-packs-image, the flake). One base layer (the
-//! assembler, `/etc/passwd`, `/etc/group`, `/tmp`, the mount points), then one
-//! layer per pack in name order, written by [`crate::image`] (a docker archive
-//! or an OCI layout, the same bytes for the same inputs). The layout is
-//! [`crate::image_layout`]'s, which [`crate::check_image`] asserts.
+//! The packs image of an assembled volume, the one writer of it for every
+//! builder (docker/build-packs-image, the flake, through `packs-assemble
+//! export`). One base layer (the assembler, `/etc/passwd`, `/etc/group`,
+//! `/tmp`, the mount points), then one layer per pack in name order, written
+//! by [`crate::image`] (a docker archive or an OCI layout, the same bytes for
+//! the same inputs). The layout is [`crate::image_layout`]'s, which
+//! `check_image` asserts.
 //!
 //! Every mtime is `SOURCE_DATE_EPOCH` (else 1), owners are 0:0 but the mount
 //! points. The volume must verify for the architecture first; then it is read
@@ -12,21 +13,17 @@
 //! assembler and one buffer, however large the packs.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 
 use attune_pack::{Arch, Diagnostics};
-use serde::Serialize;
-
-use crate::cli::ExportArgs;
-use crate::image::{self, Body, Dest, ImageResult, Item, Layer, RunConfig, Spec};
-pub use crate::image::{LayerInfo, media};
-use crate::image_layout::{self as layout, BASE, Body as BaseBody};
-use crate::output::{Output, plural};
-use attune_volume::error::{Error, exit};
+use attune_volume::error::Error;
 use attune_volume::manifest::{Entry, MANIFEST_NAME, Manifest};
 use attune_volume::scan::Kind;
 use attune_volume::volume::{Volume, exists};
+use serde::Serialize;
+
+use crate::image::{self, Body, Dest, ImageFormat, ImageResult, Item, Layer, RunConfig, Spec};
+use crate::image_layout::{self as layout, BASE, Body as BaseBody};
 
 fn base_layer(assembler: &[u8]) -> Layer<'_> {
     let items = BASE
@@ -149,29 +146,52 @@ fn assembler(path: &Path, arch: Arch, d: &mut Diagnostics) -> Result<Vec<u8>, Er
     Ok(bytes)
 }
 
-/// `export`.
-pub fn command(args: &ExportArgs, out: Output) -> Result<ExitCode, Error> {
-    let (name, tag) = (&args.name, args.tag.as_deref());
-    let dest = Dest::new(args.format, &args.out, out.json, name, tag)?;
-    if !exists(&args.volume) {
+/// What to export: `packs-assemble export`'s options, whose flags usage
+/// errors name.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    /// `--volume`: the assembled volume (for `arch`).
+    pub volume: PathBuf,
+    /// `--assembler`: the static packs-assemble for `arch` that the image runs.
+    pub assembler: PathBuf,
+    /// `--arch`: the image's architecture.
+    pub arch: Arch,
+    /// `--format`.
+    pub format: ImageFormat,
+    /// `--name`: the repository name ([`layout::DEFAULT_NAME`] by default).
+    pub name: String,
+    /// `--tag` [default: the first 16 hex digits of the image id].
+    pub tag: Option<String>,
+    /// `--out`: a file (docker-archive; `-` for stdout) or a directory (oci),
+    /// which must not exist.
+    pub out: PathBuf,
+}
+
+/// Writes the packs image of `opts.volume`. A volume or an assembler unfit
+/// for the image is a result with `ok` false and nothing written; wrong
+/// options are [`Error::Usage`].
+pub fn export(opts: &ExportOptions) -> Result<ExportResult, Error> {
+    let (name, tag) = (&opts.name, opts.tag.as_deref());
+    let dest = Dest::checked(opts.format, &opts.out, name, tag)?;
+    if !exists(&opts.volume) {
         return Err(Error::Usage(format!(
             "--volume {} does not exist",
-            args.volume.display()
+            opts.volume.display()
         )));
     }
     let mtime = attune_volume::source_date_epoch()? as u64;
-    let arch = args.arch;
+    let arch = opts.arch;
     let mut result = ExportResult {
-        image: ImageResult::new(arch, args.format, &args.out),
+        image: ImageResult::new(arch, opts.format, &opts.out),
         root_hash: None,
         packs: vec![],
     };
-    let assembler = assembler(&args.assembler, arch, &mut result.image.diagnostics)?;
-    let vol = Volume::new(&args.volume);
+    let assembler = assembler(&opts.assembler, arch, &mut result.image.diagnostics)?;
+    let vol = Volume::new(&opts.volume);
     let report = attune_volume::verify::verify(&vol, Some(arch))?;
     result.image.diagnostics.0.extend(report.diagnostics.0);
     if result.image.diagnostics.has_errors() {
-        return Err(image::refuse(out, dest, &result.image.diagnostics, &result));
+        return Ok(result);
     }
     // Read as services read it: the manifest through the root's link, then
     // `VOL/<pack>/...`; it must still be the generation just verified.
@@ -200,21 +220,11 @@ pub fn command(args: &ExportArgs, out: Output) -> Result<ExitCode, Error> {
         arch,
         source: &vol.root,
     };
-    let reference = image::write(spec, dest, &mut result.image)?;
+    image::write(spec, dest, &mut result.image)?;
     result.image.ok = true;
     result.root_hash = Some(manifest.root_hash.clone());
     result.packs = packs.iter().map(|p| p.to_string()).collect();
-    tracing::info!(
-        "packs image {reference} ({arch}): {} pack {} ({}), config {}, volume {}; written to {}",
-        packs.len(),
-        plural(packs.len(), "layer"),
-        packs.join(", "),
-        result.image.config_digest.as_deref().unwrap_or_default(),
-        manifest.root_hash,
-        args.out.display()
-    );
-    image::report(out, dest, &result.image.diagnostics, &result, &reference);
-    Ok(ExitCode::from(exit::OK))
+    Ok(result)
 }
 
 /// A small volume and an exported image of it, for the tests of `export` and `check-image`.
@@ -223,19 +233,54 @@ pub(crate) mod fixtures {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
+    use std::time::Duration;
 
     use attune_pack::Arch;
     use attune_pack::fixtures::{ElfSpec, elf_bytes};
-    use clap::Parser;
-
-    use crate::cli::{Cli, ExportArgs, ImageFormat, LogFormat};
-    use crate::output::Output;
     use attune_volume::error::Error;
+    use attune_volume::hash::HashCache;
+    use attune_volume::plan::{Inputs, plan};
+    use attune_volume::progress::Progress;
+    use attune_volume::publish::{self, publish};
+    use attune_volume::volume::Volume;
+
+    use super::{ExportOptions, ExportResult};
+    use crate::image::ImageFormat;
 
     fn write(path: &Path, text: &str, mode: u32) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, text).unwrap();
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Publishes the packs of `packs` for `arch` into a new volume `vol`, as
+    /// `packs-assemble assemble --no-sync` does.
+    fn assemble(packs: &Path, arch: Arch, vol: &Path) {
+        fs::create_dir_all(vol).unwrap();
+        let vol = Volume::new(vol);
+        let lock = vol.lock(Duration::from_secs(5)).unwrap();
+        let inputs = Inputs {
+            packs: vec![packs.to_path_buf()],
+            binaries: vec![],
+            deps: vec![],
+            arch,
+            mtime: attune_volume::source_date_epoch().unwrap(),
+            owner: None,
+            stage: None,
+            sources_only: false,
+        };
+        let progress = Progress::new(true);
+        let mut facts = attune_volume::facts::load(&vol.root);
+        let plan = plan(&inputs, &HashCache::default(), &mut facts, &progress).unwrap();
+        assert!(!plan.diagnostics.has_errors(), "{:?}", plan.diagnostics);
+        let opts = publish::Options {
+            keep: 2,
+            adopt: false,
+            sync: false,
+            dry_run: false,
+            force: false,
+        };
+        publish(&vol, Some(&lock), &plan, &opts, &progress).unwrap();
     }
 
     /// Packs `beta` and `alpha` (written in that order) assembled for amd64
@@ -267,20 +312,7 @@ pub(crate) mod fixtures {
             fs::set_permissions(&pa, fs::Permissions::from_mode(0o755)).unwrap();
         }
         let vol = dir.join("vol");
-        let cli = Cli::try_parse_from([
-            "packs-assemble".as_ref(),
-            "-q".as_ref(),
-            "assemble".as_ref(),
-            "--packs".as_ref(),
-            dir.join("packs").as_os_str(),
-            "--arch".as_ref(),
-            "amd64".as_ref(),
-            "--no-sync".as_ref(),
-            "--out".as_ref(),
-            vol.as_os_str(),
-        ])
-        .unwrap();
-        let _ = crate::run(cli);
+        assemble(&dir.join("packs"), Arch::Amd64, &vol);
         assert!(
             vol.join("..data").exists(),
             "the fixture volume was assembled"
@@ -295,7 +327,8 @@ pub(crate) mod fixtures {
             ImageFormat::DockerArchive => "img.tar",
             ImageFormat::Oci => "oci",
         });
-        export(dir, Arch::Amd64, format, &out).unwrap();
+        let r = export(dir, Arch::Amd64, format, &out).unwrap();
+        assert!(r.image.ok, "{:?}", r.image.diagnostics);
         out
     }
 
@@ -305,8 +338,8 @@ pub(crate) mod fixtures {
         assembler: Arch,
         format: ImageFormat,
         out: &Path,
-    ) -> Result<(), Error> {
-        let args = ExportArgs {
+    ) -> Result<ExportResult, Error> {
+        super::export(&ExportOptions {
             volume: dir.join("vol"),
             assembler: dir.join(format!("pa-{assembler}")),
             arch: Arch::Amd64,
@@ -314,14 +347,7 @@ pub(crate) mod fixtures {
             name: crate::image_layout::DEFAULT_NAME.to_string(),
             tag: None,
             out: out.to_path_buf(),
-        };
-        let out = Output {
-            json: false,
-            log_format: LogFormat::Human,
-            quiet: true,
-            show_path_as: None,
-        };
-        super::command(&args, out).map(|_| ())
+        })
     }
 }
 
@@ -337,8 +363,7 @@ mod tests {
 
     use super::fixtures::{export, exported, volume};
     use super::*;
-    use crate::cli::ImageFormat;
-    use crate::image::{digest_of, hex_of};
+    use crate::image::{digest_of, hex_of, media};
     use crate::tarstream::{Member, assert_listing, read_members as members};
 
     /// The exported archive: its manifest.json, its config and its layers in order.
@@ -567,8 +592,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         volume(tmp.path());
         let out = tmp.path().join("img.tar");
-        let err = export(tmp.path(), Arch::Arm64, ImageFormat::DockerArchive, &out).unwrap_err();
-        assert!(matches!(err, Error::Invalid { count: 1, .. }), "{err}");
+        let r = export(tmp.path(), Arch::Arm64, ImageFormat::DockerArchive, &out).unwrap();
+        assert!(!r.image.ok);
+        assert_eq!(
+            r.image.diagnostics.errors().count(),
+            1,
+            "{:?}",
+            r.image.diagnostics
+        );
         assert!(!out.exists(), "nothing was written");
     }
 
@@ -582,8 +613,8 @@ mod tests {
         fs::set_permissions(&f, fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(&f, "#!/bin/sh\necho tampered\n").unwrap();
         let out = tmp.path().join("img.tar");
-        let err = export(tmp.path(), Arch::Amd64, ImageFormat::DockerArchive, &out).unwrap_err();
-        assert!(matches!(err, Error::Invalid { .. }), "{err}");
+        let r = export(tmp.path(), Arch::Amd64, ImageFormat::DockerArchive, &out).unwrap();
+        assert!(!r.image.ok && r.image.diagnostics.has_errors());
         assert!(!out.exists(), "nothing was written");
     }
 

@@ -1,5 +1,5 @@
-//! `check-image`: whether an image has the packs image's layout
-//! ([`crate::image_layout`], docker/IMAGE-LAYOUT.md), whoever built it. The
+//! Whether an image has the packs image's layout ([`crate::image_layout`],
+//! docker/IMAGE-LAYOUT.md), whoever built it (`packs-assemble check-image`). The
 //! one assertion of that layout, for the images of docker/build-packs-image
 //! and of the flake alike: it reads a docker archive (a file, or stdin: the
 //! output of `docker save` or of `export`) or an OCI image layout, recomputes
@@ -12,20 +12,17 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use attune_pack::{Arch, Diagnostic, Diagnostics, check_native, is_pack_ref};
+use attune_volume::error::{Error, IoContext};
+use attune_volume::hash::Sha256Digest;
+use attune_volume::scan::Kind;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::cli::CheckImageArgs;
-use crate::export::media;
+use crate::image::media;
 use crate::image_layout::{self as layout, BASE, Body};
-use crate::output::{Output, counts};
-use attune_volume::error::{Error, IoContext, exit};
-use attune_volume::hash::Sha256Digest;
-use attune_volume::scan::Kind;
 
 /// JSON files (configs, manifests) larger than this are refused.
 const JSON_LIMIT: u64 = 16 << 20;
@@ -461,9 +458,9 @@ fn read_oci(dir: &Path, arch: Option<Arch>) -> Result<Parts, Error> {
     Ok(parts)
 }
 
-/// What `check-image` found.
+/// What the check found.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub struct CheckReport {
     /// Whether the image has the layout.
     pub ok: bool,
     /// The image checked.
@@ -892,7 +889,7 @@ fn check(
 }
 
 /// Checks the image at `path` (`-`: a docker archive on stdin).
-pub fn check_image(path: &Path, arch: Option<Arch>) -> Result<Report, Error> {
+pub fn check_image(path: &Path, arch: Option<Arch>) -> Result<CheckReport, Error> {
     let stdin = path == Path::new("-");
     let (format, parts) = if stdin {
         (
@@ -917,7 +914,7 @@ pub fn check_image(path: &Path, arch: Option<Arch>) -> Result<Report, Error> {
     };
     let mut diagnostics = Diagnostics::default();
     let (arch, packs) = check(&at, &parts, arch, &mut diagnostics);
-    Ok(Report {
+    Ok(CheckReport {
         ok: !diagnostics.has_errors(),
         image: at,
         format,
@@ -938,37 +935,6 @@ pub fn check_image(path: &Path, arch: Option<Arch>) -> Result<Report, Error> {
     })
 }
 
-/// `check-image`.
-pub fn command(args: &CheckImageArgs, out: Output) -> Result<ExitCode, Error> {
-    let r = check_image(&args.image, args.arch)?;
-    out.diagnostics(&r.diagnostics);
-    out.result(&r, || {
-        let verdict = if r.ok { "ok" } else { "FAILED" };
-        // The base and the packs, once the layers could be read.
-        let layers: Vec<&str> = ["base"]
-            .into_iter()
-            .filter(|_| !r.layers.is_empty())
-            .chain(r.packs.iter().map(String::as_str))
-            .collect();
-        format!(
-            "{}: {verdict}: packs image for {}, {} layers read ({}), config {}; {}",
-            r.image,
-            r.arch.map_or("?", Arch::docker_name),
-            r.layers.len(),
-            layers.join(", "),
-            r.config_digest.as_deref().unwrap_or("missing"),
-            counts(&r.diagnostics)
-        )
-    });
-    match r.diagnostics.errors().count() {
-        0 => Ok(ExitCode::from(exit::OK)),
-        count => Err(Error::Invalid {
-            count,
-            consequence: "the image does not have the packs image's layout (docker/IMAGE-LAYOUT.md)",
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -977,8 +943,8 @@ mod tests {
     use attune_pack::fixtures::{ElfSpec, elf_bytes};
 
     use super::*;
-    use crate::cli::ImageFormat;
-    use crate::export::fixtures::{export, exported};
+    use crate::image::ImageFormat;
+    use crate::packs_image::fixtures::{export, exported};
 
     /// The parts of a freshly exported image (base, alpha, beta).
     fn parts(dir: &Path) -> Parts {

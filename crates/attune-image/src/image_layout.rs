@@ -1,11 +1,12 @@
-//! The layout of the packs image, in one place: what [`crate::export`] writes
-//! and what [`crate::check_image`] asserts of any packs image, whoever built
-//! it (docker/build-packs-image, the flake). docker/IMAGE-LAYOUT.md ("The
-//! packs image") documents it, and `tests/export.rs` checks that the document
-//! lists exactly these entries and this config.
+//! The layouts of the images, in one place: the packs image, what
+//! `packs_image` writes and what `check_image` asserts of any packs image,
+//! whoever built it (docker/build-packs-image, the flake), and the config the
+//! service images share with it (`User`, `WorkingDir`, `Env`, the labels).
+//! docker/IMAGE-LAYOUT.md documents them, and packs-assemble's
+//! `tests/export.rs` checks that the document lists exactly these entries and
+//! this config.
 
 use attune_pack::Arch;
-
 use attune_volume::manifest::{MODE_DIR, MODE_EXEC, MODE_FILE};
 use attune_volume::scan::Kind;
 
