@@ -1,7 +1,7 @@
-//! The one image writer, shared by the packs image ([`crate::packs_image`])
-//! and the service images ([`crate::rootfs`]): layers described entry by entry,
-//! their config, and the two formats, a docker archive (a file, or stdout for
-//! `| docker load`) or an OCI image layout (a directory).
+//! The one image writer, shared by the packs image (`packs_image`) and the
+//! service images (`rootfs`): layers described entry by entry, their config,
+//! and the two formats, a docker archive (a file, or stdout for `| docker
+//! load`) or an OCI image layout (a directory).
 //!
 //! The same layers give the same bytes: every entry has the path, mode, owner
 //! and mtime it is given (no user or group names, no device numbers), layers

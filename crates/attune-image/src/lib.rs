@@ -18,7 +18,7 @@
 //!   `SOURCE_DATE_EPOCH` (else 1), layers are uncompressed, the JSON is
 //!   written from structs in a fixed field order, the tag is the image id's.
 //! - The layout is [`image_layout`]'s, documented by docker/IMAGE-LAYOUT.md
-//!   (packs-assemble's tests check the document against it); [`check_image`]
+//!   (packs-assemble's tests check the document against it); [`check_image()`]
 //!   asserts it of any packs image, whoever built it.
 //! - An image is written whole or not at all: a source that changes while
 //!   it is written fails the write, and a failed write removes its output.
@@ -28,7 +28,7 @@
 //!
 //! The modules, from the bottom: [`tarstream`] (deterministic tar entries),
 //! [`image_layout`] (what the images hold), [`image`] (the writer of both
-//! formats), then [`packs_image`], [`rootfs`] and [`check_image`].
+//! formats), then [`packs_image`], [`rootfs`] and [`check_image`](mod@check_image).
 
 pub mod check_image;
 pub mod image;
