@@ -237,12 +237,11 @@ pub(crate) mod fixtures {
 
     use attune_pack::Arch;
     use attune_pack::fixtures::{ElfSpec, elf_bytes};
+    use attune_volume::assemble::Request;
     use attune_volume::error::Error;
-    use attune_volume::hash::HashCache;
-    use attune_volume::plan::{Inputs, plan};
+    use attune_volume::plan::Inputs;
     use attune_volume::progress::Progress;
-    use attune_volume::publish::{self, publish};
-    use attune_volume::volume::Volume;
+    use attune_volume::publish;
 
     use super::{ExportOptions, ExportResult};
     use crate::image::ImageFormat;
@@ -256,31 +255,30 @@ pub(crate) mod fixtures {
     /// Publishes the packs of `packs` for `arch` into a new volume `vol`, as
     /// `packs-assemble assemble --no-sync` does.
     fn assemble(packs: &Path, arch: Arch, vol: &Path) {
-        fs::create_dir_all(vol).unwrap();
-        let vol = Volume::new(vol);
-        let lock = vol.lock(Duration::from_secs(5)).unwrap();
-        let inputs = Inputs {
-            packs: vec![packs.to_path_buf()],
-            binaries: vec![],
-            deps: vec![],
-            arch,
-            mtime: attune_volume::source_date_epoch().unwrap(),
-            owner: None,
-            stage: None,
-            sources_only: false,
+        let req = Request {
+            inputs: Inputs {
+                packs: vec![packs.to_path_buf()],
+                binaries: vec![],
+                deps: vec![],
+                arch,
+                mtime: attune_volume::source_date_epoch().unwrap(),
+                owner: None,
+                stage: None,
+                sources_only: false,
+            },
+            volume: vol.to_path_buf(),
+            lock_timeout: Duration::from_secs(60),
+            strict: false,
+            publish: publish::Options {
+                keep: 2,
+                adopt: false,
+                sync: false,
+                dry_run: false,
+                force: false,
+            },
         };
-        let progress = Progress::new(true);
-        let mut facts = attune_volume::facts::load(&vol.root);
-        let plan = plan(&inputs, &HashCache::default(), &mut facts, &progress).unwrap();
-        assert!(!plan.diagnostics.has_errors(), "{:?}", plan.diagnostics);
-        let opts = publish::Options {
-            keep: 2,
-            adopt: false,
-            sync: false,
-            dry_run: false,
-            force: false,
-        };
-        publish(&vol, Some(&lock), &plan, &opts, &progress).unwrap();
+        let done = attune_volume::assemble::assemble(&req, &Progress::new(true)).unwrap();
+        assert!(done.outcome.is_some(), "{:?}", done.plan.diagnostics);
     }
 
     /// Packs `beta` and `alpha` (written in that order) assembled for amd64
