@@ -1,6 +1,8 @@
 # The source of every cargo build and check: crane's Cargo sources (.rs, .toml,
-# Cargo.lock), and the table of architectures (arches.tsv) that attune-pack
-# compiles in (include_str!), which crane's filter alone would leave out.
+# Cargo.lock), the table of architectures (arches.tsv) that attune-pack
+# compiles in and the service image layout (crates/attune-image/services.json)
+# that attune-image compiles in (include_str!), which crane's filter alone
+# would leave out.
 {
   lib,
   craneLib,
@@ -10,5 +12,10 @@ lib.cleanSourceWith {
   src = root;
   name = "source";
   filter =
-    path: type: craneLib.filterCargoSources path type || toString path == toString root + "/arches.tsv";
+    path: type:
+    craneLib.filterCargoSources path type
+    || builtins.elem (toString path) [
+      (toString root + "/arches.tsv")
+      (toString root + "/crates/attune-image/services.json")
+    ];
 }

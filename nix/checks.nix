@@ -24,6 +24,8 @@ let
     "tests"
     "packs"
     "arches.tsv"
+    # Documents the tests hold against the code (the image layout).
+    "docker/IMAGE-LAYOUT.md"
   ];
   run =
     name: script:

@@ -213,9 +213,9 @@ C = """c: let r = d: d.recorded; in {
   deny = (r c.deny).cargoDenyChecks;
   named = map (n: (r c.${n}).pname or null) [ "fmt" "deny" ];
   testSrcKeeps = let s = (r c.nextest).src; root = toString s.stubCleanSourceWith.src; in
-    map (p: s.filter "${root}/${p}" "regular") [ "crates/packs-assemble/tests/snapshots/x.snap" "packs/core/pack.yaml" "Cargo.lock" "arches.tsv" ];
+    map (p: s.filter "${root}/${p}" "regular") [ "crates/packs-assemble/tests/snapshots/x.snap" "packs/core/pack.yaml" "Cargo.lock" "arches.tsv" "docker/IMAGE-LAYOUT.md" ];
   srcKeeps = let s = (r c.clippy).src; root = toString s.stubCleanSourceWith.src; in
-    map (p: s.filter "${root}/${p}" "regular") [ "arches.tsv" "crates/attune-pack/src/arch.rs" "Cargo.lock" "crates/attune-pack/Cargo.toml" ];
+    map (p: s.filter "${root}/${p}" "regular") [ "arches.tsv" "crates/attune-pack/src/arch.rs" "Cargo.lock" "crates/attune-pack/Cargo.toml" "crates/attune-image/services.json" ];
   srcDrops = let s = (r c.clippy).src; root = toString s.stubCleanSourceWith.src; in
     map (p: s.filter "${root}/${p}" "regular") [ "docker/stack" "README.md" "crates/arches.tsv" ];
   testSrcDrops = let s = (r c.nextest).src; root = toString s.stubCleanSourceWith.src; in
@@ -232,8 +232,8 @@ check("nextest: workspace without the nested-cargo stack tests", "--workspace" i
 check("nextest: pgrep available in the sandbox", "procps" in c["nextestTools"], c["nextestTools"])
 check("cargo-deny offline checks: bans licenses sources", c["deny"] == "bans licenses sources", c["deny"])
 check("fmt and deny carry pname and version (no crane warning)", c["named"] == ["attune", "attune"], c["named"])
-check("nextest's source keeps snapshots, packs, Cargo files and arches.tsv, not target/", all(c["testSrcKeeps"]) and not any(c["testSrcDrops"]), (c["testSrcKeeps"], c["testSrcDrops"]))
-check("the cargo builds' source: crane's Cargo sources and arches.tsv (attune-pack's include_str!), nothing else", all(c["srcKeeps"]) and not any(c["srcDrops"]), (c["srcKeeps"], c["srcDrops"]))
+check("nextest's source keeps snapshots, packs, Cargo files, arches.tsv and docker/IMAGE-LAYOUT.md (the tests read it), not target/", all(c["testSrcKeeps"]) and not any(c["testSrcDrops"]), (c["testSrcKeeps"], c["testSrcDrops"]))
+check("the cargo builds' source: crane's Cargo sources, arches.tsv and services.json (attune-pack's and attune-image's include_str!), nothing else", all(c["srcKeeps"]) and not any(c["srcDrops"]), (c["srcKeeps"], c["srcDrops"]))
 check("arm64 smoke runs the aarch64 binaries' --version under qemu-user's qemu-aarch64", "-qemu-user/bin/qemu-aarch64" in c["smoke"] and "--version" in c["smoke"] and "attune-core-timer-sensor" in c["smoke"], c["smoke"])
 check("packs-check runs packs-assemble check on ./packs", " check " in c["packsCheck"] and c["packsCheck"].splitlines()[0].endswith("-packs"), c["packsCheck"])
 check("verify-volume-arm64 runs verify --arch arm64", "verify --arch arm64" in c["verifyArm"], c["verifyArm"])

@@ -632,7 +632,8 @@ impl Checker<'_> {
             self.kind_mode_owner(0, it, want.kind, &[want.mode], want.owner);
             match want.body {
                 Body::None => {}
-                Body::Text(t) => {
+                Body::Passwd | Body::Group => {
+                    let t = want.body.text().unwrap_or_default();
                     if it.data.as_deref() != Some(t.as_bytes()) {
                         self.entry(0, want.path, format!("does not hold exactly {t:?}"));
                     }
@@ -790,16 +791,16 @@ fn check(
     };
     c.expect("os", &config["os"], &Value::from("linux"));
     let run = &config["config"];
-    c.expect("config.User", &run["User"], &Value::from(layout::USER));
+    c.expect("config.User", &run["User"], &Value::from(layout::user()));
     c.expect(
         "config.WorkingDir",
         &run["WorkingDir"],
-        &Value::from(layout::WORKING_DIR),
+        &Value::from(layout::working_dir()),
     );
     c.expect(
         "config.Env",
         &run["Env"],
-        &Value::from(layout::ENV.to_vec()),
+        &Value::from(layout::env().to_vec()),
     );
     c.expect(
         "config.Entrypoint",
@@ -809,11 +810,11 @@ fn check(
     c.expect("config.Cmd", &run["Cmd"], &Value::from(layout::cmd()));
     let labels = &run["Labels"];
     c.expect(
-        &format!("config.Labels.{}", layout::LABEL_ARCH),
-        &labels[layout::LABEL_ARCH],
+        &format!("config.Labels.{}", layout::label_arch()),
+        &labels[layout::label_arch()],
         &Value::from(arch.docker_name()),
     );
-    let (title, title_value) = layout::LABEL_TITLE;
+    let (title, title_value) = layout::label_title();
     c.expect(
         &format!("config.Labels.{title}"),
         &labels[title],

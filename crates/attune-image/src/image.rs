@@ -247,10 +247,10 @@ impl RunConfig {
         RunConfig {
             cmd,
             entrypoint,
-            env: layout::ENV.iter().map(|s| s.to_string()).collect(),
+            env: layout::env().to_vec(),
             labels,
-            user: layout::USER.to_string(),
-            working_dir: layout::WORKING_DIR.to_string(),
+            user: layout::user().to_string(),
+            working_dir: layout::working_dir().to_string(),
         }
     }
 }

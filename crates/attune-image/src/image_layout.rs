@@ -23,19 +23,24 @@ pub const ASSEMBLER: &str = "usr/local/bin/packs-assemble";
 /// Where the entrypoint publishes (the packs volume's mount point).
 pub const VOLUME: &str = "/opt/attune/packs";
 
-/// `/etc/passwd`.
-pub const PASSWD: &str =
-    "root:x:0:0::/:/sbin/nologin\nattune:x:1000:1000::/opt/attune:/sbin/nologin\n";
-/// `/etc/group`.
-pub const GROUP: &str = "root:x:0:\nattune:x:1000:\n";
+/// `/etc/passwd`, as every image of the stack has it ([`crate::services`]).
+pub fn passwd() -> &'static str {
+    &crate::services::layout().common.passwd
+}
+/// `/etc/group`, likewise.
+pub fn group() -> &'static str {
+    &crate::services::layout().common.group
+}
 
 /// What a base entry holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Body {
     /// Nothing (a directory).
     None,
-    /// This text.
-    Text(&'static str),
+    /// `/etc/passwd` ([`passwd`]).
+    Passwd,
+    /// `/etc/group` ([`group`]).
+    Group,
     /// The static packs-assemble of the image's architecture.
     Assembler,
 }
@@ -80,8 +85,8 @@ const fn file(path: &'static str, mode: u32, body: Body) -> BaseEntry {
 /// directory it covers).
 pub const BASE: &[BaseEntry] = &[
     dir("etc", 0o755, ROOT),
-    file("etc/group", 0o644, Body::Text(GROUP)),
-    file("etc/passwd", 0o644, Body::Text(PASSWD)),
+    file("etc/group", 0o644, Body::Group),
+    file("etc/passwd", 0o644, Body::Passwd),
     dir("opt", 0o755, ROOT),
     dir("opt/attune", 0o755, ROOT),
     dir("opt/attune/data", 0o755, ATTUNE),
@@ -106,20 +111,44 @@ pub const PACK_DIR_MODE: u32 = MODE_DIR;
 /// Files below `PACKS_SRC`: plain or executable, as the volume publishes them.
 pub const PACK_FILE_MODES: [u32; 2] = [MODE_FILE, MODE_EXEC];
 
-/// `User`.
-pub const USER: &str = "1000:1000";
+impl Body {
+    /// The text a [`Body::Passwd`] or [`Body::Group`] entry holds.
+    pub fn text(self) -> Option<&'static str> {
+        match self {
+            Body::Passwd => Some(passwd()),
+            Body::Group => Some(group()),
+            Body::None | Body::Assembler => None,
+        }
+    }
+}
+
+/// `User`: every image of the stack shares the config of [`crate::services`].
+pub fn user() -> &'static str {
+    &crate::services::layout().common.user
+}
 /// `WorkingDir`.
-pub const WORKING_DIR: &str = "/opt/attune";
+pub fn working_dir() -> &'static str {
+    &crate::services::layout().common.working_dir
+}
 /// `Env`.
-pub const ENV: &[&str] = &["PATH=/usr/local/bin:/bin"];
+pub fn env() -> &'static [String] {
+    &crate::services::layout().common.env
+}
 /// Label: the architecture.
-pub const LABEL_ARCH: &str = "io.attune.arch";
+pub fn label_arch() -> &'static str {
+    &crate::services::layout().common.label_arch
+}
 /// Label: the packs, in layer order, separated by spaces.
 pub const LABEL_PACKS: &str = "io.attune.packs";
 /// Label: the volume manifest's root hash.
 pub const LABEL_ROOT_HASH: &str = "io.attune.packs.root-hash";
-/// Label: the title, as the other images of the stack have one.
-pub const LABEL_TITLE: (&str, &str) = ("org.opencontainers.image.title", "attune packs");
+/// Label: the title, as the other images of the stack have one: its name and value.
+pub fn label_title() -> (&'static str, &'static str) {
+    (
+        &crate::services::layout().common.label_title,
+        "attune packs",
+    )
+}
 
 /// `Entrypoint`: publish the image's packs into a volume and verify it.
 pub fn entrypoint(arch: Arch) -> Vec<String> {
@@ -169,6 +198,24 @@ mod tests {
                     .any(|e| e.path == p && e.mode == PARENT_MODE && e.owner == ROOT)
             );
         }
+    }
+
+    #[test]
+    fn the_mount_points_are_the_service_images_own() {
+        let common = &crate::services::layout().common;
+        let mine: Vec<String> = BASE
+            .iter()
+            .filter(|e| e.owner == ATTUNE)
+            .map(|e| format!("/{}", e.path))
+            .collect();
+        let mut theirs = common.mounts.clone();
+        theirs.sort();
+        assert_eq!(mine, theirs);
+        assert_eq!(ATTUNE, common.mount_owner);
+        assert!(
+            BASE.iter()
+                .any(|e| format!("/{}", e.path) == common.tmp && e.mode == 0o1777)
+        );
     }
 
     #[test]

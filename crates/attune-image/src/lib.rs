@@ -44,6 +44,7 @@ pub mod image;
 pub mod image_layout;
 pub mod packs_image;
 pub mod rootfs;
+pub mod services;
 pub mod tarstream;
 
 pub use crate::{

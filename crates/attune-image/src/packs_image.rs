@@ -34,7 +34,9 @@ fn base_layer(assembler: &[u8]) -> Layer<'_> {
             owner: e.owner,
             body: match e.body {
                 BaseBody::None => Body::Dir,
-                BaseBody::Text(t) => Body::Bytes(t.as_bytes()),
+                BaseBody::Passwd | BaseBody::Group => {
+                    Body::Bytes(e.body.text().unwrap_or_default().as_bytes())
+                }
                 BaseBody::Assembler => Body::Bytes(assembler),
             },
         })
@@ -94,7 +96,7 @@ fn pack_layer<'a>(vol: &Volume, pack: &str, entries: &[&Entry]) -> Result<Layer<
 fn run_config(arch: Arch, manifest: &Manifest, packs: &[&str]) -> RunConfig {
     let labels = BTreeMap::from([
         (
-            layout::LABEL_ARCH.to_string(),
+            layout::label_arch().to_string(),
             arch.docker_name().to_string(),
         ),
         (layout::LABEL_PACKS.to_string(), packs.join(" ")),
@@ -103,8 +105,8 @@ fn run_config(arch: Arch, manifest: &Manifest, packs: &[&str]) -> RunConfig {
             manifest.root_hash.clone(),
         ),
         (
-            layout::LABEL_TITLE.0.to_string(),
-            layout::LABEL_TITLE.1.to_string(),
+            layout::label_title().0.to_string(),
+            layout::label_title().1.to_string(),
         ),
     ]);
     RunConfig::stack(layout::entrypoint(arch), Some(layout::cmd()), labels)

@@ -67,6 +67,91 @@ pub struct RootfsOptions {
     /// `--out`: a file (docker-archive; `-` for stdout) or a directory (oci),
     /// which must not exist.
     pub out: PathBuf,
+    /// `--service`: the image is this service image of [`crate::services`],
+    /// whose common entries (passwd, group, /tmp, the mount points) the layer
+    /// holds with the layout's modes and owners, written when the directory
+    /// lacks them ([`RootfsOptions::service`] fills in the rest).
+    pub service: Option<String>,
+}
+
+impl RootfsOptions {
+    /// The options of service image `service` for `arch` ([`crate::services`]):
+    /// its name `attune/<service>`, entrypoint, cmd, mount points owned by
+    /// uid 1000 and where dynamic ELFs are accepted. `Error::Usage` names the
+    /// service images when there is no such one.
+    pub fn service(
+        service: &str,
+        arch: Arch,
+        rootfs: PathBuf,
+        format: ImageFormat,
+        out: PathBuf,
+    ) -> Result<RootfsOptions, Error> {
+        let l = crate::services::layout();
+        let s = l
+            .service(service)
+            .map_err(|e| Error::Usage(format!("--service: {e}")))?;
+        let rel = |p: &str| image_path(p).unwrap_or_default();
+        Ok(RootfsOptions {
+            rootfs,
+            arch,
+            name: format!("attune/{service}"),
+            tag: None,
+            entrypoint: s.entrypoint(arch),
+            cmd: s.cmd(arch),
+            labels: vec![],
+            owners: l
+                .mounts(s)
+                .map(|m| (rel(m), l.common.mount_owner))
+                .collect(),
+            dynamic_ok: s.dynamic_ok.iter().map(|p| rel(p)).collect(),
+            format,
+            out,
+            service: Some(service.to_string()),
+        })
+    }
+}
+
+/// The entries every service image holds ([`crate::services`]), by layer
+/// path: directories (with their parents) and the two text files, each with
+/// the layout's mode; owners come from the options (the mount points').
+fn skeleton() -> Vec<(String, u32, Option<&'static str>)> {
+    let c = &crate::services::layout().common;
+    let mut dirs: Vec<String> = vec![];
+    let all = c
+        .mounts
+        .iter()
+        .chain(
+            crate::services::layout()
+                .services
+                .values()
+                .flat_map(|s| &s.mounts),
+        )
+        .chain([&c.bin_dir, &c.tmp]);
+    for d in all {
+        let rel = image_path(d).unwrap_or_default();
+        let mut at = String::new();
+        for part in rel.split('/') {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            if !dirs.contains(&at) {
+                dirs.push(at.clone());
+            }
+        }
+    }
+    let tmp = image_path(&c.tmp).unwrap_or_default();
+    let mut out: Vec<(String, u32, Option<&'static str>)> = dirs
+        .into_iter()
+        .map(|d| {
+            let mode = if d == tmp { 0o1777 } else { 0o755 };
+            (d, mode, None)
+        })
+        .collect();
+    out.push(("etc".to_string(), 0o755, None));
+    out.push(("etc/passwd".to_string(), 0o644, Some(c.passwd.as_str())));
+    out.push(("etc/group".to_string(), 0o644, Some(c.group.as_str())));
+    out
 }
 
 /// The layer path of the absolute image path `path` (`/opt/x` -> `opt/x`), if plain.
@@ -226,13 +311,42 @@ fn item(
     })
 }
 
+/// A directory entry where the service layout has one ([`skeleton`]): of
+/// the layout's kind and contents, given the layout's mode.
+fn lay_out(it: &mut Item, path: &Path, mode: u32, text: Option<&'static str>, d: &mut Diagnostics) {
+    let fits = match (&it.body, text) {
+        (Body::Dir, None) => true,
+        (Body::File { size, .. }, Some(t)) => {
+            *size == t.len() as u64 && fs::read(path).is_ok_and(|b| b == t.as_bytes())
+        }
+        _ => false,
+    };
+    if fits {
+        it.mode = mode;
+        if let Some(t) = text {
+            it.body = Body::Bytes(t.as_bytes());
+        }
+        return;
+    }
+    let want = match text {
+        None => "a directory".to_string(),
+        Some(t) => format!("a file holding exactly {t:?}"),
+    };
+    d.push(
+        Diagnostic::error(path, format!("is not {want}, as the service image layout has it (crates/attune-image/services.json)"))
+            .hint("remove it from the directory: export-rootfs --service writes the layout's"),
+    );
+}
+
 /// The labels: `io.attune.arch`, the title unless given, then `--label`s.
 fn labels(args: &RootfsOptions) -> Result<BTreeMap<String, String>, Error> {
     let short = args.name.rsplit('/').next().unwrap_or(&args.name);
-    let mut labels =
-        BTreeMap::from([(layout::LABEL_TITLE.0.to_string(), format!("attune {short}"))]);
+    let mut labels = BTreeMap::from([(
+        layout::label_title().0.to_string(),
+        format!("attune {short}"),
+    )]);
     for (k, v) in &args.labels {
-        if k == layout::LABEL_ARCH {
+        if k == layout::label_arch() {
             return Err(Error::Usage(format!(
                 "--label {k}=...: {k} is --arch's ({}); drop the --label",
                 args.arch
@@ -241,7 +355,7 @@ fn labels(args: &RootfsOptions) -> Result<BTreeMap<String, String>, Error> {
         labels.insert(k.clone(), v.clone());
     }
     labels.insert(
-        layout::LABEL_ARCH.to_string(),
+        layout::label_arch().to_string(),
         args.arch.docker_name().to_string(),
     );
     Ok(labels)
@@ -301,8 +415,35 @@ pub fn export_rootfs(args: &RootfsOptions) -> Result<RootfsResult, Error> {
     };
     let d = &mut result.image.diagnostics;
     let found = walk(&args.rootfs, d)?;
+    // A service image's common entries: the layout's, whatever the directory holds.
+    let skeleton = match &args.service {
+        Some(service) => {
+            let mounts: Vec<String> = {
+                let l = crate::services::layout();
+                let s = l
+                    .service(service)
+                    .map_err(|e| Error::Usage(format!("--service: {e}")))?;
+                l.mounts(s)
+                    .map(|m| image_path(m).unwrap_or_default())
+                    .collect()
+            };
+            skeleton()
+                .into_iter()
+                .filter(|(p, _, _)| {
+                    // Mount points of other services are not this image's.
+                    !crate::services::layout()
+                        .services
+                        .values()
+                        .flat_map(|s| &s.mounts)
+                        .any(|m| image_path(m).as_deref() == Some(p.as_str()))
+                        || mounts.contains(p)
+                })
+                .collect()
+        }
+        None => vec![],
+    };
     for rel in owners.keys() {
-        if !found.iter().any(|f| f.rel == *rel) {
+        if !found.iter().any(|f| f.rel == *rel) && !skeleton.iter().any(|(p, _, _)| p == rel) {
             return Err(Error::Usage(format!(
                 "--owner /{rel}: {} has no such entry",
                 args.rootfs.display()
@@ -328,8 +469,25 @@ pub fn export_rootfs(args: &RootfsOptions) -> Result<RootfsResult, Error> {
             .dynamic_ok
             .iter()
             .any(|p| p.is_empty() || f.rel == *p || f.rel.starts_with(&format!("{p}/")));
-        items.push(item(f, owner, arch, dynamic_ok, d)?);
+        let laid_out = skeleton.iter().find(|(p, _, _)| *p == f.rel).cloned();
+        let path = f.path.clone();
+        let mut it = item(f, owner, arch, dynamic_ok, d)?;
+        if let Some((_, mode, text)) = laid_out {
+            lay_out(&mut it, &path, mode, text, d);
+        }
+        items.push(it);
     }
+    for (path, mode, text) in &skeleton {
+        if !items.iter().any(|i| i.path == *path) {
+            items.push(Item {
+                path: path.clone(),
+                mode: *mode,
+                owner: owners.get(path.as_str()).copied().unwrap_or(layout::ROOT),
+                body: text.map_or(Body::Dir, |t| Body::Bytes(t.as_bytes())),
+            });
+        }
+    }
+    items.sort_by(|a, b| a.path.cmp(&b.path));
     result.entries = items.len();
     if result.image.diagnostics.has_errors() {
         return Ok(result);
@@ -375,7 +533,7 @@ mod tests {
     /// A service root filesystem as docker/build-images lays it out, at `dir/rootfs`.
     fn rootfs(dir: &Path) -> PathBuf {
         let r = dir.join("rootfs");
-        write(&r.join("etc/passwd"), layout::PASSWD.as_bytes(), 0o644);
+        write(&r.join("etc/passwd"), layout::passwd().as_bytes(), 0o644);
         let api = elf_bytes(ElfSpec::static_pie(Arch::Amd64));
         write(&r.join("usr/local/bin/attune-api"), &api, 0o755);
         write(&r.join("bin/busybox"), &api, 0o755);
@@ -433,6 +591,7 @@ mod tests {
             dynamic_ok: vec![],
             format: ImageFormat::DockerArchive,
             out: dest.clone(),
+            service: None,
         };
         edit(&mut opts);
         match export_rootfs(&opts) {
@@ -452,6 +611,93 @@ mod tests {
         let layers = manifest[0]["Layers"].as_array().unwrap();
         assert_eq!(layers.len(), 1, "one layer");
         (config, read_members(get(layers[0].as_str().unwrap())))
+    }
+
+    /// `--service NAME` of a directory holding only the service's programs.
+    fn service(dir: &Path, name: &str, out: &str) -> Result<PathBuf, Refused> {
+        let dest = dir.join(out);
+        let opts = RootfsOptions::service(
+            name,
+            Arch::Arm64,
+            dir.join("rootfs"),
+            ImageFormat::DockerArchive,
+            dest.clone(),
+        )
+        .map_err(|e| Refused::Usage(e.to_string()))?;
+        match export_rootfs(&opts) {
+            Ok(r) if r.image.ok => Ok(dest),
+            Ok(r) => Err(Refused::Errors(r.image.diagnostics.errors().count())),
+            Err(Error::Usage(m)) => Err(Refused::Usage(m)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_service_image_is_laid_out_as_services_json_has_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path().join("rootfs");
+        let bin = elf_bytes(ElfSpec::static_pie(Arch::Arm64));
+        write(&r.join("usr/local/bin/attune-worker"), &bin, 0o755);
+        write(&r.join("usr/local/bin/attune-sensor"), &bin, 0o755);
+        let (config, members) = open(&service(tmp.path(), "agent", "a.tar").unwrap());
+        let l = crate::services::layout();
+        let c = &l.common;
+        let get = |p: &str| {
+            members
+                .iter()
+                .find(|m| m.name == p)
+                .unwrap_or_else(|| panic!("{p}"))
+        };
+        assert_eq!(get("etc/passwd").body, c.passwd.as_bytes());
+        assert_eq!(get("etc/group").body, c.group.as_bytes());
+        assert_eq!((get("tmp/").mode, get("tmp/").owner), (0o1777, (0, 0)));
+        // The agent's own mount point too; another service's is not there.
+        for m in c.mounts.iter().chain(&l.service("agent").unwrap().mounts) {
+            let d = get(&format!("{}/", &m[1..]));
+            assert_eq!((d.mode, d.owner), (0o755, (1000, 1000)), "{m}");
+        }
+        assert!(
+            members
+                .iter()
+                .all(|m| m.owner == (0, 0) || m.name.starts_with("opt/attune/"))
+        );
+        let names: Vec<&str> = members
+            .iter()
+            .map(|m| m.name.trim_end_matches('/'))
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "path order");
+        let run = &config["config"];
+        let entrypoint: Vec<String> = serde_json::from_value(run["Entrypoint"].clone()).unwrap();
+        assert_eq!(
+            entrypoint,
+            l.service("agent").unwrap().entrypoint(Arch::Arm64)
+        );
+        assert_eq!(run["User"], c.user.as_str());
+        assert_eq!(run["Labels"][&c.label_title], "attune agent");
+        assert_eq!(run["Labels"][&c.label_arch], "arm64");
+    }
+
+    #[test]
+    fn a_service_image_refuses_a_passwd_that_is_not_the_layouts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path().join("rootfs");
+        let bin = elf_bytes(ElfSpec::static_pie(Arch::Arm64));
+        write(&r.join("usr/local/bin/attune-api"), &bin, 0o755);
+        write(&r.join("etc/passwd"), b"root:x:0:0::/:/bin/sh\n", 0o644);
+        assert!(matches!(
+            service(tmp.path(), "api", "a.tar"),
+            Err(Refused::Errors(1))
+        ));
+        assert!(!tmp.path().join("a.tar").exists());
+        match service(tmp.path(), "apii", "b.tar") {
+            Err(Refused::Usage(m)) => assert!(
+                m.contains("`apii` is not a service image") && m.contains("api,"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -499,7 +745,7 @@ mod tests {
             assert_eq!((m.mtime, m.names.as_str()), (1, ""), "{}", m.name);
         }
         let passwd = members.iter().find(|m| m.name == "etc/passwd").unwrap();
-        assert_eq!(passwd.body, layout::PASSWD.as_bytes());
+        assert_eq!(passwd.body, layout::passwd().as_bytes());
     }
 
     #[test]

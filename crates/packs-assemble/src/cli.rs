@@ -264,16 +264,23 @@ pub struct ExportRootfsArgs {
     /// The image's architecture; every ELF in the directory must be for it.
     #[arg(long, value_name = "amd64|arm64")]
     pub arch: Arch,
-    /// The repository name, for example attune/api.
-    #[arg(long)]
-    pub name: String,
+    /// One of the stack's service images (api, sensor, worker, agent,
+    /// runtime-python, packs-init), laid out as crates/attune-image/services.json
+    /// has it: its name, entrypoint, cmd, mount points owned by 1000, where
+    /// dynamic ELFs are accepted, and passwd, group and /tmp (written when the
+    /// directory lacks them). docker/build-images writes each image this way.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["entrypoint", "cmd"])]
+    pub service: Option<String>,
+    /// The repository name, for example attune/api [default with --service: attune/NAME].
+    #[arg(long, required_unless_present = "service")]
+    pub name: Option<String>,
     /// The tag [default: the first 16 hex digits of the image id].
     #[arg(long)]
     pub tag: Option<String>,
     /// `Entrypoint`, a JSON array of strings, for example
     /// '["/usr/local/bin/attune-api"]'; the first is an executable file of the directory.
-    #[arg(long, value_name = "JSON", value_parser = parse_argv)]
-    pub entrypoint: Argv,
+    #[arg(long, value_name = "JSON", value_parser = parse_argv, required_unless_present = "service")]
+    pub entrypoint: Option<Argv>,
     /// `Cmd`, a JSON array of strings [default: none].
     #[arg(long, value_name = "JSON", value_parser = parse_argv)]
     pub cmd: Option<Argv>,

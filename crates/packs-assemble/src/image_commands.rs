@@ -93,19 +93,37 @@ pub fn export(args: &ExportArgs, out: Output) -> Result<ExitCode, Error> {
 /// `export-rootfs`.
 pub fn export_rootfs(args: &ExportRootfsArgs, out: Output) -> Result<ExitCode, Error> {
     dest(args.format, &args.out, out.json)?;
-    let r = attune_image::export_rootfs(&RootfsOptions {
-        rootfs: args.rootfs.clone(),
-        arch: args.arch,
-        name: args.name.clone(),
-        tag: args.tag.clone(),
-        entrypoint: args.entrypoint.0.clone(),
-        cmd: args.cmd.clone().map(|c| c.0),
-        labels: args.labels.clone(),
-        owners: args.owners.clone(),
-        dynamic_ok: args.dynamic_ok.clone(),
-        format: args.format,
-        out: args.out.clone(),
-    })?;
+    let mut opts = match &args.service {
+        Some(service) => RootfsOptions::service(
+            service,
+            args.arch,
+            args.rootfs.clone(),
+            args.format,
+            args.out.clone(),
+        )?,
+        None => RootfsOptions {
+            rootfs: args.rootfs.clone(),
+            arch: args.arch,
+            name: String::new(),
+            tag: None,
+            entrypoint: args.entrypoint.clone().map(|e| e.0).unwrap_or_default(),
+            cmd: args.cmd.clone().map(|c| c.0),
+            labels: vec![],
+            owners: vec![],
+            dynamic_ok: vec![],
+            format: args.format,
+            out: args.out.clone(),
+            service: None,
+        },
+    };
+    if let Some(name) = &args.name {
+        opts.name = name.clone();
+    }
+    opts.tag = args.tag.clone();
+    opts.labels.extend(args.labels.iter().cloned());
+    opts.owners.extend(args.owners.iter().cloned());
+    opts.dynamic_ok.extend(args.dynamic_ok.iter().cloned());
+    let r = attune_image::export_rootfs(&opts)?;
     let image = &r.image;
     if image.ok {
         tracing::info!(

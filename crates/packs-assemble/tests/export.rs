@@ -288,7 +288,8 @@ fn base_table() -> String {
         let kind = if e.kind == Kind::Dir { "dir" } else { "file" };
         let holds = match e.body {
             Body::None => " ".to_string(),
-            Body::Text(text) => {
+            Body::Passwd | Body::Group => {
+                let text = e.body.text().unwrap_or_default();
                 let lines: Vec<String> = text.lines().map(|l| format!("`{l}`")).collect();
                 format!(" {} ", lines.join(", "))
             }
@@ -329,7 +330,7 @@ fn image_layout_md_says_what_check_image_asserts() {
     let entrypoint = layout::entrypoint(Arch::Amd64)
         .join(" ")
         .replace("amd64", "<arch>");
-    let (title, title_value) = layout::LABEL_TITLE;
+    let (title, title_value) = layout::label_title();
     for want in [
         format!(
             "the directories {} ({:04o}, 0:0)",
@@ -343,15 +344,15 @@ fn image_layout_md_says_what_check_image_asserts() {
         ),
         format!(
             "`User` `{}`, `WorkingDir` `{}`, `Env` `{}`",
-            layout::USER,
-            layout::WORKING_DIR,
-            layout::ENV.join(" ")
+            layout::user(),
+            layout::working_dir(),
+            layout::env().join(" ")
         ),
         format!(
             "`Entrypoint` `{entrypoint}`, `Cmd` `{}`",
             layout::cmd().join(" ")
         ),
-        format!("`{}` (`<arch>`)", layout::LABEL_ARCH),
+        format!("`{}` (`<arch>`)", layout::label_arch()),
         format!(
             "`{}` (the packs, space-separated, in layer order)",
             layout::LABEL_PACKS
