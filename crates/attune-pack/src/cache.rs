@@ -10,10 +10,11 @@ use sha2::{Digest, Sha256};
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{Action, PackMeta, Rule, Sensor, Trigger};
+use crate::summary::Brief;
 use crate::validate::FileChecks;
 
 /// The version of the byte format; [`LoadCache::from_bytes`] reads no other.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The first line of the bytes, before the fingerprint line and the entries.
 const MAGIC: &str = "attune-pack load cache";
@@ -57,6 +58,13 @@ pub(crate) struct Key {
     /// SHA-256 of the file's contents.
     #[serde(serialize_with = "hex_out", deserialize_with = "hex_in")]
     pub sha256: [u8; 32],
+    /// The entry holds the file's summary ([`crate::summary`]), not its model.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub brief: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What loading one component file found.
@@ -70,11 +78,12 @@ pub(crate) struct ComponentFacts<T> {
 
 /// What loading `pack.yaml` found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct MetaFacts {
+pub(crate) struct MetaFacts<M = PackMeta> {
     /// Problems reading and parsing it, in order.
     pub read: Diagnostics,
-    /// The pack's metadata (its label filled in) and the problems checking it.
-    pub found: Option<(PackMeta, Diagnostics)>,
+    /// The pack's metadata (its label filled in; or, summarised, its ref)
+    /// and the problems checking it.
+    pub found: Option<(M, Diagnostics)>,
 }
 
 /// What loading one file found, by kind of file.
@@ -92,6 +101,10 @@ pub(crate) enum Facts {
     Rule(ComponentFacts<Rule>),
     /// A YAML file of a carried kind (`workflows/`, ...): its problems.
     Carried(Diagnostics),
+    /// `pack.yaml`, summarised: its ref.
+    MetaRef(MetaFacts<String>),
+    /// A component file, summarised ([`Brief`]).
+    Brief(ComponentFacts<Brief>),
 }
 
 impl Facts {
@@ -105,14 +118,17 @@ impl Facts {
             }
             all
         }
-        match self {
-            Facts::Meta(m) => {
-                let mut all: Vec<&mut Diagnostic> = m.read.0.iter_mut().collect();
-                if let Some((_, checks)) = &mut m.found {
-                    all.extend(checks.0.iter_mut());
-                }
-                all
+        fn meta<M>(m: &mut MetaFacts<M>) -> Vec<&mut Diagnostic> {
+            let mut all: Vec<&mut Diagnostic> = m.read.0.iter_mut().collect();
+            if let Some((_, checks)) = &mut m.found {
+                all.extend(checks.0.iter_mut());
             }
+            all
+        }
+        match self {
+            Facts::Meta(m) => meta(m),
+            Facts::MetaRef(m) => meta(m),
+            Facts::Brief(c) => component(c),
             Facts::Action(c) => component(c),
             Facts::Sensor(c) => component(c),
             Facts::Trigger(c) => component(c),
@@ -266,13 +282,14 @@ impl LoadCache {
 fn fingerprint() -> &'static str {
     static PRINT: OnceLock<String> = OnceLock::new();
     PRINT.get_or_init(|| {
-        let parts: [&[u8]; 7] = [
+        let parts: [&[u8]; 8] = [
             &FORMAT.to_le_bytes(),
             env!("CARGO_PKG_VERSION").as_bytes(),
             include_bytes!("cache.rs"),
             include_bytes!("diag.rs"),
             include_bytes!("load.rs"),
             include_bytes!("model.rs"),
+            include_bytes!("summary.rs"),
             include_bytes!("validate.rs"),
         ];
         let mut h = Sha256::new();
@@ -319,6 +336,7 @@ mod tests {
             rel: rel.into(),
             scope: Some("demo".into()),
             sha256: sha256(rel.as_bytes()),
+            brief: false,
         }
     }
 
@@ -368,7 +386,7 @@ mod tests {
             other_version.into_bytes(),
             other_build.into_bytes(),
             bad_hash.into_bytes(),
-            b"attune-pack load cache 1\n".to_vec(),
+            b"attune-pack load cache 2\n".to_vec(),
         ];
         for (i, bytes) in cases.iter().enumerate() {
             assert!(LoadCache::from_bytes(bytes).is_empty(), "case {i}");

@@ -41,6 +41,7 @@ mod model;
 mod native;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod shared_input;
+mod summary;
 mod validate;
 mod volume;
 
@@ -49,12 +50,16 @@ pub use cache::LoadCache;
 pub use diag::{Diagnostic, Diagnostics, Severity, escape_controls};
 pub use elf::{ElfError, ElfFacts, Linkage, is_elf, shebang};
 pub use load::{
-    LoadOutcome, MAX_YAML_BYTES, PACK_FILE, find_packs, is_yaml, load_pack, load_pack_cached,
+    LoadOutcome, MAX_YAML_BYTES, PACK_FILE, SummaryOutcome, find_packs, is_yaml, load_pack,
+    load_pack_cached, load_pack_summary_cached,
 };
 pub use model::{
     Action, Loaded, OutputFormat, PARAMETER_TYPES, Pack, PackMeta, Parameter, ParameterDelivery,
     ParameterFormat, Rule, RunnerType, Sensor, Trigger,
 };
 pub use native::{ComponentKind, EntryPoint, NativeProblem, check_native, check_native_file};
-pub use validate::{entry_point_problem, is_pack_ref, is_semver, key_place, references, split_ref};
+pub use summary::{Brief, PackSummary};
+pub use validate::{
+    entry_point_problem, is_pack_ref, is_semver, key_place, references, references_of, split_ref,
+};
 pub use volume::{DATA_LINK, volume_generation};

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::cache::{ComponentFacts, Facts, Key, LoadCache, MetaFacts, sha256};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{Action, Known, Loaded, Pack, PackMeta, Rule, Sensor, Trigger};
+use crate::summary::{Brief, PackSummary};
 use crate::validate::{self, FileChecks};
 
 /// Directories upstream packs hold beyond the four component kinds: carried
@@ -64,7 +65,239 @@ pub fn load_pack_cached(
     known: &dyn Fn(&Path) -> Option<[u8; 32]>,
     cache: &mut LoadCache,
 ) -> LoadOutcome {
-    let mut loader = Loader { dir, known, cache };
+    let (parts, diagnostics) = load_parts::<Full>(dir, known, cache);
+    LoadOutcome {
+        pack: parts.map(|(meta, [actions, sensors, triggers, rules])| Pack {
+            dir: dir.to_path_buf(),
+            meta,
+            actions: actions.into_iter().map(Kinded::into_action).collect(),
+            sensors: sensors.into_iter().map(Kinded::into_sensor).collect(),
+            triggers: triggers.into_iter().map(Kinded::into_trigger).collect(),
+            rules: rules.into_iter().map(Kinded::into_rule).collect(),
+        }),
+        diagnostics,
+    }
+}
+
+/// What [`load_pack_summary_cached`] gives: [`LoadOutcome`], the pack summarised.
+#[derive(Debug, PartialEq)]
+pub struct SummaryOutcome {
+    /// The pack summarised ([`Pack::summary`]), present when no diagnostic is an error.
+    pub pack: Option<PackSummary>,
+    /// Errors and warnings, in file order.
+    pub diagnostics: Diagnostics,
+}
+
+/// [`load_pack_cached`], the pack summarised ([`Pack::summary`]): the cache
+/// keeps each file's summary instead of its model (its own entries, beside
+/// those of [`load_pack_cached`]), so that a warm load reads back a few dozen
+/// bytes a component. The outcome is exactly [`load_pack`]'s, its pack
+/// summarised, cached or not, provided `known` tells the truth.
+pub fn load_pack_summary_cached(
+    dir: &Path,
+    known: &dyn Fn(&Path) -> Option<[u8; 32]>,
+    cache: &mut LoadCache,
+) -> SummaryOutcome {
+    let (parts, diagnostics) = load_parts::<Lean>(dir, known, cache);
+    let loaded = |all: Vec<Kinded<Brief>>| -> Vec<Loaded<Brief>> {
+        all.into_iter()
+            .map(|k| Loaded {
+                file: k.file,
+                spec: k.spec,
+            })
+            .collect()
+    };
+    SummaryOutcome {
+        pack: parts.map(
+            |(pack_ref, [actions, sensors, triggers, rules])| PackSummary {
+                dir: dir.to_path_buf(),
+                pack_ref,
+                actions: loaded(actions),
+                sensors: loaded(sensors),
+                triggers: loaded(triggers),
+                rules: loaded(rules),
+            },
+        ),
+        diagnostics,
+    }
+}
+
+/// A component of either shape, with its file (the kind is its list's).
+struct Kinded<X> {
+    file: PathBuf,
+    spec: X,
+}
+
+impl Kinded<Any> {
+    fn into_action(self) -> Loaded<Action> {
+        let Any::Action(spec) = self.spec else {
+            unreachable!("an action's list")
+        };
+        Loaded {
+            file: self.file,
+            spec,
+        }
+    }
+    fn into_sensor(self) -> Loaded<Sensor> {
+        let Any::Sensor(spec) = self.spec else {
+            unreachable!("a sensor's list")
+        };
+        Loaded {
+            file: self.file,
+            spec,
+        }
+    }
+    fn into_trigger(self) -> Loaded<Trigger> {
+        let Any::Trigger(spec) = self.spec else {
+            unreachable!("a trigger's list")
+        };
+        Loaded {
+            file: self.file,
+            spec,
+        }
+    }
+    fn into_rule(self) -> Loaded<Rule> {
+        let Any::Rule(spec) = self.spec else {
+            unreachable!("a rule's list")
+        };
+        Loaded {
+            file: self.file,
+            spec,
+        }
+    }
+}
+
+/// A whole component of any kind.
+#[derive(Clone)]
+enum Any {
+    Action(Action),
+    Sensor(Sensor),
+    Trigger(Trigger),
+    Rule(Rule),
+}
+
+/// What a load keeps of `pack.yaml` and of each component, and how it is cached.
+trait Shape {
+    /// Of `pack.yaml`.
+    type Meta: Clone;
+    /// Of a component.
+    type Comp: Clone;
+    /// Whether its cache entries are summaries.
+    const BRIEF: bool;
+    fn meta(meta: PackMeta) -> Self::Meta;
+    fn pack_ref(meta: &Self::Meta) -> &str;
+    fn wrap_meta(facts: MetaFacts<Self::Meta>) -> Facts;
+    fn unwrap_meta(facts: Facts) -> Option<MetaFacts<Self::Meta>>;
+    fn comp<T: Component>(spec: T) -> Self::Comp;
+    fn comp_ref(comp: &Self::Comp) -> &str;
+    fn wrap<T: Component>(facts: ComponentFacts<Self::Comp>) -> Facts;
+    fn unwrap<T: Component>(facts: Facts) -> Option<ComponentFacts<Self::Comp>>;
+}
+
+/// The whole model.
+struct Full;
+
+impl Shape for Full {
+    type Meta = PackMeta;
+    type Comp = Any;
+    const BRIEF: bool = false;
+    fn meta(meta: PackMeta) -> PackMeta {
+        meta
+    }
+    fn pack_ref(meta: &PackMeta) -> &str {
+        &meta.pack_ref
+    }
+    fn wrap_meta(facts: MetaFacts) -> Facts {
+        Facts::Meta(facts)
+    }
+    fn unwrap_meta(facts: Facts) -> Option<MetaFacts> {
+        match facts {
+            Facts::Meta(m) => Some(m),
+            _ => None,
+        }
+    }
+    fn comp<T: Component>(spec: T) -> Any {
+        spec.any()
+    }
+    fn comp_ref(comp: &Any) -> &str {
+        match comp {
+            Any::Action(a) => a.component_ref(),
+            Any::Sensor(s) => s.component_ref(),
+            Any::Trigger(t) => t.component_ref(),
+            Any::Rule(r) => r.component_ref(),
+        }
+    }
+    fn wrap<T: Component>(facts: ComponentFacts<Any>) -> Facts {
+        T::wrap(ComponentFacts {
+            read: facts.read,
+            found: facts
+                .found
+                .map(|(c, checks)| (T::from_any(c).expect("a component of its kind"), checks)),
+        })
+    }
+    fn unwrap<T: Component>(facts: Facts) -> Option<ComponentFacts<Any>> {
+        let f = T::unwrap(facts)?;
+        Some(ComponentFacts {
+            read: f.read,
+            found: f.found.map(|(c, checks)| (c.any(), checks)),
+        })
+    }
+}
+
+/// The summary ([`Brief`]).
+struct Lean;
+
+impl Shape for Lean {
+    type Meta = String;
+    type Comp = Brief;
+    const BRIEF: bool = true;
+    fn meta(meta: PackMeta) -> String {
+        meta.pack_ref
+    }
+    fn pack_ref(meta: &String) -> &str {
+        meta
+    }
+    fn wrap_meta(facts: MetaFacts<String>) -> Facts {
+        Facts::MetaRef(facts)
+    }
+    fn unwrap_meta(facts: Facts) -> Option<MetaFacts<String>> {
+        match facts {
+            Facts::MetaRef(m) => Some(m),
+            _ => None,
+        }
+    }
+    fn comp<T: Component>(spec: T) -> Brief {
+        spec.brief()
+    }
+    fn comp_ref(comp: &Brief) -> &str {
+        &comp.component_ref
+    }
+    fn wrap<T: Component>(facts: ComponentFacts<Brief>) -> Facts {
+        Facts::Brief(facts)
+    }
+    fn unwrap<T: Component>(facts: Facts) -> Option<ComponentFacts<Brief>> {
+        match facts {
+            Facts::Brief(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+type Parts<S> = (<S as Shape>::Meta, [Vec<Kinded<<S as Shape>::Comp>>; 4]);
+
+/// The load itself, keeping what `S` keeps: the parts (meta; actions,
+/// sensors, triggers, rules) when no diagnostic is an error, and the diagnostics.
+fn load_parts<S: Shape>(
+    dir: &Path,
+    known: &dyn Fn(&Path) -> Option<[u8; 32]>,
+    cache: &mut LoadCache,
+) -> (Option<Parts<S>>, Diagnostics) {
+    let mut loader = Loader {
+        dir,
+        known,
+        cache,
+        brief: S::BRIEF,
+    };
     let mut diags = Diagnostics::default();
     let pack_file = dir.join(PACK_FILE);
     let scope = dir.file_name().and_then(|n| n.to_str());
@@ -72,11 +305,8 @@ pub fn load_pack_cached(
         &pack_file,
         Some(PACK_FILE.to_string()),
         scope,
-        |f| match f {
-            Facts::Meta(m) => Some(m),
-            _ => None,
-        },
-        Facts::Meta,
+        S::unwrap_meta,
+        S::wrap_meta,
         |mut read, text| {
             let found = text.and_then(|text| {
                 let mut meta = parse_yaml::<PackMeta>(&pack_file, &text, None, &mut read)?;
@@ -86,34 +316,24 @@ pub fn load_pack_cached(
                 }
                 let mut checks = Diagnostics::default();
                 validate::pack_meta(dir, &pack_file, &text, &meta, &mut checks);
-                Some((meta, checks))
+                Some((S::meta(meta), checks))
             });
             MetaFacts { read, found }
         },
     );
     diags.extend(meta.read);
     let Some((meta, meta_checks)) = meta.found else {
-        return LoadOutcome {
-            pack: None,
-            diagnostics: diags,
-        };
+        return (None, diags);
     };
     diags.extend(meta_checks);
 
-    let mut pack = Pack {
-        dir: dir.to_path_buf(),
-        meta,
-        actions: vec![],
-        sensors: vec![],
-        triggers: vec![],
-        rules: vec![],
-    };
     // Each file's own checks, reported after every file is read, in file order.
+    let pack_ref = S::pack_ref(&meta).to_string();
     let mut checks = vec![];
-    pack.actions = loader.kind(&pack.meta.pack_ref, &mut checks, &mut diags);
-    pack.sensors = loader.kind(&pack.meta.pack_ref, &mut checks, &mut diags);
-    pack.triggers = loader.kind(&pack.meta.pack_ref, &mut checks, &mut diags);
-    pack.rules = loader.kind(&pack.meta.pack_ref, &mut checks, &mut diags);
+    let actions = loader.kind::<Action, S>(&pack_ref, &mut checks, &mut diags);
+    let sensors = loader.kind::<Sensor, S>(&pack_ref, &mut checks, &mut diags);
+    let triggers = loader.kind::<Trigger, S>(&pack_ref, &mut checks, &mut diags);
+    let rules = loader.kind::<Rule, S>(&pack_ref, &mut checks, &mut diags);
     for kind in CARRIED_KINDS {
         loader.carried(kind, &mut diags);
     }
@@ -130,11 +350,8 @@ pub fn load_pack_cached(
         );
         diags.extend(c.checks.tail);
     }
-
-    LoadOutcome {
-        pack: (!diags.has_errors()).then_some(pack),
-        diagnostics: diags,
-    }
+    let parts = (!diags.has_errors()).then_some((meta, [actions, sensors, triggers, rules]));
+    (parts, diags)
 }
 
 /// The pack directories directly inside `dir`: subdirectories (or links to
@@ -200,6 +417,12 @@ trait Component: DeserializeOwned + Serialize + Known + Clone + Sized {
     fn wrap(facts: ComponentFacts<Self>) -> Facts;
     /// Its facts from a cache entry, if the entry is of this kind.
     fn unwrap(facts: Facts) -> Option<ComponentFacts<Self>>;
+    /// Its summary.
+    fn brief(&self) -> Brief;
+    /// It, as a component of any kind.
+    fn any(self) -> Any;
+    /// A component of any kind, if it is of this one.
+    fn from_any(any: Any) -> Option<Self>;
 }
 
 impl Component for Action {
@@ -220,6 +443,18 @@ impl Component for Action {
     fn unwrap(facts: Facts) -> Option<ComponentFacts<Self>> {
         match facts {
             Facts::Action(f) => Some(f),
+            _ => None,
+        }
+    }
+    fn brief(&self) -> Brief {
+        Brief::of_action(self)
+    }
+    fn any(self) -> Any {
+        Any::Action(self)
+    }
+    fn from_any(any: Any) -> Option<Self> {
+        match any {
+            Any::Action(c) => Some(c),
             _ => None,
         }
     }
@@ -251,6 +486,18 @@ impl Component for Sensor {
             _ => None,
         }
     }
+    fn brief(&self) -> Brief {
+        Brief::of_sensor(self)
+    }
+    fn any(self) -> Any {
+        Any::Sensor(self)
+    }
+    fn from_any(any: Any) -> Option<Self> {
+        match any {
+            Any::Sensor(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 impl Component for Trigger {
@@ -271,6 +518,18 @@ impl Component for Trigger {
     fn unwrap(facts: Facts) -> Option<ComponentFacts<Self>> {
         match facts {
             Facts::Trigger(f) => Some(f),
+            _ => None,
+        }
+    }
+    fn brief(&self) -> Brief {
+        Brief::of_trigger(self)
+    }
+    fn any(self) -> Any {
+        Any::Trigger(self)
+    }
+    fn from_any(any: Any) -> Option<Self> {
+        match any {
+            Any::Trigger(c) => Some(c),
             _ => None,
         }
     }
@@ -300,6 +559,18 @@ impl Component for Rule {
             _ => None,
         }
     }
+    fn brief(&self) -> Brief {
+        Brief::of_rule(self)
+    }
+    fn any(self) -> Any {
+        Any::Rule(self)
+    }
+    fn from_any(any: Any) -> Option<Self> {
+        match any {
+            Any::Rule(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 /// One component file's own checks, waiting for the check that spans the pack.
@@ -315,6 +586,8 @@ struct Loader<'a> {
     dir: &'a Path,
     known: &'a dyn Fn(&Path) -> Option<[u8; 32]>,
     cache: &'a mut LoadCache,
+    /// Its cache entries are summaries.
+    brief: bool,
 }
 
 impl Loader<'_> {
@@ -337,6 +610,7 @@ impl Loader<'_> {
                 rel,
                 scope: scope.map(str::to_string),
                 sha256: (self.known)(file)?,
+                brief: self.brief,
             })
         });
         if let Some(key) = &key
@@ -360,12 +634,12 @@ impl Loader<'_> {
     /// The YAML files directly inside `dir/<T::DIR>/`, sorted by name, parsed
     /// as `T` and completed; their own checks go to `checks`. A file without
     /// `ref` is completed from its `name` or skipped ([`missing_ref`]).
-    fn kind<T: Component>(
+    fn kind<T: Component, S: Shape>(
         &mut self,
         pack: &str,
         checks: &mut Vec<Pending>,
         diags: &mut Diagnostics,
-    ) -> Vec<Loaded<T>> {
+    ) -> Vec<Kinded<S::Comp>> {
         let Some(files) = yaml_files(self.dir, T::DIR, diags, true) else {
             return vec![];
         };
@@ -376,15 +650,15 @@ impl Loader<'_> {
                 &file,
                 rel,
                 Some(pack),
-                T::unwrap,
-                T::wrap,
+                S::unwrap::<T>,
+                S::wrap::<T>,
                 |mut read, text| {
                     let found = text.and_then(|text| {
                         let mut spec =
                             parse_yaml::<T>(&file, &text, Some((pack, T::KIND)), &mut read)?;
                         spec.normalize(pack);
                         let checks = spec.checks(pack, &file, &text);
-                        Some((spec, checks))
+                        Some((S::comp(spec), checks))
                     });
                     ComponentFacts { read, found }
                 },
@@ -394,10 +668,10 @@ impl Loader<'_> {
                 checks.push(Pending {
                     kind: T::KIND,
                     file: file.clone(),
-                    component_ref: spec.component_ref().to_string(),
+                    component_ref: S::comp_ref(&spec).to_string(),
                     checks: c,
                 });
-                loaded.push(Loaded { file, spec });
+                loaded.push(Kinded { file, spec });
             }
         }
         loaded

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::Arch;
 use crate::elf::{ElfFacts, Linkage, is_elf, shebang};
-use crate::model::{Pack, RunnerType};
+use crate::model::RunnerType;
 
 /// Whether an entry point belongs to an action or a sensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -55,41 +55,6 @@ impl EntryPoint {
     pub fn may_be_absent(&self) -> bool {
         self.runner == RunnerType::Native && self.kind == ComponentKind::Action
     }
-}
-
-impl Pack {
-    /// Every entry point of the pack's actions and sensors.
-    pub fn entry_points(&self) -> Vec<EntryPoint> {
-        let actions = self.actions.iter().map(|a| EntryPoint {
-            component: a.spec.action_ref.clone(),
-            kind: ComponentKind::Action,
-            runner: a.spec.runner_type,
-            enabled: a.spec.enabled,
-            // A workflow action's file is its workflow definition.
-            path: component_path(
-                "actions",
-                a.spec
-                    .workflow_file
-                    .as_deref()
-                    .unwrap_or(&a.spec.entry_point),
-            ),
-            declared_in: a.file.clone(),
-        });
-        let sensors = self.sensors.iter().map(|s| EntryPoint {
-            component: s.spec.sensor_ref.clone(),
-            kind: ComponentKind::Sensor,
-            runner: s.spec.runner_type,
-            enabled: s.spec.enabled,
-            path: component_path("sensors", &s.spec.entry_point),
-            declared_in: s.file.clone(),
-        });
-        actions.chain(sensors).collect()
-    }
-}
-
-/// `dir/entry` with `.` components dropped (`./run.sh` names `run.sh`).
-fn component_path(dir: &str, entry: &str) -> PathBuf {
-    Path::new(dir).join(entry).components().collect()
 }
 
 /// What is wrong with a native entry point.

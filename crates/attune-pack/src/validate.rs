@@ -11,6 +11,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{
     Action, PARAMETER_TYPES, Pack, PackMeta, Parameter, Rule, RunnerType, Sensor, Trigger,
 };
+use crate::summary::PackSummary;
 
 /// Whether `s` is a valid pack ref: `^[a-z][a-z0-9_-]*$`.
 pub fn is_pack_ref(s: &str) -> bool {
@@ -408,21 +409,27 @@ fn interval_params(
 /// component is an error; a ref into a pack that is absent is a warning (it may
 /// be installed separately).
 pub fn references<'a>(packs: impl IntoIterator<Item = &'a Pack> + Clone) -> Diagnostics {
+    let summaries: Vec<PackSummary> = packs.into_iter().map(Pack::summary).collect();
+    references_of(&summaries)
+}
+
+/// [`references`] of packs summarised ([`Pack::summary`]): the same diagnostics.
+pub fn references_of<'a>(packs: impl IntoIterator<Item = &'a PackSummary> + Clone) -> Diagnostics {
     let mut diags = Diagnostics::default();
     let pack_names: BTreeSet<&str> = packs
         .clone()
         .into_iter()
-        .map(|p| p.meta.pack_ref.as_str())
+        .map(|p| p.pack_ref.as_str())
         .collect();
     let triggers: BTreeSet<&str> = packs
         .clone()
         .into_iter()
-        .flat_map(|p| p.triggers.iter().map(|t| t.spec.trigger_ref.as_str()))
+        .flat_map(|p| p.triggers.iter().map(|t| t.spec.component_ref.as_str()))
         .collect();
     let actions: BTreeSet<&str> = packs
         .clone()
         .into_iter()
-        .flat_map(|p| p.actions.iter().map(|a| a.spec.action_ref.as_str()))
+        .flat_map(|p| p.actions.iter().map(|a| a.spec.component_ref.as_str()))
         .collect();
     let mut check = |file: &Path, field: &str, kind: &str, value: &str, known: &BTreeSet<&str>| {
         if known.contains(value) {
@@ -452,25 +459,16 @@ pub fn references<'a>(packs: impl IntoIterator<Item = &'a Pack> + Clone) -> Diag
     };
     for p in packs {
         for s in &p.sensors {
-            for tt in &s.spec.trigger_types {
+            for tt in &s.spec.refs {
                 check(&s.file, "trigger_types", "trigger", tt, &triggers);
             }
         }
         for r in &p.rules {
-            check(
-                &r.file,
-                "trigger_ref",
-                "trigger",
-                &r.spec.trigger_ref,
-                &triggers,
-            );
-            check(
-                &r.file,
-                "action_ref",
-                "action",
-                &r.spec.action_ref,
-                &actions,
-            );
+            let [trigger_ref, action_ref] = r.spec.refs.as_slice() else {
+                continue; // a rule's brief holds both (see `Brief::of_rule`)
+            };
+            check(&r.file, "trigger_ref", "trigger", trigger_ref, &triggers);
+            check(&r.file, "action_ref", "action", action_ref, &actions);
         }
     }
     diags

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use attune_pack::{LoadCache, LoadOutcome, is_yaml, load_pack, load_pack_cached};
+use attune_pack::{
+    LoadCache, LoadOutcome, Pack, SummaryOutcome, is_yaml, load_pack, load_pack_cached,
+    load_pack_summary_cached,
+};
 use sha2::{Digest, Sha256};
 
 /// The SHA-256 of every regular file below `dir`, by path: what a caller such
@@ -48,6 +51,35 @@ fn yaml_count(dir: &Path) -> usize {
 
 fn cached(dir: &Path, known: &HashMap<PathBuf, [u8; 32]>, cache: &mut LoadCache) -> LoadOutcome {
     load_pack_cached(dir, &|p| known.get(p).copied(), cache)
+}
+
+/// `load_pack_summary_cached` gives `want` summarised, cold and warm (through
+/// bytes), and warm it parses no YAML file.
+fn check_summary(
+    dir: &Path,
+    known: &HashMap<PathBuf, [u8; 32]>,
+    want: &LoadOutcome,
+    warm_counts: (usize, usize),
+) {
+    let want = SummaryOutcome {
+        pack: want.pack.as_ref().map(Pack::summary),
+        diagnostics: want.diagnostics.clone(),
+    };
+    let summarised =
+        |cache: &mut LoadCache| load_pack_summary_cached(dir, &|p| known.get(p).copied(), cache);
+    let mut cold = LoadCache::new();
+    assert_eq!(summarised(&mut cold), want, "summary, cold");
+    let bytes = cold.to_bytes();
+    let mut warm = LoadCache::from_bytes(&bytes);
+    let got = summarised(&mut warm);
+    assert_eq!(got, want, "summary, warm");
+    assert_eq!(format!("{got:?}"), format!("{want:?}"));
+    assert_eq!((warm.reused(), warm.parsed()), warm_counts, "summary, warm");
+    assert_eq!(
+        warm.to_bytes(),
+        bytes,
+        "a no-change run saves the same bytes"
+    );
 }
 
 /// Equal as values and as printed, diagnostics included, in order.
@@ -95,6 +127,8 @@ fn check_pack(dir: &Path) {
         (0, files),
         "cold: every file parsed"
     );
+
+    check_summary(dir, &known, &want, (files, 0));
 
     // (b) A warm cache, through bytes.
     let bytes = cold.to_bytes();
@@ -330,6 +364,7 @@ fn invalid_packs_report_the_same_cached() {
     let mut warm = LoadCache::from_bytes(&cold.to_bytes());
     assert_same(&cached(&dir, &known, &mut warm), &want, "warm");
     assert_eq!((warm.reused(), warm.parsed()), (files - 1, 1));
+    check_summary(&dir, &known, &want, (files - 1, 1));
 }
 
 /// A file's checks depend on the pack's ref (and pack.yaml's on the

@@ -1,9 +1,12 @@
 //! The validation facts of pack YAML files, kept in the volume root between
 //! runs, so that a run over unchanged YAML does not parse it again.
 //!
-//! The facts are an [`attune_pack::LoadCache`]: what loading each YAML file
-//! found, keyed by its path in the pack, its SHA-256 and the pack's ref.
-//! Give [`attune_pack::load_pack_cached`] the hashes this run already trusts
+//! The facts are an [`attune_pack::LoadCache`] of summaries: what loading
+//! each YAML file found (its diagnostics, and of a component only what the
+//! checks across files and packs consult: refs, runner type, entry point;
+//! see [`attune_pack::Brief`]), keyed by its path in the pack, its SHA-256
+//! and the pack's ref. Give [`attune_pack::load_pack_summary_cached`] the
+//! hashes this run already trusts
 //! (the hash cache's, by stamp), save [`bytes`] after the packs are loaded.
 //! Writing the file is the publisher's, through its filesystem layer: nothing
 //! here writes.
@@ -46,7 +49,7 @@ mod tests {
         assert!(load(tmp.path()).is_empty());
         assert!(load(&tmp.path().join("no such volume")).is_empty());
         let mut written = tempfile::NamedTempFile::new_in(tmp.path()).unwrap();
-        std::io::Write::write_all(&mut written, b"attune-pack load cache 1\ntruncated").unwrap();
+        std::io::Write::write_all(&mut written, b"attune-pack load cache 2\ntruncated").unwrap();
         written.persist(tmp.path().join(FACTS_NAME)).unwrap();
         assert!(load(tmp.path()).is_empty());
     }
@@ -67,14 +70,14 @@ mod tests {
         f.persist(pack.join("pack.yaml")).unwrap();
         let digest: [u8; 32] = Sha256::digest(yaml).into();
         let mut cache = LoadCache::new();
-        let cold = attune_pack::load_pack_cached(pack, &|_| Some(digest), &mut cache);
+        let cold = attune_pack::load_pack_summary_cached(pack, &|_| Some(digest), &mut cache);
         let mut saved = tempfile::NamedTempFile::new_in(tmp.path()).unwrap();
         std::io::Write::write_all(&mut saved, &bytes(&cache)).unwrap();
         saved.persist(tmp.path().join(FACTS_NAME)).unwrap();
 
         let mut warm = load(tmp.path());
         assert_eq!(warm.len(), 1);
-        let again = attune_pack::load_pack_cached(pack, &|_| Some(digest), &mut warm);
+        let again = attune_pack::load_pack_summary_cached(pack, &|_| Some(digest), &mut warm);
         assert_eq!(again, cold);
         assert_eq!((warm.reused(), warm.parsed()), (1, 0));
     }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use attune_pack::{
-    Arch, Diagnostic, Diagnostics, ElfFacts, LoadCache, Pack, RunnerType, check_native,
-    load_pack_cached, references,
+    Arch, Diagnostic, Diagnostics, ElfFacts, LoadCache, PackSummary, RunnerType, check_native,
+    load_pack_summary_cached, references_of,
 };
 
 use crate::error::{Error, IoContext};
@@ -63,8 +63,8 @@ pub struct Plan {
     pub nodes: Vec<Node>,
     /// Content hashes of the files (`None` for directories), in the same order.
     pub hashes: Vec<Option<FileHash>>,
-    /// The packs, by name.
-    pub packs: Vec<Pack>,
+    /// The packs, by name, summarised (what the checks across files need).
+    pub packs: Vec<PackSummary>,
     /// Files whose contents had to be read (not in the hash cache), as
     /// indices into `nodes`.
     pub hashed: Vec<usize>,
@@ -286,11 +286,11 @@ pub fn plan(
                 .then(|| known.hashes[at].map(|h| h.sha256.0))
                 .flatten()
         };
-        let outcome = load_pack_cached(&fp.dir, &hash_of, facts);
+        let outcome = load_pack_summary_cached(&fp.dir, &hash_of, facts);
         diags.extend(outcome.diagnostics);
         packs.extend(outcome.pack);
     }
-    diags.extend(references(&packs));
+    diags.extend(references_of(&packs));
     diags.extend(tree_diags);
     phase("load packs");
 
@@ -611,7 +611,7 @@ fn stale(old: &Node, new: &Node) -> Result<Diagnostic, Error> {
 }
 
 fn entry_points(
-    pack: &Pack,
+    pack: &PackSummary,
     inputs: &Inputs,
     nodes: &[Node],
     from_binaries: &BTreeMap<String, PathBuf>,
@@ -620,7 +620,7 @@ fn entry_points(
 ) -> Result<(), Error> {
     let arch = inputs.arch;
     for ep in pack.entry_points() {
-        let rel = format!("{}/{}", pack.meta.pack_ref, ep.path.to_string_lossy());
+        let rel = format!("{}/{}", pack.pack_ref, ep.path.to_string_lossy());
         let native = ep.runner == RunnerType::Native;
         let declared = format!(
             "{} (declared in {})",

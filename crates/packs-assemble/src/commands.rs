@@ -253,7 +253,7 @@ pub fn check(args: &CheckArgs, out: Output) -> Result<ExitCode, Error> {
         packs: plan
             .packs
             .iter()
-            .map(|p| p.meta.pack_ref.as_str())
+            .map(|p| p.pack_ref.as_str())
             .collect(),
         diagnostics: &plan.diagnostics,
     };
