@@ -13,6 +13,7 @@ use crate::hash::HashCache;
 use crate::plan::{Inputs, Plan, plan};
 use crate::progress::Progress;
 use crate::publish::{self, Outcome};
+use crate::trust::Early;
 use crate::volume::{CACHE_NAME, FACTS_NAME, LOCK_NAME, STORE_DIR, Volume, exists, tmp_name};
 
 /// What to assemble, and where.
@@ -72,7 +73,17 @@ pub fn assemble(req: &Request, progress: &Progress) -> Result<Assembled, Error> 
     let cache = HashCache::load(&vol.root.join(CACHE_NAME));
     let mut facts = crate::facts::load(&vol.root);
     let facts_loaded = facts.len();
-    let mut plan = plan(&inputs, &cache, &mut facts, progress)?;
+    // The audit of the current generation by stat depends on the volume
+    // alone: it runs beside the plan, under the lock, and its confirmations
+    // are used only if the plan's manifest turns out to be the one audited.
+    let audit_early = lock.is_some() && !cold && !req.publish.force;
+    let (plan, early) = std::thread::scope(|s| {
+        let early = audit_early.then(|| s.spawn(|| Early::confirm_current(&vol)));
+        let plan = plan(&inputs, &cache, &mut facts, progress);
+        let early = early.and_then(|h| h.join().ok()).flatten();
+        (plan, early)
+    });
+    let mut plan = plan?;
     if req.strict {
         plan.diagnostics.promote_warnings();
     }
@@ -94,7 +105,7 @@ pub fn assemble(req: &Request, progress: &Progress) -> Result<Assembled, Error> 
             yaml_parsed,
         });
     }
-    let outcome = publish::publish(&vol, lock.as_ref(), &plan, &req.publish, progress)?;
+    let outcome = publish::publish_with(&vol, lock.as_ref(), &plan, &req.publish, progress, early)?;
     if !dry_run {
         save_hash_cache(&vol, &plan, scan_started)?;
         if crate::facts::changed(&facts, facts_loaded) {

@@ -22,7 +22,7 @@ use crate::store::{
     OBJECTS_NAME, Objects, PackTree, SEQUENCE_NAME, link_target, object_id, objects_bytes,
     pack_trees, read_objects, sequence_bytes,
 };
-use crate::trust::{PackChoice, Trust, generation_links_ok, kept_generation};
+use crate::trust::{Early, PackChoice, Trust, generation_links_ok, kept_generation};
 use crate::volume::{
     DATA_LINK, RootEntry, STAMPS_NAME, STORE_DIR, Volume, VolumeLock, classify, exists,
     generation_id_of, generation_name, tmp_name,
@@ -110,7 +110,26 @@ pub fn publish(
         opts.dry_run || lock.is_some(),
         "publishing without the volume lock"
     );
+    publish_with(vol, lock, plan, opts, progress, None)
+}
+
+/// [`publish`], taking the confirmations of the current generation made
+/// while the plan was made ([`Early`]); they are used only when the current
+/// generation and its manifest are still the ones audited and the plan's.
+pub(crate) fn publish_with(
+    vol: &Volume,
+    lock: Option<&VolumeLock>,
+    plan: &Plan,
+    opts: &Options,
+    progress: &Progress,
+    early: Option<Early>,
+) -> Result<Outcome, Error> {
+    assert!(
+        opts.dry_run || lock.is_some(),
+        "publishing without the volume lock"
+    );
     let mut run = Publish::new(vol, plan, opts, progress)?;
+    run.early = early;
     run.refuse_unmanaged()?; // (1)
     run.sweep_leftovers()?; // (2)
     run.read_current()?; // (3)
@@ -152,6 +171,8 @@ struct Publish<'a> {
     /// Whether each new entry is the same file as the current generation's at its path.
     linkable: Vec<bool>,
     trust: Trust<'a>,
+    /// Confirmations made while the plan was made, for step (4).
+    early: Option<Early>,
     /// Where each pack comes from, after step (4).
     choices: Vec<PackChoice>,
     /// Pack -> object of the new generation, after step (6).
@@ -186,6 +207,7 @@ impl<'a> Publish<'a> {
             started: std::time::Instant::now(),
             packs: pack_trees(manifest),
             trust: Trust::new(store.clone(), manifest, Stamps::default()),
+            early: None,
             store,
             out: Outcome {
                 generation: generation_name(manifest.generation_id()),
@@ -286,11 +308,20 @@ impl<'a> Publish<'a> {
     fn confirm_and_decide(&mut self) -> Result<Decision, Error> {
         let manifest = self.manifest();
         let entries = &manifest.contents.entries;
-        self.trust = Trust::new(
-            self.store.clone(),
-            manifest,
-            Stamps::load(&self.vol.root.join(STAMPS_NAME)),
-        );
+        // Confirmations made during the plan stand when they were made of
+        // this very manifest in the generation still current (the lock is
+        // held throughout); otherwise everything is confirmed here.
+        let early = self.early.take().filter(|e| {
+            self.same_manifest && !self.opts.force && e.matches(self.current.as_deref(), manifest)
+        });
+        self.trust = match early {
+            Some(e) => Trust::from_early(self.store.clone(), manifest, e),
+            None => Trust::new(
+                self.store.clone(),
+                manifest,
+                Stamps::load(&self.vol.root.join(STAMPS_NAME)),
+            ),
+        };
         for p in &self.packs {
             let choice = match self.cur_objects.get(&p.name) {
                 _ if self.opts.force => PackChoice::New,

@@ -250,11 +250,7 @@ pub fn check(args: &CheckArgs, out: Output) -> Result<ExitCode, Error> {
     let result = CheckResult {
         ok: !plan.diagnostics.has_errors(),
         arch,
-        packs: plan
-            .packs
-            .iter()
-            .map(|p| p.pack_ref.as_str())
-            .collect(),
+        packs: plan.packs.iter().map(|p| p.pack_ref.as_str()).collect(),
         diagnostics: &plan.diagnostics,
     };
     out.result(&result, || match result.packs.len() {
