@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
@@ -127,43 +127,65 @@ fn run(
     stamps: &Stamps,
     how: How,
 ) -> Result<Audit, Error> {
-    let parts = crate::parallel::try_map(&jobs, |job| one_dir(object, entries, job, stamps, how))?;
-    let mut audit = Audit::default();
-    audit
-        .confirmed
-        .reserve(parts.iter().map(|(a, _)| a.confirmed.len()).sum());
-    let mut reread: Vec<(usize, Record, PathBuf)> = vec![];
-    for (a, r) in parts {
+    // Each directory's confirmations go straight into one vector sized for
+    // them all, so that they are never held twice (merging the parts after
+    // held 2 x 8.8 MB at 100,000 entries); sorted by entry after.
+    let most = jobs
+        .iter()
+        .map(|j| j.children.len() + usize::from(j.dir.is_some()))
+        .sum();
+    // The files to read again likewise (pages of a vector never written to
+    // are not resident: sizing both for every entry costs nothing).
+    let sink = std::sync::Mutex::new(Vec::with_capacity(most));
+    let again = std::sync::Mutex::new(Vec::with_capacity(most));
+    let parts = crate::parallel::try_map(&jobs, |job| {
+        let (mut a, r) = one_dir(object, entries, job, stamps, how)?;
+        let confirmed = std::mem::take(&mut a.confirmed);
+        sink.lock().expect("audit sink").extend(confirmed);
+        again.lock().expect("audit sink").extend(r);
+        Ok(a)
+    })?;
+    let mut audit = Audit {
+        confirmed: sink.into_inner().expect("audit sink"),
+        ..Audit::default()
+    };
+    audit.confirmed.sort_unstable_by_key(|&(i, _)| i);
+    let mut reread: Reread = again.into_inner().expect("audit sink");
+    reread.sort_unstable_by_key(|&(i, _)| i);
+    for a in parts {
         audit.merge(a);
-        reread.extend(r);
     }
     audit.rehashed = reread.len();
     let window = crate::stamps::settle_window_ns(object);
-    let results = crate::parallel::try_map(&reread, |(i, rec, path)| {
-        let want = entries[*i].sha256.expect("files have a hash");
-        // Read after its ctime by more than the settle window: no write
-        // that moved no time can come after this read.
-        let read_ns = crate::stamps::now_ns();
-        Ok(match hash_file(path) {
-            Ok(h) if h.sha256 == want => Ok((
-                *i,
-                Record {
-                    digest: want,
-                    settled: crate::stamps::settles(rec.ctime_ns, read_ns, window),
-                    ..*rec
-                },
-            )),
-            Ok(_) => Err((
-                *i,
-                "contents differ from the manifest (sha256 mismatch)".into(),
-            )),
-            Err(e) => Err((*i, format!("cannot be read: {e}"))),
-        })
-    })?;
-    for r in results {
-        match r {
-            Ok(c) => audit.confirmed.push(c),
-            Err(d) => audit.damaged.push(d),
+    // In slices, so that the results of 100,000 reads are never held at once
+    // (each read's path is made when it is read, for the same reason).
+    for slice in reread.chunks(4096) {
+        let results = crate::parallel::try_map(slice, |(i, rec)| {
+            let want = entries[*i].sha256.expect("files have a hash");
+            // Read after its ctime by more than the settle window: no write
+            // that moved no time can come after this read.
+            let read_ns = crate::stamps::now_ns();
+            Ok(match hash_file(&object.join(&entries[*i].path)) {
+                Ok(h) if h.sha256 == want => Ok((
+                    *i,
+                    Record {
+                        digest: want,
+                        settled: crate::stamps::settles(rec.ctime_ns, read_ns, window),
+                        ..*rec
+                    },
+                )),
+                Ok(_) => Err((
+                    *i,
+                    "contents differ from the manifest (sha256 mismatch)".into(),
+                )),
+                Err(e) => Err((*i, format!("cannot be read: {e}"))),
+            })
+        })?;
+        for r in results {
+            match r {
+                Ok(c) => audit.confirmed.push(c),
+                Err(d) => audit.damaged.push(d),
+            }
         }
     }
     Ok(audit)
@@ -183,7 +205,8 @@ fn record(st: &Stat, digest: Sha256Digest, size: u64) -> Record {
     }
 }
 
-type Reread = Vec<(usize, Record, PathBuf)>;
+/// Files whose stamp moved, to read again: (entry, record of the stat).
+type Reread = Vec<(usize, Record)>;
 
 fn one_dir(
     object: &Path,
@@ -337,7 +360,7 @@ fn one_dir(
                 },
             ));
         } else {
-            reread.push((c, rec, path.join(name)));
+            reread.push((c, rec));
         }
     }
     Ok((audit, reread))

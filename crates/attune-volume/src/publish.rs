@@ -555,16 +555,27 @@ impl<'a> Publish<'a> {
     /// (10) Records the stamps of what is now published: links and unlinks
     /// above moved the ctimes of shared inodes, so those are stat'ed again;
     /// the new objects' files are stat'ed (never recorded unread).
-    fn record_stamps(self) -> Result<Outcome, Error> {
+    fn record_stamps(mut self) -> Result<Outcome, Error> {
         let manifest = self.manifest();
-        let mut records = self
-            .trust
-            .refreshed(&self.objects, &self.packs, &self.link_sources)?;
+        // The confirmations and the stamps read go before the new objects
+        // are stat'ed (at 100,000 files each is several MB).
+        let trust = std::mem::replace(
+            &mut self.trust,
+            Trust::new(self.store.clone(), manifest, Stamps::default()),
+        );
+        let mut records = trust.refreshed(&self.objects, &self.packs, &self.link_sources)?;
+        drop(trust);
         for &k in &self.new_objects {
             let p = &self.packs[k];
             let dir = self.store.join(&self.objects[&p.name]);
             let a = audit_pack(&dir, manifest, p, &Stamps::default(), How::Record)?;
-            records.extend(a.confirmed.into_iter().map(|(_, r)| r));
+            let these = a.confirmed.into_iter().map(|(_, r)| r);
+            if records.is_empty() {
+                records = these.collect(); // in place: never held twice
+            } else {
+                records.reserve_exact(these.len());
+                records.extend(these);
+            }
         }
         save_stamps(self.vol, records)?;
         self.phase("record stamps");

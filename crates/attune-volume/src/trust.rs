@@ -60,9 +60,14 @@ impl<'a> Trust<'a> {
         let ok = a.damaged.is_empty();
         let o = self.names.len() as u32;
         self.names.push(object.to_string());
-        self.confirmed.reserve_exact(a.confirmed.len());
-        self.confirmed
-            .extend(a.confirmed.into_iter().map(|(i, r)| (o, i as u32, r)));
+        let these = a.confirmed.into_iter().map(|(i, r)| (o, i as u32, r));
+        if self.confirmed.is_empty() {
+            // Collected in place (the same size of item): never held twice.
+            self.confirmed = these.collect();
+        } else {
+            self.confirmed.reserve_exact(these.len());
+            self.confirmed.extend(these);
+        }
         self.audit.rehashed += a.rehashed;
         self.audit.relisted += a.relisted;
         self.audit.damaged.extend(a.damaged);
