@@ -8,8 +8,11 @@
 //! - [`load_pack`] reads a pack directory into a [`Pack`] and returns every
 //!   problem as a [`Diagnostic`] naming the file, line, column and field;
 //!   [`load_pack_cached`] gives the same outcome without parsing again the
-//!   YAML files whose content hash a [`LoadCache`] already holds.
-//! - [`references`] checks references across packs (rules to actions and triggers).
+//!   YAML files whose content hash a [`LoadCache`] already holds;
+//!   [`load_pack_summary_cached`] gives it summarised ([`PackSummary`]: refs,
+//!   runner types, entry points), from cache entries that hold only that.
+//! - [`references`] (or [`references_of`], on summaries) checks references
+//!   across packs (rules to actions and triggers).
 //! - [`Pack::entry_points`] lists the files components run; [`check_native`]
 //!   decides whether a native one will run in a container of an [`Arch`].
 //! - [`ElfFacts`] says what a binary is: machine, class, static or dynamic.

@@ -76,7 +76,10 @@
 //!   "up to date", reuses an object or a kept generation, or hard-links a
 //!   published file, it confirms each entry against the manifest, by a stat
 //!   compared with the recorded inode stamp, or by reading it again. Damage is
-//!   repaired from the inputs, never served with exit 0.
+//!   repaired from the inputs, never served with exit 0. The audit of the
+//!   current generation may run beside the plan (under the lock): its
+//!   confirmations count only for the manifest audited, when it turns out to
+//!   be the plan's (the same root hash, recomputed from the entries audited).
 //! - A stamp is recorded only when the contents were read at least the settle
 //!   window ([`stamps::settle_window_ns`]: the kernel's writeback window,
 //!   35 s by default, plus 2 s) after the inode's ctime. Files this run wrote
