@@ -186,6 +186,10 @@ group! {
     /// Host directory (or volume) the Docker stack mounts as the services'
     /// packs.dev (by default `packs.dev/`).
     PACKS_DEV = "ATTUNE_PACKS_DEV";
+    /// `1`: `docker/build-images` and `tests/cross/run` build nothing and use
+    /// the static binaries `scripts/build-pack-binaries` left in `target/`
+    /// (CI sets it after its one build; a missing binary fails, named).
+    PREBUILT = "ATTUNE_PREBUILT";
     /// The env file of `docker/stack`, which keeps the token and the
     /// distributable stack's images (by default `.env` at the repository's
     /// root, where `docker compose` reads it).
