@@ -111,23 +111,22 @@ impl RootfsOptions {
     }
 }
 
-/// The entries every service image holds ([`crate::services`]), by layer
-/// path: directories (with their parents) and the two text files, each with
-/// the layout's mode; owners come from the options (the mount points').
-fn skeleton() -> Vec<(String, u32, Option<&'static str>)> {
-    let c = &crate::services::layout().common;
+/// One entry a service image's layout gives: layer path, mode, and the text
+/// of a file (`None`: a directory).
+type Laid = (String, u32, Option<&'static str>);
+
+/// The entries service image `service` holds ([`crate::services`]), by
+/// layer path: its mount points, the binaries' directory and /tmp (with their
+/// parents), and the two text files, each with the layout's mode; owners come
+/// from the options (the mount points').
+fn skeleton(service: &str) -> Result<Vec<Laid>, Error> {
+    let l = crate::services::layout();
+    let c = &l.common;
+    let s = l
+        .service(service)
+        .map_err(|e| Error::Usage(format!("--service: {e}")))?;
     let mut dirs: Vec<String> = vec![];
-    let all = c
-        .mounts
-        .iter()
-        .chain(
-            crate::services::layout()
-                .services
-                .values()
-                .flat_map(|s| &s.mounts),
-        )
-        .chain([&c.bin_dir, &c.tmp]);
-    for d in all {
+    for d in l.mounts(s).chain([c.bin_dir.as_str(), c.tmp.as_str()]) {
         let rel = image_path(d).unwrap_or_default();
         let mut at = String::new();
         for part in rel.split('/') {
@@ -141,7 +140,7 @@ fn skeleton() -> Vec<(String, u32, Option<&'static str>)> {
         }
     }
     let tmp = image_path(&c.tmp).unwrap_or_default();
-    let mut out: Vec<(String, u32, Option<&'static str>)> = dirs
+    let mut out: Vec<Laid> = dirs
         .into_iter()
         .map(|d| {
             let mode = if d == tmp { 0o1777 } else { 0o755 };
@@ -151,7 +150,7 @@ fn skeleton() -> Vec<(String, u32, Option<&'static str>)> {
     out.push(("etc".to_string(), 0o755, None));
     out.push(("etc/passwd".to_string(), 0o644, Some(c.passwd.as_str())));
     out.push(("etc/group".to_string(), 0o644, Some(c.group.as_str())));
-    out
+    Ok(out)
 }
 
 /// The layer path of the absolute image path `path` (`/opt/x` -> `opt/x`), if plain.
@@ -417,29 +416,7 @@ pub fn export_rootfs(args: &RootfsOptions) -> Result<RootfsResult, Error> {
     let found = walk(&args.rootfs, d)?;
     // A service image's common entries: the layout's, whatever the directory holds.
     let skeleton = match &args.service {
-        Some(service) => {
-            let mounts: Vec<String> = {
-                let l = crate::services::layout();
-                let s = l
-                    .service(service)
-                    .map_err(|e| Error::Usage(format!("--service: {e}")))?;
-                l.mounts(s)
-                    .map(|m| image_path(m).unwrap_or_default())
-                    .collect()
-            };
-            skeleton()
-                .into_iter()
-                .filter(|(p, _, _)| {
-                    // Mount points of other services are not this image's.
-                    !crate::services::layout()
-                        .services
-                        .values()
-                        .flat_map(|s| &s.mounts)
-                        .any(|m| image_path(m).as_deref() == Some(p.as_str()))
-                        || mounts.contains(p)
-                })
-                .collect()
-        }
+        Some(service) => skeleton(service)?,
         None => vec![],
     };
     for rel in owners.keys() {

@@ -5,7 +5,7 @@
 //! created. `check` plans without a volume.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::fsops;
@@ -42,17 +42,11 @@ pub struct Assembled {
     pub yaml_parsed: usize,
 }
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 /// Runs one assemble: see the module doc. The lock is held from before the
 /// first byte is written into the volume (staged copies included) until the
 /// caches are saved.
 pub fn assemble(req: &Request, progress: &Progress) -> Result<Assembled, Error> {
-    let scan_started = now_ns();
+    let scan_started = crate::stamps::now_ns();
     let dry_run = req.publish.dry_run;
     let vol = Volume::new(&req.volume);
     let created = !dry_run && !exists(&vol.root);
